@@ -1,0 +1,47 @@
+"""What a run is measured by: parameter counts, singular values, and the check that merging is exact."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .results import LayerParams, ParamCounts
+
+
+def lora_param_count(d_in: int, d_out: int, rank: int) -> int:
+    """Trainable parameters of one LoRA adapter: A has r * d_in, B has d_out * r."""
+    return (d_in + d_out) * rank
+
+
+def full_param_count(d_in: int, d_out: int) -> int:
+    """Trainable parameters of one full weight matrix (bias-free)."""
+    return d_in * d_out
+
+
+def param_counts(shapes: dict[str, tuple[int, int]], rank: int) -> ParamCounts:
+    """Per-layer and total counts for layers given as {name: (d_in, d_out)}."""
+    layers = [LayerParams(name, d_in, d_out, lora_param_count(d_in, d_out, rank), full_param_count(d_in, d_out))
+              for name, (d_in, d_out) in shapes.items()]
+    return ParamCounts(sum(layer.lora for layer in layers), sum(layer.full for layer in layers), layers)
+
+
+def factored_singular_values(B: torch.Tensor, A: torch.Tensor, scaling: float = 1.0) -> torch.Tensor:
+    """Singular values of s * B A for B: [d_out, r], A: [r, d_in], descending, r of them.
+
+    B = Q_b R_b and A.T = Q_a R_a (thin QR), so B A = Q_b (R_b R_a.T) Q_a.T; Q_b and Q_a have orthonormal
+    columns, hence B A has the singular values of the r x r core. Cost O((d_in + d_out) r^2), never d_out * d_in.
+    """
+    _, r_b = torch.linalg.qr(B)
+    _, r_a = torch.linalg.qr(A.T)
+    return abs(scaling) * torch.linalg.svdvals(r_b @ r_a.T)
+
+
+def singular_values(matrix: torch.Tensor) -> torch.Tensor:
+    """Singular values of a dense matrix, descending (computed on the CPU in float64 for accuracy)."""
+    return torch.linalg.svdvals(matrix.detach().to("cpu", torch.float64))
+
+
+@torch.no_grad()
+def max_abs_diff(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor) -> float:
+    """max |model_a(x) - model_b(x)|: zero up to rounding when `model_b` is `model_a` merged."""
+    return (model_a(x) - model_b(x)).abs().max().item()

@@ -1,0 +1,118 @@
+"""One experiment end to end: pretrain on the original task, fine-tune on the shifted one, merge, measure.
+
+    result = run_experiment(preset("article"), on_progress=print)
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+import torch.nn as nn
+
+from . import analysis
+from .config import ExperimentConfig
+from .layers import LoRALinear, add_lora, merge_lora
+from .model import TARGETS, TwoLayerLinear, layer_shapes
+from .results import ExperimentResult, LayerSpectra, PhaseHistory
+from .tasks import Task, make_tasks
+from .training import ProgressCallback, describe_device, mse, pick_device, train
+
+# What to tell a person whose run diverged.
+DIVERGED_HINT = ("the loss became infinite or NaN: lower the learning rate, α or the shift size, "
+                 "or use a smaller batch-to-rank ratio")
+
+
+def pretrain(config: ExperimentConfig, task: Task, device: torch.device,
+             on_progress: ProgressCallback | None = None) -> tuple[str, PhaseHistory, nn.Module]:
+    """Train all weights of a fresh model on the original task. Returns (status, history, model)."""
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    model = TwoLayerLinear(config.d_in, config.hidden, config.d_out, generator, getattr(torch, config.dtype))
+    model.to(device)
+    status, history = train(model, task.train, task.eval, epochs=config.pretrain_epochs,
+                            batch_size=config.batch_size, lr=config.lr, seed=config.seed, phase="pretrain",
+                            on_progress=on_progress)
+    return status, history, model
+
+
+def finetune(config: ExperimentConfig, base: nn.Module, task: Task,
+             on_progress: ProgressCallback | None = None) -> tuple[str, PhaseHistory, nn.Module, str]:
+    """Fine-tune a copy of `base` on the shifted task. Returns (status, history, model, path that ran)."""
+    model = copy.deepcopy(base)
+    kwargs = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                  phase="finetune", on_progress=on_progress)
+    if config.method == "full":
+        model.requires_grad_(True)
+        status, history = train(model, task.train, task.eval, **kwargs)
+        return status, history, model, "autograd"
+    add_lora(model, TARGETS, config.rank, config.alpha, config.init, torch.Generator().manual_seed(config.seed + 3))
+    status, history = train(model, task.train, task.eval, **kwargs)
+    return status, history, model, "autograd"
+
+
+def spectra(base: nn.Module, tuned: nn.Module, merged: nn.Module) -> dict[str, LayerSpectra]:
+    """Per layer: ΔW's singular values from the factors and from the merged weights, and each weight's."""
+    out = {}
+    for name in TARGETS:
+        before = base.get_submodule(name).weight
+        after = merged.get_submodule(name).weight
+        layer = tuned.get_submodule(name)
+        factored = (analysis.factored_singular_values(layer.lora_B, layer.lora_A, layer.scaling).tolist()
+                    if isinstance(layer, LoRALinear) else [])
+        out[name] = LayerSpectra(factored, analysis.singular_values(after - before).tolist(),
+                                 analysis.singular_values(before).tolist(), analysis.singular_values(after).tolist())
+    return out
+
+
+def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | None = None) -> ExperimentResult:
+    """Pretrain, fine-tune, merge and measure. `on_progress` sees every epoch; returning False cancels."""
+    device = pick_device(config.device, config.dtype)
+    original, shifted = make_tasks(config, device)
+    result = ExperimentResult(
+        config=config.to_dict(), status="ok", device=describe_device(device), path="autograd",
+        history={"pretrain": PhaseHistory(), "finetune": PhaseHistory()},
+        losses=dict.fromkeys(("base_on_original", "base_on_shifted", "adapter_on_shifted", "merged_on_shifted")),
+        merge_max_abs_diff=None, params=analysis.param_counts(layer_shapes(config.d_in, config.hidden, config.d_out),
+                                                              config.rank),
+        spectra={}, timings={"pretrain_s": 0.0, "finetune_s": 0.0, "analysis_s": 0.0})
+
+    start = time.perf_counter()
+    result.status, result.history["pretrain"], base = pretrain(config, original, device, on_progress)
+    result.timings["pretrain_s"] = time.perf_counter() - start
+    if result.status != "ok":
+        return _stopped(result, "pretraining")
+    result.losses["base_on_original"] = mse(base, original.eval)
+    result.losses["base_on_shifted"] = mse(base, shifted.eval)
+
+    start = time.perf_counter()
+    result.status, result.history["finetune"], tuned, result.path = finetune(config, base, shifted, on_progress)
+    _sync(device)
+    result.timings["finetune_s"] = time.perf_counter() - start
+    if result.status != "ok":
+        return _stopped(result, "fine-tuning")
+
+    start = time.perf_counter()
+    result.losses["adapter_on_shifted"] = mse(tuned, shifted.eval)
+    merged = merge_lora(copy.deepcopy(tuned))
+    result.losses["merged_on_shifted"] = mse(merged, shifted.eval)
+    if config.method == "lora":
+        result.merge_max_abs_diff = analysis.max_abs_diff(tuned, merged, shifted.eval.x)
+    result.spectra = spectra(base, tuned, merged)
+    result.timings["analysis_s"] = time.perf_counter() - start
+    return result
+
+
+def _stopped(result: ExperimentResult, phase: str) -> ExperimentResult:
+    epochs = len(result.history["finetune" if phase == "fine-tuning" else "pretrain"].train_loss)
+    if result.status == "diverged":
+        result.message = f"{phase} diverged at epoch {epochs}: {DIVERGED_HINT}"
+    else:
+        result.message = f"cancelled during {phase} after {epochs} epoch(s)"
+    return result
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work so that timings measure the work, not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

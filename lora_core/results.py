@@ -1,0 +1,105 @@
+"""What a run produces: plain dataclasses that serialise to JSON and back."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+PHASES = ("pretrain", "finetune")
+STATUSES = ("ok", "diverged", "cancelled")
+LOSS_KEYS = ("base_on_original", "base_on_shifted", "adapter_on_shifted", "merged_on_shifted")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One finished epoch, as passed to an `on_progress` callback. `epoch` counts from 1."""
+
+    phase: str
+    epoch: int
+    epochs: int
+    train_loss: float
+    eval_loss: float
+
+
+@dataclass
+class PhaseHistory:
+    """Per-epoch losses of one phase: mean training mini-batch loss and held-out loss after the epoch."""
+
+    train_loss: list[float] = field(default_factory=list)
+    eval_loss: list[float] = field(default_factory=list)
+
+
+@dataclass
+class LayerParams:
+    name: str
+    d_in: int
+    d_out: int
+    lora: int  # (d_in + d_out) * r
+    full: int  # d_in * d_out
+
+
+@dataclass
+class ParamCounts:
+    lora_trainable: int
+    full_trainable: int
+    layers: list[LayerParams]
+
+
+@dataclass
+class LayerSpectra:
+    """Singular values, descending. `delta_factored` is empty when there is no adapter (full fine-tuning)."""
+
+    delta_factored: list[float]
+    delta_merged: list[float]
+    weight_before: list[float]
+    weight_after: list[float]
+
+
+@dataclass
+class ExperimentResult:
+    config: dict[str, Any]
+    status: str  # one of STATUSES
+    device: str  # e.g. "cpu", "cuda:0 (NVIDIA H200)"
+    path: str  # which fine-tuning path ran: "fast" or "autograd"
+    history: dict[str, PhaseHistory]  # keyed by PHASES
+    losses: dict[str, float | None]  # keyed by LOSS_KEYS; None where the run stopped before it
+    merge_max_abs_diff: float | None
+    params: ParamCounts
+    spectra: dict[str, LayerSpectra]  # keyed by layer name; empty unless status is ok
+    timings: dict[str, float]  # pretrain_s, finetune_s, analysis_s
+    message: str = ""  # for a diverged or cancelled run: what happened and what to change
+    pretrain_cached: bool = False  # the pretrained base came from the cache
+
+    def to_dict(self) -> dict[str, Any]:
+        return _finite(dataclasses.asdict(self))
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentResult:
+        data = dict(data)
+        data["history"] = {k: PhaseHistory(**v) for k, v in data["history"].items()}
+        params = dict(data["params"])
+        params["layers"] = [LayerParams(**layer) for layer in params["layers"]]
+        data["params"] = ParamCounts(**params)
+        data["spectra"] = {k: LayerSpectra(**v) for k, v in data["spectra"].items()}
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentResult:
+        return cls.from_dict(json.loads(text))
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: write them as null (a diverged run's last loss, say)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value

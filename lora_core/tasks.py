@@ -1,0 +1,69 @@
+"""The article's regression task, y = x θ, and the shifted task that fine-tuning adapts to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import ExperimentConfig
+
+
+@dataclass
+class Split:
+    """x: [n, d_in], y: [n, d_out]."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+@dataclass
+class Task:
+    theta: torch.Tensor  # [d_in, d_out]
+    train: Split
+    eval: Split  # held-out samples, never trained on
+
+
+def shift_matrix(config: ExperimentConfig, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
+    """The change Δθ: [d_in, d_out] added to θ.
+
+    constant: c everywhere, rank 1 (the article's θ + 1). low_rank: c * U V / sqrt(s) with U: [d_in, s],
+    V: [s, d_out] standard normal, so entries have variance c^2 like the other kinds. full_rank: c * N(0, 1).
+    """
+    shape = (config.d_in, config.d_out)
+    c = config.shift_scale
+    if config.shift == "constant":
+        return torch.full(shape, c, dtype=dtype)
+    if config.shift == "low_rank":
+        s = config.shift_rank
+        u = torch.randn(config.d_in, s, generator=generator, dtype=dtype)
+        v = torch.randn(s, config.d_out, generator=generator, dtype=dtype)
+        return c * (u @ v) / s**0.5
+    return c * torch.randn(shape, generator=generator, dtype=dtype)
+
+
+def _split(theta: torch.Tensor, n: int, generator: torch.Generator) -> Split:
+    x = torch.randn(n, theta.shape[0], generator=generator, dtype=theta.dtype)
+    return Split(x, x @ theta)
+
+
+def make_tasks(config: ExperimentConfig, device: torch.device | str = "cpu") -> tuple[Task, Task]:
+    """The original and the shifted task, each with its own training and held-out samples.
+
+    Everything is drawn on the CPU from generators seeded by `config.seed`, so a seed gives the same data on
+    every device. The original task depends only on the seed and the sizes, not on the shift, so a cached
+    pretrained base stays valid when only the shift changes.
+    """
+    dtype = getattr(torch, config.dtype)
+    g = torch.Generator().manual_seed(config.seed)
+    theta = torch.randn(config.d_in, config.d_out, generator=g, dtype=dtype)
+    original = Task(theta, _split(theta, config.n_samples, g), _split(theta, config.n_eval, g))
+    g_shift = torch.Generator().manual_seed(config.seed + 1)
+    theta2 = theta + shift_matrix(config, g_shift, dtype)
+    shifted = Task(theta2, _split(theta2, config.n_samples, g_shift), _split(theta2, config.n_eval, g_shift))
+    return _to(original, device), _to(shifted, device)
+
+
+def _to(task: Task, device: torch.device | str) -> Task:
+    return Task(task.theta.to(device), Split(task.train.x.to(device), task.train.y.to(device)),
+                Split(task.eval.x.to(device), task.eval.y.to(device)))
