@@ -118,7 +118,7 @@ def bounds_text(name: str) -> str:
     if meta["choices"]:
         return "one of " + ", ".join(meta["choices"])
     if kind == "int":
-        return f"an integer from {meta['lo']:g} to {meta['hi']:g}"
+        return f"an integer from {meta['lo']:,} to {meta['hi']:,}"
     return "a finite number greater than 0"
 
 
@@ -149,8 +149,7 @@ def validate(config: ExperimentConfig) -> None:
         meta = f.metadata
         bad = False
         if f.type == "int":
-            bad = isinstance(value, bool) or not isinstance(value, int)
-            bad = bad or (meta["lo"] is not None and value < meta["lo"]) or (meta["hi"] is not None and value > meta["hi"])
+            bad = isinstance(value, bool) or not isinstance(value, int) or not meta["lo"] <= value <= meta["hi"]
         elif f.type == "float":
             bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
             bad = bad or (meta["positive"] and value <= 0)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import copy
 import time
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from . import analysis
 from .config import ExperimentConfig
+from .export import save_adapter
 from .layers import LoRALinear, add_lora, merge_lora
 from .model import TARGETS, TwoLayerLinear, layer_shapes
 from .results import ExperimentResult, LayerSpectra, PhaseHistory
@@ -20,8 +22,9 @@ from .tasks import Task, make_tasks
 from .training import ProgressCallback, describe_device, mse, pick_device, train
 
 # What to tell a person whose run diverged.
-DIVERGED_HINT = ("the loss became infinite or NaN: lower the learning rate, α or the shift size, "
-                 "or use a smaller batch-to-rank ratio")
+DIVERGED_HINT = "the loss became infinite or NaN: lower the learning rate or α and train again"
+WORSE_HINT = ("fine-tuning ended with a higher loss on the shifted task than the base model had: "
+              "the steps were too large; lower the learning rate or α")
 
 
 def pretrain(config: ExperimentConfig, task: Task, device: torch.device,
@@ -65,8 +68,12 @@ def spectra(base: nn.Module, tuned: nn.Module, merged: nn.Module) -> dict[str, L
     return out
 
 
-def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | None = None) -> ExperimentResult:
-    """Pretrain, fine-tune, merge and measure. `on_progress` sees every epoch; returning False cancels."""
+def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | None = None,
+                   save_adapter_to: str | Path | None = None) -> ExperimentResult:
+    """Pretrain, fine-tune, merge and measure. `on_progress` sees every epoch; returning False cancels.
+
+    With `save_adapter_to`, a finished LoRA run writes its adapter there in PEFT's format (see export.py).
+    """
     device = pick_device(config.device, config.dtype)
     original, shifted = make_tasks(config, device)
     result = ExperimentResult(
@@ -96,10 +103,14 @@ def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | Non
     result.losses["adapter_on_shifted"] = mse(tuned, shifted.eval)
     merged = merge_lora(copy.deepcopy(tuned))
     result.losses["merged_on_shifted"] = mse(merged, shifted.eval)
+    if result.losses["merged_on_shifted"] > result.losses["base_on_shifted"]:
+        result.message = WORSE_HINT
     if config.method == "lora":
         result.merge_max_abs_diff = analysis.max_abs_diff(tuned, merged, shifted.eval.x)
     result.spectra = spectra(base, tuned, merged)
     result.timings["analysis_s"] = time.perf_counter() - start
+    if save_adapter_to is not None and config.method == "lora":
+        save_adapter(tuned, save_adapter_to)
     return result
 
 

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian machine with Python 3.11 (Debian's chromium for the
+# browser tests, the Python packages in a venv), then runs ruff and the whole test suite. Extra arguments go
+# to pytest, e.g. `bash scripts/test.sh -m "not browser"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null; then
+  sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+  $sudo apt-get install -y chromium || { $sudo apt-get update && $sudo apt-get install -y chromium; }
+fi
+python3 -m venv .venv
+.venv/bin/pip install -q -r requirements-dev.txt
+.venv/bin/ruff check .
+.venv/bin/python -m pytest "$@"
