@@ -53,15 +53,15 @@ class ExperimentConfig:
     shift: str = _knob("constant", "kind of distribution shift applied to θ", choices=SHIFTS)
     shift_scale: float = _knob(1.0, "size c of the shift", positive=True)
     shift_rank: int = _knob(4, "rank s of a low_rank shift", lo=1, hi=MAX_DIM)
-    n_samples: int = _knob(2048, "training samples per task", lo=1, hi=MAX_SAMPLES)
+    n_samples: int = _knob(1024, "training samples per task", lo=1, hi=MAX_SAMPLES)
     n_eval: int = _knob(512, "held-out samples per task, used only for evaluation", lo=1, hi=MAX_SAMPLES)
     # Model: d_in -> hidden -> d_out, two bias-free linear layers
     d_in: int = _knob(64, "input dimension", lo=1, hi=MAX_DIM)
     hidden: int = _knob(64, "hidden dimension", lo=1, hi=MAX_DIM)
     d_out: int = _knob(64, "output dimension", lo=1, hi=MAX_DIM)
     # Training
-    pretrain_epochs: int = _knob(40, "epochs of pretraining on the original task", lo=1, hi=MAX_EPOCHS)
-    epochs: int = _knob(40, "epochs of fine-tuning on the shifted task", lo=1, hi=MAX_EPOCHS)
+    pretrain_epochs: int = _knob(30, "epochs of pretraining on the original task", lo=1, hi=MAX_EPOCHS)
+    epochs: int = _knob(30, "epochs of fine-tuning on the shifted task", lo=1, hi=MAX_EPOCHS)
     batch_size: int = _knob(64, "mini-batch size", lo=1, hi=MAX_SAMPLES)
     lr: float = _knob(1e-2, "Adam learning rate", positive=True)
     seed: int = _knob(0, "random seed for data, initialisation and shuffling", lo=0, hi=2**31 - 1)
