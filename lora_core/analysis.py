@@ -18,6 +18,15 @@ def full_param_count(d_in: int, d_out: int) -> int:
     return d_in * d_out
 
 
+ADAM_MOMENTS = 2  # Adam keeps two running moments (m and v) per trainable parameter
+BYTES_PER_ITEM = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
+
+
+def adam_state_bytes(n_params: int, dtype: str = "float32") -> int:
+    """Adam's optimizer state for `n_params` trainable parameters: two moments of the parameter's dtype."""
+    return ADAM_MOMENTS * n_params * BYTES_PER_ITEM[dtype]
+
+
 def param_counts(shapes: dict[str, tuple[int, int]], rank: int) -> ParamCounts:
     """Per-layer and total counts for layers given as {name: (d_in, d_out)}."""
     layers = [LayerParams(name, d_in, d_out, lora_param_count(d_in, d_out, rank), full_param_count(d_in, d_out))

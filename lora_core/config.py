@@ -157,7 +157,7 @@ def validate(config: ExperimentConfig) -> None:
             bad = value not in meta["choices"]
         if bad:
             raise ConfigError(f"{name} must be {bounds_text(name)}, got {value!r}")
-    smallest = min(config.d_in, config.hidden, config.d_out)
+    smallest = max_rank(config.d_in, config.hidden, config.d_out)
     if config.method == "lora" and config.rank > smallest:
         raise ConfigError(f"rank must be from 1 to {smallest} (the smallest dimension of an adapted layer), "
                           f"got {config.rank}")
@@ -170,6 +170,11 @@ def validate(config: ExperimentConfig) -> None:
     if need > MEMORY_LIMIT_BYTES:
         raise ConfigError(f"this configuration needs about {need / 2**30:.1f} GiB, more than the "
                           f"{MEMORY_LIMIT_BYTES / 2**30:.1f} GiB allowed; reduce n_samples or the layer sizes")
+
+
+def max_rank(d_in: int, hidden: int, d_out: int) -> int:
+    """The largest rank an adapter on both layers can have: the smallest dimension of either layer."""
+    return min(d_in, hidden, d_out)
 
 
 def estimated_bytes(config: ExperimentConfig) -> int:

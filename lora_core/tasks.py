@@ -42,6 +42,11 @@ def shift_matrix(config: ExperimentConfig, generator: torch.Generator, dtype: to
     return c * torch.randn(shape, generator=generator, dtype=dtype)
 
 
+def shift_delta(config: ExperimentConfig) -> torch.Tensor:
+    """The task's shift Δθ: [d_in, d_out], drawn from its own generator so it costs no data to recompute."""
+    return shift_matrix(config, torch.Generator().manual_seed(config.seed + 1), getattr(torch, config.dtype))
+
+
 def _split(theta: torch.Tensor, n: int, generator: torch.Generator) -> Split:
     x = torch.randn(n, theta.shape[0], generator=generator, dtype=theta.dtype)
     return Split(x, x @ theta)
@@ -58,9 +63,9 @@ def make_tasks(config: ExperimentConfig, device: torch.device | str = "cpu") -> 
     g = torch.Generator().manual_seed(config.seed)
     theta = torch.randn(config.d_in, config.d_out, generator=g, dtype=dtype)
     original = Task(theta, _split(theta, config.n_samples, g), _split(theta, config.n_eval, g))
-    g_shift = torch.Generator().manual_seed(config.seed + 1)
-    theta2 = theta + shift_matrix(config, g_shift, dtype)
-    shifted = Task(theta2, _split(theta2, config.n_samples, g_shift), _split(theta2, config.n_eval, g_shift))
+    theta2 = theta + shift_delta(config)
+    g_shifted = torch.Generator().manual_seed(config.seed + 4)
+    shifted = Task(theta2, _split(theta2, config.n_samples, g_shifted), _split(theta2, config.n_eval, g_shifted))
     return _to(original, device), _to(shifted, device)
 
 

@@ -9,7 +9,14 @@ import torch.nn as nn
 from lora_core.layers import LoRALinear, add_lora, lora_layers, merge_lora
 from lora_core.model import TwoLayerLinear
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def float64_by_default():
+    """Exact comparisons in float64, restored afterwards so other test modules keep float32."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def make_layer(d_in=7, d_out=5, rank=3, alpha=6.0, init="kaiming", seed=0):

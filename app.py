@@ -1,0 +1,51 @@
+"""Home: LoRA in five sentences, the article's story in four steps, and where training will run."""
+
+import streamlit as st
+
+import ui
+from lora_core.analysis import full_param_count, lora_param_count
+from lora_core.training import describe_device, pick_device
+
+ui.page("Home")
+st.title("LoRA Explorer")
+st.caption("Low-rank adaptation, live: after Rajan Ghimire's *LoRA (Low Rank Adaptation): A Deeper Dive*.")
+
+d = k = 4096
+r = 8
+lora, full = lora_param_count(d, k, r), full_param_count(d, k)
+st.markdown(rf"""
+### LoRA in five sentences
+1. Fine-tuning changes a pretrained weight $W \in \mathbb{{R}}^{{k \times d}}$ by some $\Delta W$; LoRA keeps $W$
+   frozen and learns only the change.
+2. It writes the change as a product of two thin matrices, $\Delta W = B A$ with $A \in \mathbb{{R}}^{{r \times d}}$
+   and $B \in \mathbb{{R}}^{{k \times r}}$, so a layer computes $h = W x + \frac{{\alpha}}{{r}} B A x$.
+3. $B$ starts at zero, so $\Delta W = 0$ and training starts exactly from the pretrained model; $\alpha / r$
+   scales the update.
+4. It trains $(d + k)\,r$ numbers instead of $d k$: for a ${d} \times {k}$ attention projection and $r = {r}$,
+   {lora:,} instead of {full:,} ({lora / full:.2%}).
+5. After training, $\frac{{\alpha}}{{r}} B A$ is added into $W$ (merging): the merged model is as fast as the
+   original and gives the adapter's outputs.
+""")
+
+st.markdown("### The article's story in four steps")
+steps = st.columns(4)
+story = [
+    ("pages/1_Playground.py", "1 · Pretrain", ("A two-layer linear model learns $y = x\\theta$ until its loss is "
+     "near zero.")),
+    ("pages/1_Playground.py", "2 · Shift", ("The task changes to $\\theta + 1$: the base model's loss on the "
+     "shifted data jumps by orders of magnitude.")),
+    ("pages/2_Parameters.py", "3 · Adapt cheaply", ("A rank-1 adapter trains $(d + k)\\,r$ parameters, a tiny "
+     "fraction of $d k$, and the loss falls again.")),
+    ("pages/3_Spectrum.py", "4 · Merge", ("The shift is one direction, ΔW has rank r, and the merged model "
+     "matches the adapter. Compare runs on the Runs page.")),
+]
+for column, (target, title, text) in zip(steps, story, strict=True):
+    with column.container(border=True):
+        st.markdown(f"**{title}**\n\n{text}")
+        st.page_link(target, label=f"Open {target.split('_', 1)[1].removesuffix('.py')}",
+                     icon=":material/arrow_forward:")
+st.page_link("pages/4_Runs.py", label="Runs: every run of this session, overlaid and downloadable",
+             icon=":material/table_chart:")
+
+st.markdown(f"**Training runs on:** `{describe_device(pick_device('auto'))}` "
+            "(a GPU if this server has one, else Apple MPS, else the CPU).")

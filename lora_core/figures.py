@@ -1,0 +1,284 @@
+"""Plotly figures and tables the app's pages share: functions of results and configs, no Streamlit.
+
+Every figure has a title, axis titles with units, and named traces, so a test can read its data back
+(`fig.to_dict()["data"]`) and a person can read it on a projector.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from .analysis import adam_state_bytes, full_param_count, lora_param_count
+from .config import SHIFT_LABELS, ExperimentConfig
+from .results import LOSS_KEYS, PHASES, ExperimentResult, LayerSpectra, PhaseHistory
+from .tasks import shift_delta
+
+PHASE_LABELS = {"pretrain": "pretraining", "finetune": "fine-tuning"}
+PHASE_COLORS = {"pretrain": "#4C6EF5", "finetune": "#F76707"}
+LOSS_LABELS = {"base_on_original": "Base model, original data", "base_on_shifted": "Base model, shifted data",
+               "adapter_on_shifted": "Adapter, before merging", "merged_on_shifted": "Merged model"}
+LOSS_CARDS = {"base_on_original": "Base · original", "base_on_shifted": "Base · shifted",
+              "adapter_on_shifted": "Adapter · shifted", "merged_on_shifted": "Merged · shifted"}
+LOSS_AXIS = "mean squared error (log scale)"
+
+# Real layer shapes (d_in x d_out of one weight matrix) to try on the Parameters page.
+EXAMPLE_SHAPES = {
+    "BERT-base attention projection": (768, 768),
+    "LLaMA-7B attention projection": (4096, 4096),
+    "LLaMA-7B MLP up-projection": (4096, 11008),
+    "GPT-3 175B attention projection": (12288, 12288),
+    "GPT-3 175B MLP up-projection": (12288, 49152),
+}
+
+DIRECTION_RTOL = 1e-4  # a singular value below this fraction of the largest counts as zero
+
+
+def _layout(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, log_x: bool = False) -> go.Figure:
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, legend_title_text="", hovermode="x unified",
+                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
+                      margin={"t": 90, "b": 50, "l": 60, "r": 20})
+    if log_y:
+        values = [v for t in fig.data for v in (t.y or ()) if v is not None and v > 0]
+        narrow = values and math.log10(max(values) / min(values)) < 3  # Plotly would label every digit
+        fig.update_yaxes(type="log", exponentformat="power", dtick="D2" if narrow else None)
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def _mark_rank(fig: go.Figure, rank: int, *, log_x: bool) -> None:
+    """A dotted vertical line at r. Plotly places annotations on a log axis in log10 units, lines in data units."""
+    fig.add_vline(x=rank, line_dash="dot", line_color="gray")
+    fig.add_annotation(x=math.log10(rank) if log_x else rank, y=0.02, yref="paper", xanchor="left",
+                       yanchor="bottom", showarrow=False, text=f" r = {rank}", font={"color": "gray"})
+
+
+def _finite(values: Iterable[float]) -> list[float | None]:
+    """Non-finite or non-positive values cannot sit on a log axis: leave a gap instead."""
+    return [v if v is not None and math.isfinite(v) and v > 0 else None for v in values]
+
+
+# ---- losses -------------------------------------------------------------------------------------------------
+
+def loss_figure(history: dict[str, PhaseHistory], epochs: Sequence[int] | None = None, *,
+                status: str = "ok", title: str = "Loss per epoch") -> go.Figure:
+    """Training and held-out loss of both phases on one epoch axis: pretraining 1..P, fine-tuning P+1..P+F.
+
+    `epochs` = (P, F) fixes the x range, so a chart redrawn every epoch grows instead of rescaling.
+    """
+    done = {p: len(history[p].train_loss) for p in PHASES}
+    planned = tuple(epochs) if epochs else (done["pretrain"], done["finetune"])
+    offset = {"pretrain": 0, "finetune": planned[0]}
+    fig = go.Figure()
+    for phase in PHASES:
+        h = history[phase]
+        x = [offset[phase] + i for i in range(1, done[phase] + 1)]
+        for kind, values in (("train", h.train_loss), ("held-out", h.eval_loss)):
+            held_out = kind == "held-out"
+            fig.add_trace(go.Scatter(x=x, y=_finite(values), mode="lines", name=f"{PHASE_LABELS[phase]}, {kind}",
+                                     line={"color": PHASE_COLORS[phase], "dash": "dot" if held_out else "solid",
+                                           "width": 3 if held_out else 1.5}))
+    fig.add_vline(x=planned[0] + 0.5, line_dash="dash", line_color="gray",
+                  annotation_text="fine-tuning on shifted data →", annotation_position="top right")
+    if status == "diverged":
+        fig.add_annotation(text="diverged: loss became infinite or NaN", xref="paper", yref="paper", x=0.5, y=0.95,
+                           showarrow=False, font={"color": "crimson", "size": 14})
+    fig.update_xaxes(range=[0.5, sum(planned) + 0.5])
+    return _layout(fig, title, "epoch (pretraining on the original task, then fine-tuning on the shifted one)",
+                   LOSS_AXIS, log_y=True)
+
+
+def empty_loss_figure(pretrain_epochs: int, epochs: int) -> go.Figure:
+    """The loss chart before any epoch: its axes and phases, waiting for Train."""
+    fig = loss_figure({p: PhaseHistory() for p in PHASES}, (pretrain_epochs, epochs))
+    fig.update_yaxes(range=[-3, 2])  # log10 units: 1e-3 to 1e2 until there is data
+    return fig
+
+
+def result_loss_figure(result: ExperimentResult) -> go.Figure:
+    cfg = result.config
+    return loss_figure(result.history, (cfg["pretrain_epochs"], cfg["epochs"]), status=result.status)
+
+
+def overlay_figure(runs: dict[str, ExperimentResult]) -> go.Figure:
+    """Held-out loss of several runs, aligned so that epoch 0 is the start of fine-tuning."""
+    fig = go.Figure()
+    for label, result in runs.items():
+        pre = result.history["pretrain"].eval_loss
+        fine = result.history["finetune"].eval_loss
+        x = [*range(1 - len(pre), 1), 0.5, *range(1, len(fine) + 1)]  # a gap: the task changes between phases
+        fig.add_trace(go.Scatter(x=x, y=[*_finite(pre), None, *_finite(fine)], mode="lines", name=label))
+    fig.add_vline(x=0.5, line_dash="dash", line_color="gray", annotation_text="fine-tuning →",
+                  annotation_position="top right")
+    return _layout(fig, "Held-out loss of the selected runs", "epoch (≤ 0: pretraining, > 0: fine-tuning)",
+                   LOSS_AXIS, log_y=True)
+
+
+def number(value: float | None) -> str:
+    """A loss or difference for a card: 3 significant digits, scientific when very small or large."""
+    if value is None:
+        return "—"
+    return f"{value:.2e}" if value and not 1e-2 <= abs(value) < 1e4 else f"{value:.3g}"
+
+
+def loss_improvement(result: ExperimentResult) -> float | None:
+    """How many times lower the merged model's loss on shifted data is than the base model's."""
+    before, after = result.losses.get("base_on_shifted"), result.losses.get("merged_on_shifted")
+    if before is None or after is None or not after > 0:
+        return None
+    return before / after
+
+
+# ---- parameters ---------------------------------------------------------------------------------------------
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # unreachable
+
+
+def break_even_rank(d_in: int, d_out: int) -> float:
+    """The rank at which LoRA's (d_in + d_out) r equals the full d_in d_out: d_in d_out / (d_in + d_out)."""
+    return full_param_count(d_in, d_out) / (d_in + d_out)
+
+
+def params_figure(shapes: dict[str, tuple[int, int]], rank: int, r_max: int) -> go.Figure:
+    """(d + k) r over r against the constant d k, one colour per layer shape; log-log."""
+    fig = go.Figure()
+    ranks = sorted({round(2 ** (i / 4)) for i in range(int(4 * math.log2(max(r_max, 1))) + 1)} | {rank})
+    named: dict[tuple[int, int], list[str]] = {}  # layers of the same shape share one pair of lines
+    for label, shape in shapes.items():
+        named.setdefault(shape, []).append(label)
+    for i, ((d_in, d_out), labels) in enumerate(named.items()):
+        label, color = ", ".join(labels), _COLORS[i % len(_COLORS)]
+        fig.add_trace(go.Scatter(x=ranks, y=[lora_param_count(d_in, d_out, r) for r in ranks], mode="lines",
+                                 name=f"{label} {d_in}×{d_out}: LoRA (d+k)r", line={"color": color}))
+        fig.add_trace(go.Scatter(x=[ranks[0], ranks[-1]], y=[full_param_count(d_in, d_out)] * 2, mode="lines",
+                                 name=f"{label} {d_in}×{d_out}: full dk", line={"color": color, "dash": "dash"}))
+    _mark_rank(fig, rank, log_x=True)
+    fig = _layout(fig, "Trainable parameters per layer: LoRA (d+k)r against full fine-tuning dk",
+                  "rank r (log scale)", "trainable parameters (log scale)", log_y=True, log_x=True)
+    return fig.update_layout(legend={"orientation": "v", "yanchor": "top", "y": 1, "xanchor": "left", "x": 1.02})
+
+
+def shapes_table(shapes: dict[str, tuple[int, int]], rank: int, dtype: str = "float32") -> pd.DataFrame:
+    """One row per layer: sizes, LoRA and full parameter counts, fraction trained, Adam state for each."""
+    rows = []
+    for label, (d_in, d_out) in shapes.items():
+        lora, full = lora_param_count(d_in, d_out, rank), full_param_count(d_in, d_out)
+        rows.append({"layer": label, "d (in)": d_in, "k (out)": d_out, f"LoRA params (r={rank})": lora,
+                     "full params": full, "fraction trained": f"{lora / full:.3%}",
+                     "Adam state, LoRA": human_bytes(adam_state_bytes(lora, dtype)),
+                     "Adam state, full": human_bytes(adam_state_bytes(full, dtype)),
+                     "break-even rank": f"{break_even_rank(d_in, d_out):,.1f}"})
+    return pd.DataFrame(rows)
+
+
+# ---- spectra ------------------------------------------------------------------------------------------------
+
+def direction_count(values: Sequence[float], rtol: float = DIRECTION_RTOL) -> int:
+    """How many singular values are non-zero: above `rtol` times the largest."""
+    top = max(values, default=0.0)
+    return sum(v > rtol * top for v in values) if top > 0 else 0
+
+
+def cumulative_energy(values: Sequence[float]) -> list[float]:
+    """Fraction of the squared Frobenius norm carried by the first k singular values, k = 1, 2, ..."""
+    total = sum(v * v for v in values)
+    out, running = [], 0.0
+    for v in values:
+        running += v * v
+        out.append(running / total if total > 0 else 0.0)
+    return out
+
+
+def factored_gap(s: LayerSpectra) -> float:
+    """Largest difference between ΔW's singular values from the factors and from the merged weights, relative
+    to the largest one."""
+    top = max(s.delta_merged, default=0.0) or 1.0
+    return max((abs(f - m) for f, m in zip(s.delta_factored, s.delta_merged, strict=False)), default=0.0) / top
+
+
+def shift_singular_values(config: ExperimentConfig) -> list[float]:
+    """Singular values of the shift Δθ = θ' - θ of the task, descending."""
+    return torch.linalg.svdvals(shift_delta(config).to(torch.float64)).tolist()
+
+
+def _index(values: Sequence[float]) -> list[int]:
+    return list(range(1, len(values) + 1))
+
+
+def delta_figure(result: ExperimentResult, layer: str) -> go.Figure:
+    """ΔW's singular values from the factors (before merging) over those of the merged weights' difference."""
+    s = result.spectra[layer]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=_index(s.delta_merged), y=_finite(s.delta_merged), mode="lines+markers",
+                             name="after merging: W_merged − W", marker={"size": 5}))
+    if s.delta_factored:
+        fig.add_trace(go.Scatter(x=_index(s.delta_factored), y=_finite(s.delta_factored), mode="markers",
+                                 name="before merging: from B and A", marker={"size": 14, "symbol": "circle-open",
+                                                                                  "line": {"width": 3}}))
+    return _layout(fig, f"{layer}: singular values of ΔW", "index i (largest first)", "singular value σᵢ (log scale)",
+                   log_y=True)
+
+
+def weight_figure(result: ExperimentResult, layer: str) -> go.Figure:
+    s = result.spectra[layer]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=_index(s.weight_before), y=_finite(s.weight_before), mode="lines",
+                             name="before merging (pretrained W)"))
+    fig.add_trace(go.Scatter(x=_index(s.weight_after), y=_finite(s.weight_after), mode="lines",
+                             name="after merging (W + ΔW)", line={"dash": "dash"}))
+    return _layout(fig, f"{layer}: singular values of the weight", "index i (largest first)", "singular value σᵢ")
+
+
+def energy_figure(curves: dict[str, Sequence[float]], rank: int | None = None) -> go.Figure:
+    """Cumulative energy of several spectra (e.g. each layer's ΔW and the shift), k on the x axis."""
+    fig = go.Figure()
+    for label, values in curves.items():
+        fig.add_trace(go.Scatter(x=_index(values), y=cumulative_energy(values), mode="lines+markers", name=label,
+                                 marker={"size": 4}))
+    if rank:
+        _mark_rank(fig, rank, log_x=True)
+    longest = max((len(v) for v in curves.values()), default=1)
+    fig.update_yaxes(range=[0, 1.05], tickformat=".0%")
+    fig.update_xaxes(type="log", range=[-0.05, math.log10(max(longest, 2)) + 0.05])  # log10 units: k from 1
+    return _layout(fig, "Cumulative energy: share of ‖M‖²_F in the first k directions",
+                   "number of directions k (log scale)", "share of squared Frobenius norm")
+
+
+def shift_figure(values: Sequence[float], config: ExperimentConfig) -> go.Figure:
+    label = SHIFT_LABELS[config.shift]
+    fig = go.Figure(go.Bar(x=_index(values), y=list(values), name=f"{label} shift Δθ"))
+    return _layout(fig, f"What the {label} shift needs: singular values of Δθ ({config.d_in}×{config.d_out})",
+                   "index i (largest first)", "singular value σᵢ")
+
+
+# ---- runs ---------------------------------------------------------------------------------------------------
+
+RUN_SETTINGS = ("rank", "alpha", "method", "shift", "shift_scale", "shift_rank", "d_in", "hidden", "d_out",
+                "n_samples", "pretrain_epochs", "epochs", "batch_size", "lr", "seed")
+
+
+def runs_table(runs: dict[str, ExperimentResult]) -> pd.DataFrame:
+    """One row per run: its settings, final losses, merge check, time and device."""
+    rows = []
+    for label, r in runs.items():
+        row = {"run": label, "status": r.status}
+        row.update({k: r.config[k] for k in RUN_SETTINGS})
+        row.update({k: r.losses.get(k) for k in LOSS_KEYS})
+        row["merge max |diff|"] = r.merge_max_abs_diff
+        row["time (s)"] = round(sum(r.timings.values()), 3)
+        row["device"] = r.device
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+_COLORS = ("#4C6EF5", "#F76707", "#2B8A3E", "#C2255C", "#7048E8", "#1098AD", "#E67700")

@@ -1,0 +1,54 @@
+"""Parameters: what LoRA trains, (d+k)r against dk, for this model's layers and for real ones. No training."""
+
+import streamlit as st
+
+import ui
+from lora_core import figures
+from lora_core.analysis import adam_state_bytes, param_counts
+from lora_core.config import FIELDS
+from lora_core.model import layer_shapes
+
+ui.page("Parameters")
+st.title("Parameters")
+s = ui.settings()
+st.markdown(r"A LoRA adapter on a $d \times k$ weight trains $A$ ($r \times d$) and $B$ ($k \times r$): "
+            r"$(d + k)\,r$ parameters instead of $d k$. The model here is the Playground's: "
+            f"{s['d_in']} → {s['hidden']} → {s['d_out']}.")
+
+left, mid, right = st.columns([1, 2, 2])
+rank = left.number_input("Rank r", min_value=int(FIELDS["rank"].metadata["lo"]),
+                         max_value=int(FIELDS["rank"].metadata["hi"]), value=s["rank"], step=1,
+                         help="the rank used in the tables; the chart covers every rank")
+chosen = mid.multiselect("Real layer shapes", list(figures.EXAMPLE_SHAPES),
+                         default=["LLaMA-7B attention projection", "GPT-3 175B attention projection"])
+typed = right.text_input("More shapes, d×k", placeholder="e.g. 1024x4096, 512x512",
+                         help="input size × output size of a weight matrix; separate several with commas")
+extra, bad = ui.parse_shapes(typed)
+if bad:
+    st.warning("Not a shape, ignored: " + ui.plain(", ".join(bad)) + " (write d×k with whole numbers ≥ 1)")
+
+model = layer_shapes(s["d_in"], s["hidden"], s["d_out"])
+shapes = {**model, **{k: figures.EXAMPLE_SHAPES[k] for k in chosen}, **extra}
+r_max = max(min(d, k) for d, k in shapes.values())
+st.plotly_chart(figures.params_figure(shapes, rank, r_max), key="params")
+
+counts = param_counts(model, rank)
+st.subheader(f"This model at r = {rank}")
+cards = st.columns(5)
+cards[0].metric("LoRA parameters", f"{counts.lora_trainable:,}", border=True)
+cards[1].metric("Full parameters", f"{counts.full_trainable:,}", border=True)
+cards[2].metric("Fraction trained", f"{counts.lora_trainable / counts.full_trainable:.2%}", border=True)
+adam = "Adam keeps two float32 moments per trainable parameter"
+cards[3].metric("Adam state, LoRA", figures.human_bytes(adam_state_bytes(counts.lora_trainable)),
+                border=True, help=adam)
+cards[4].metric("Adam state, full", figures.human_bytes(adam_state_bytes(counts.full_trainable)),
+                border=True, help=adam)
+problem = ui.config_error(rank=rank)
+if problem:
+    st.warning("The Playground would refuse this: " + ui.plain(problem, 300))
+
+st.subheader("Every layer")
+table = figures.shapes_table(shapes, rank)
+st.dataframe(table, hide_index=True, column_config={
+    name: st.column_config.NumberColumn(format="localized") for name in table.select_dtypes("number")})
+st.caption("Break-even rank: above d k / (d + k) LoRA would train more parameters than the full matrix.")

@@ -1,0 +1,177 @@
+"""The app in headless Chromium: pages load cleanly, Train draws a falling loss, links restore settings."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+# A model that trains in a fraction of a second and still tells the story (CLI names, as in a shared link).
+SMALL = {"d-in": 16, "hidden": 16, "d-out": 16, "n-samples": 256, "n-eval": 64, "pretrain-epochs": 15, "epochs": 15,
+         "batch-size": 32, "seed": 7}
+PAGES = {"Home": "", "Playground": "Playground", "Parameters": "Parameters", "Spectrum": "Spectrum", "Runs": "Runs"}
+CHARTS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(el => ({
+    title: (el.layout.title.text ?? "").replace(/<[^>]+>/g, ""),
+    data: el.data.map(t => ({name: t.name, y: Array.from(t.y ?? [])}))}))"""
+
+
+def settle(page, timeout: float = 60) -> None:
+    """Wait until the page has a title, the script run is over (Streamlit's running indicator gone) and the
+    browser is idle (the first chart on a page loads Plotly, which keeps the browser busy for a while)."""
+    page.locator("h1").first.wait_for()
+    deadline = time.monotonic() + timeout
+    quiet_since = None
+    while time.monotonic() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
+        quiet_since = None if running else (quiet_since or time.monotonic())
+        if quiet_since and time.monotonic() - quiet_since > 0.4:
+            page.evaluate("() => new Promise(done => requestIdleCallback(done, {timeout: 10000}))")
+            return
+        page.wait_for_timeout(50)
+    raise AssertionError("the app kept running")
+
+
+def screenshot(page, name: str) -> None:
+    """A full-page screenshot: Streamlit scrolls inside its own container, so grow the viewport first."""
+    height = page.evaluate("""() => Math.max(...[...document.querySelectorAll(
+        '[data-testid="stMain"] > *, [data-testid="stMainBlockContainer"], [data-testid="stSidebarContent"]')]
+        .map(e => e.scrollHeight))""")
+    page.set_viewport_size({"width": 1400, "height": max(900, height + 80)})
+    page.wait_for_timeout(400)  # let the charts redraw at the new size
+    page.screenshot(path=str(page.artifacts / f"{name}.png"))
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+
+def assert_clean(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, "the page shows an exception"
+    assert not page.console.errors, page.console.errors
+
+
+def slider(page, label: str):
+    return page.locator(f'[data-testid="stSlider"] input[type="range"][aria-label="{label}"]')
+
+
+def train(page) -> float:
+    """Press Train and wait for the finished run's cards and chart; returns the seconds it took."""
+    start = time.perf_counter()
+    page.get_by_role("button", name="Train").click()
+    page.get_by_text("Merge check", exact=False).first.wait_for(timeout=120_000)
+    page.locator(".js-plotly-plot").first.wait_for()
+    elapsed = time.perf_counter() - start
+    settle(page)
+    return elapsed
+
+
+def charts(page) -> dict[str, dict]:
+    return {c["title"]: c for c in page.evaluate(CHARTS_JS)}
+
+
+def held_out(chart: dict, phase: str) -> list[float]:
+    return next(t["y"] for t in chart["data"] if t["name"] == f"{phase}, held-out")
+
+
+def nav(page, name: str) -> None:
+    """Switch page through the sidebar, keeping the session (a fresh URL would start a new one)."""
+    page.locator('[data-testid="stSidebar"]').get_by_role("link", name=name).click()
+    page.wait_for_url(f"**/{PAGES[name]}*")
+    settle(page)
+
+
+def test_cold_time_to_plots_for_the_default_preset(server, page):
+    page.goto(f"{server}/Playground")
+    settle(page)
+    seconds = train(page)
+    screenshot(page, "playground-default")
+    detail = page.get_by_text("Device:").first.inner_text().split("Device:")[-1].strip()
+    message = f"cold time to plots, default preset: {seconds:.2f} s ({os.cpu_count()} CPUs; {detail})"
+    print(message)
+    (page.artifacts / "timings.txt").write_text(message + "\n")
+    assert_clean(page)
+
+
+def test_every_page_loads_cleanly(server, page):
+    for name, path in PAGES.items():
+        page.goto(f"{server}/{path}")
+        settle(page)
+        assert page.locator("h1").first.inner_text().strip() in ("LoRA Explorer", name)
+        screenshot(page, f"page-{name.lower()}-fresh")
+        assert_clean(page)
+
+
+def test_move_rank_train_and_see_the_loss_fall_then_visit_every_page(server, page):
+    page.goto(f"{server}/Playground?{urlencode(SMALL)}")
+    settle(page)
+    rank = slider(page, "Rank r")
+    before = int(rank.input_value())
+    rank.focus()
+    page.keyboard.press("ArrowRight")
+    page.wait_for_url(f"**rank={before + 1}*")
+    settle(page)
+    assert int(rank.input_value()) == before + 1
+    train(page)
+    loss = next(c for t, c in charts(page).items() if t.startswith("Loss"))
+    pre, fine = held_out(loss, "pretraining"), held_out(loss, "fine-tuning")
+    assert len(pre) == SMALL["pretrain-epochs"] and len(fine) == SMALL["epochs"]
+    assert fine[-1] < fine[0] / 10 and pre[-1] < pre[0] / 10
+    screenshot(page, "playground-trained")
+    assert_clean(page)
+    for name in ("Spectrum", "Runs", "Parameters", "Home"):
+        nav(page, name)
+        assert page.get_by_text("No run yet").count() == 0
+        screenshot(page, f"page-{name.lower()}-after-run")
+        assert_clean(page)
+    nav(page, "Spectrum")
+    titles = list(charts(page))
+    assert "layer1: singular values of ΔW" in titles and "layer2: singular values of the weight" in titles
+
+
+def test_a_shared_link_restores_its_settings(server, page):
+    link = {"rank": 3, "alpha": 6, "shift": "low_rank", "shift-rank": 2, "shift-scale": 0.5, "d-in": 32}
+    page.goto(f"{server}/Playground?{urlencode(link)}")
+    settle(page)
+    assert slider(page, "Rank r").input_value() == "3"
+    assert float(slider(page, "Alpha α").input_value()) == 6.0
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    assert sidebar.locator('input[role="combobox"][aria-label="Shift"]').input_value() == "low-rank"
+    assert sidebar.get_by_role("spinbutton", name="Shift rank").input_value() == "2"
+    assert sidebar.get_by_role("spinbutton", name="Shift size").input_value() == "0.5"
+    assert page.locator('[data-testid="stAlertContentWarning"]').count() == 0
+    screenshot(page, "playground-shared-link")
+    assert_clean(page)
+
+
+def test_bad_link_values_are_named_in_a_warning(server, page):
+    page.goto(f"{server}/Playground?rank=-3&alpha=nan&lr=fast&epochs=%3Cb%3Ebold%3C%2Fb%3E")
+    settle(page)
+    warnings = page.locator('[data-testid="stAlertContentWarning"]').all_inner_texts()
+    text = " ".join(warnings)
+    for named in ("rank=-3", "alpha=nan", "lr=fast", "epochs=<b>bold</b>"):
+        assert named in text, text
+    assert page.locator('[data-testid="stMain"] b', has_text="bold").count() == 0  # shown as text, not markup
+    screenshot(page, "playground-bad-link")
+    assert_clean(page)
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_moving_a_slider_during_training_stops_the_run(server, page):
+    page.goto(f"{server}/Playground?pretrain-epochs=3&epochs=5000&seed=11")
+    settle(page)
+    page.get_by_role("button", name="Train").click()
+    page.locator('[data-testid="stProgress"]').filter(has_text="fine-tuning").wait_for(timeout=60_000)
+    rank = slider(page, "Rank r")
+    rank.focus()
+    page.keyboard.press("ArrowRight")
+    page.locator('[data-testid="stProgress"]').wait_for(state="detached", timeout=5_000)
+    settle(page)
+    time.sleep(0.5)
+    start = _cpu_seconds(server.pid)
+    time.sleep(1.5)
+    busy = (_cpu_seconds(server.pid) - start) / 1.5
+    assert busy < 0.5, f"the server still uses {busy:.0%} of a CPU: the old run trains on"
+    assert page.get_by_text("No run yet").count() == 1
+    assert_clean(page)

@@ -1,0 +1,250 @@
+"""Every page through Streamlit's AppTest: set widgets, press Train, read the figures' data back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from lora_core.analysis import full_param_count, lora_param_count
+from lora_core.config import PRESETS, preset
+from lora_core.figures import direction_count
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 120  # AppTest's default is 3 s; a run trains a model
+# A model small enough to train in well under a second that still tells the story.
+SMALL = {"d-in": "16", "hidden": "16", "d-out": "16", "n-samples": "256", "n-eval": "64", "pretrain-epochs": "15",
+         "epochs": "15", "batch-size": "32"}
+
+
+def start(page: str = "app.py", **params: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params.update(params)
+    at.run()
+    if page != "app.py":
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def widget(at: AppTest, kind: str, label: str):
+    matches = [w for w in getattr(at, kind) if w.label == label]
+    assert len(matches) == 1, f"{kind} {label!r}: {[w.label for w in getattr(at, kind)]}"
+    return matches[0]
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def trace(chart: dict, name: str) -> dict:
+    return next(t for t in chart["data"] if t.get("name") == name)
+
+
+def train(at: AppTest) -> AppTest:
+    widget(at, "button", "Train").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture(scope="module")
+def trained() -> AppTest:
+    """A session that trained r = 1 on the small model (seeded apart from other tests)."""
+    at = start("pages/1_Playground.py", **SMALL, rank="1", alpha="1", seed="101")
+    return train(at)
+
+
+# ---- Home ---------------------------------------------------------------------------------------------------
+
+def test_home_explains_lora_links_the_pages_and_names_the_device():
+    at = start()
+    text = " ".join(m.value for m in at.markdown)
+    assert "B A x" in text and "(d + k)" in text
+    assert "Training runs on:" in text and ("cpu" in text or "cuda" in text or "mps" in text)
+    assert {p.proto.page for p in at.main.get("page_link")} == {"Playground", "Parameters", "Spectrum", "Runs"}
+
+
+# ---- Playground ---------------------------------------------------------------------------------------------
+
+def test_playground_has_the_labelled_controls_with_the_default_preset():
+    at = start("pages/1_Playground.py")
+    default = preset("default")
+    assert widget(at.sidebar, "slider", "Rank r").value == default.rank
+    assert widget(at.sidebar, "slider", "Alpha α").value == default.alpha
+    shift = widget(at.sidebar, "selectbox", "Shift")
+    assert shift.options == ["constant", "low-rank", "full-rank"]
+    assert widget(at.sidebar, "number_input", "Shift size").value == default.shift_scale
+    assert not [w for w in at.sidebar.number_input if w.label == "Shift rank"]
+    assert widget(at.sidebar, "selectbox", "Preset").options == ["Default", "Article"]
+    for label in ("Input size d_in", "Hidden size", "Output size d_out", "Training samples", "Pretraining epochs",
+                  "Fine-tuning epochs", "Batch size", "Learning rate", "Seed"):
+        widget(at.sidebar, "number_input", label)
+    shift.select("low_rank").run()
+    assert widget(at.sidebar, "number_input", "Shift rank").value == default.shift_rank
+    assert at.query_params["shift"] == "low_rank"
+
+
+def test_train_draws_both_phases_and_the_loss_falls(trained):
+    (loss,) = charts(trained)
+    assert "Loss" in loss["layout"]["title"]["text"]
+    assert loss["layout"]["yaxis"]["type"] == "log" and loss["layout"]["xaxis"]["title"]["text"]
+    pre = trace(loss, "pretraining, held-out")["y"]
+    fine = trace(loss, "fine-tuning, held-out")["y"]
+    assert len(pre) == 15 and len(fine) == 15
+    assert pre[-1] < pre[0] / 10 and fine[-1] < fine[0] / 10
+    assert trace(loss, "fine-tuning, train")["x"][0] == 16  # fine-tuning continues the epoch axis
+
+
+def test_metric_cards_and_merge_check(trained):
+    cards = {m.label: m.value for m in trained.metric}
+    assert float(cards["Merged · shifted"]) < float(cards["Base · shifted"]) / 10
+    assert float(cards["Adapter · shifted"]) == pytest.approx(float(cards["Merged · shifted"]), rel=1e-2)
+    assert float(cards["Merge check"]) < 1e-3
+    assert any("-fold" in c.value for c in trained.caption)
+
+
+def test_identical_settings_return_from_the_shared_cache(trained):
+    at = start("pages/1_Playground.py", **SMALL, rank="1", alpha="1", seed="101")
+    train(at)
+    assert any("shared cache" in c.value for c in at.caption)
+    assert charts(at)[0]["data"] == charts(trained)[0]["data"]
+
+
+def test_a_diverged_run_shows_its_partial_curve_and_a_warning():
+    at = train(start("pages/1_Playground.py", **SMALL, **{"shift-scale": "1e18", "seed": "102"}))
+    assert any("diverged" in w.value for w in at.warning)
+    loss = charts(at)[0]
+    assert len(trace(loss, "pretraining, held-out")["y"]) == 15
+    assert len(trace(loss, "fine-tuning, held-out")["y"]) < 15
+
+
+def test_a_link_restores_its_settings_and_the_url_follows_the_widgets():
+    at = start("pages/1_Playground.py", rank="3", alpha="6", shift="low-rank", shift_rank="2",
+               **{"shift-scale": "0.5", "d-in": "32"})
+    assert not at.warning
+    assert widget(at.sidebar, "slider", "Rank r").value == 3
+    assert widget(at.sidebar, "slider", "Alpha α").value == 6.0
+    assert widget(at.sidebar, "selectbox", "Shift").value == "low_rank"
+    assert widget(at.sidebar, "number_input", "Shift rank").value == 2
+    assert widget(at.sidebar, "number_input", "Shift size").value == 0.5
+    assert widget(at.sidebar, "number_input", "Input size d_in").value == 32
+    assert at.query_params["shift-rank"] == "2" and at.query_params["d-in"] == "32"
+    widget(at.sidebar, "slider", "Rank r").set_value(5).run()
+    assert at.query_params["rank"] == "5"
+
+
+@pytest.mark.parametrize("params, named", [
+    ({"rank": "-3"}, "rank=-3"),
+    ({"alpha": "nan"}, "alpha=nan"),
+    ({"lr": "fast"}, "lr=fast"),
+    ({"epochs": "<script>alert(1)</script>"}, "epochs="),
+    ({"shift": "[x](javascript:alert(1))"}, "shift="),
+    ({"bogus": "1"}, "bogus=1"),
+    ({"preset": "huge"}, "preset=huge"),
+    ({"rank": "99"}, "rank=99"),  # above the smallest layer
+])
+def test_bad_link_values_are_ignored_with_a_warning_naming_them(params, named):
+    at = start("pages/1_Playground.py", **params)
+    warnings = " ".join(w.value for w in at.warning).replace("\\", "")
+    assert named in warnings, warnings
+    assert "<script>" not in " ".join(w.value for w in at.warning)
+    assert widget(at.sidebar, "slider", "Rank r").value == preset("default").rank
+    assert not at.error
+
+
+def test_preset_article_loads_the_articles_sizes_without_training():
+    at = start("pages/1_Playground.py")
+    widget(at.sidebar, "selectbox", "Preset").select("article").run()
+    assert widget(at.sidebar, "number_input", "Input size d_in").value == PRESETS["article"]["d_in"]
+    assert widget(at.sidebar, "slider", "Rank r").value == PRESETS["article"]["rank"]
+    assert at.query_params["preset"] == "article"
+    (empty,) = charts(at)  # the loss chart waits, empty, with the article's 100 + 100 epochs on its axis
+    assert all(len(t["x"]) == 0 for t in empty["data"]) and empty["layout"]["xaxis"]["range"] == [0.5, 200.5]
+
+
+def test_settings_that_cannot_run_show_an_error_not_a_traceback():
+    at = start("pages/1_Playground.py")
+    widget(at.sidebar, "number_input", "Learning rate").set_value(0.0).run()
+    assert not at.exception
+    assert any("lr must be" in e.value for e in at.error)
+    assert widget(at, "button", "Train").disabled
+
+
+# ---- Parameters ---------------------------------------------------------------------------------------------
+
+def test_parameters_page_works_without_a_run_and_counts_exactly():
+    at = start("pages/2_Parameters.py")
+    (chart,) = charts(at)
+    assert "(d+k)r" in chart["layout"]["title"]["text"] and chart["layout"]["xaxis"]["type"] == "log"
+    d = preset("default")
+    same = d.d_in == d.hidden == d.d_out  # layers of one shape share a line
+    lora = trace(chart, f"layer1{', layer2' if same else ''} {d.d_in}×{d.hidden}: LoRA (d+k)r")
+    assert all(y == lora_param_count(d.d_in, d.hidden, x) for x, y in zip(lora["x"], lora["y"], strict=True))
+    gpt3 = trace(chart, "GPT-3 175B attention projection 12288×12288: full dk")
+    assert gpt3["y"][0] == full_param_count(12288, 12288)
+    widget(at, "text_input", "More shapes, d×k").input("100x300, nonsense").run()
+    assert any("nonsense" in w.value for w in at.warning)
+    (chart,) = charts(at)
+    assert trace(chart, "your layer 1 100×300: LoRA (d+k)r")
+    table = at.dataframe[0].value
+    assert "your layer 1" in set(table["layer"])
+    assert {m.label for m in at.metric} >= {"LoRA parameters", "Fraction trained"}
+
+
+# ---- Spectrum -----------------------------------------------------------------------------------------------
+
+def test_spectrum_without_a_run_points_to_the_playground():
+    at = start("pages/3_Spectrum.py")
+    assert at.info and not at.get("plotly_chart")
+
+
+def test_spectrum_delta_has_at_most_r_directions_and_agrees_before_and_after_merging(trained):
+    trained.switch_page("pages/3_Spectrum.py").run()
+    assert not trained.exception
+    figs = {c["layout"]["title"]["text"]: c for c in charts(trained)}
+    for layer in ("layer1", "layer2"):
+        delta = figs[f"{layer}: singular values of ΔW"]
+        merged = trace(delta, "after merging: W_merged − W")["y"]
+        factored = trace(delta, "before merging: from B and A")["y"]
+        assert len(factored) == 1 and direction_count([v or 0.0 for v in merged]) <= 1
+        assert factored[0] == pytest.approx(merged[0], rel=1e-3)
+        weights = figs[f"{layer}: singular values of the weight"]
+        assert len(weights["data"]) == 2
+    shift = next(c for t, c in figs.items() if t.startswith("What the constant shift needs"))
+    assert direction_count(shift["data"][0]["y"]) == 1
+    assert any("Cumulative energy" in t for t in figs)
+    trained.switch_page("pages/1_Playground.py").run()
+
+
+# ---- Runs ---------------------------------------------------------------------------------------------------
+
+def test_runs_page_lists_overlays_and_downloads(trained):
+    trained.switch_page("pages/1_Playground.py").run()
+    widget(trained.sidebar, "slider", "Rank r").set_value(2).run()
+    train(trained)
+    assert any("pretrained base reused" in c.value for c in trained.caption)  # only r changed
+    trained.switch_page("pages/4_Runs.py").run()
+    assert not trained.exception
+    table = trained.dataframe[0].value
+    assert list(table["rank"]) == [1, 2] and set(table["status"]) == {"ok"}
+    (overlay,) = charts(trained)
+    assert len(overlay["data"]) == 2
+    labels = [b.proto.label for b in trained.get("download_button")]
+    assert labels == ["Download the table (CSV)", "Download its result (JSON)"]
+
+
+def test_runs_without_a_run_points_to_the_playground():
+    at = start("pages/4_Runs.py")
+    assert at.info and not at.dataframe
+
+
+def test_full_fine_tuning_runs_and_its_spectrum_has_no_factors():
+    at = train(start("pages/1_Playground.py", **SMALL, method="full", seed="103"))
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["Merge check"] == "—"
+    at.switch_page("pages/3_Spectrum.py").run()
+    assert not at.exception
+    deltas = [c for c in charts(at) if c["layout"]["title"]["text"].endswith("singular values of ΔW")]
+    assert deltas and all(len(c["data"]) == 1 for c in deltas)  # only the merged spectrum
