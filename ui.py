@@ -16,7 +16,6 @@ from collections import OrderedDict
 from typing import Any
 
 import streamlit as st
-import torch
 
 from lora_core import figures
 from lora_core.config import (
@@ -31,10 +30,8 @@ from lora_core.config import (
     preset,
 )
 from lora_core.experiment import run_experiment
-from lora_core.model import TwoLayerLinear
 from lora_core.results import PHASES, ExperimentResult, PhaseHistory, Progress
-from lora_core.tasks import Split
-from lora_core.training import train as train_loop
+from lora_core.training import warm_up
 
 # The Playground's settings, in the order the URL lists them, with their widget labels.
 LABELS = {
@@ -50,8 +47,6 @@ FLOAT_STEPS = {"shift_scale": 0.1, "lr": 1e-3}
 CACHE_SIZE = 64  # finished results kept for all sessions
 # Below this many weights a matmul is too small to share between cores: one torch thread is several times
 # faster (and leaves the other cores to the browser and to other sessions). Measured on a 2-core VM.
-ONE_THREAD_BELOW = 100_000
-ALL_THREADS = torch.get_num_threads()
 DRAW_INTERVAL_S = 0.25  # redraw the live chart at most this often (and at the end of each phase)
 
 
@@ -272,19 +267,12 @@ def _warm_up() -> threading.Thread:
     """Torch's first optimizer step in a process costs about a second of lazy imports, Plotly's first figure a
     few tenths: pay both in the background when the first page opens, not when someone presses Train."""
     def tiny_run() -> None:
-        x = torch.randn(8, 2, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
-        _, history = train_loop(TwoLayerLinear(2, 2, 2), Split(x, x), Split(x, x), epochs=1, batch_size=8,
-                                lr=1e-3, seed=0, phase="pretrain")
-        figures.loss_figure({p: history for p in PHASES}).to_json()  # Plotly's validators load lazily too
+        warm_up()
+        figures.empty_loss_figure(1, 1).to_json()  # Plotly's validators load lazily too
 
     thread = threading.Thread(target=tiny_run, name="lora-explorer-warm-up", daemon=True)
     thread.start()
     return thread
-
-
-def _set_threads(config: ExperimentConfig) -> None:
-    weights = config.d_in * config.hidden + config.hidden * config.d_out
-    torch.set_num_threads(1 if weights < ONE_THREAD_BELOW else ALL_THREADS)
 
 
 @st.cache_resource
@@ -312,7 +300,6 @@ def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult, bo
         return hit, True
     run_id = uuid.uuid4().hex
     st.session_state["active_run"] = run_id
-    _set_threads(config)
     history = {p: PhaseHistory() for p in PHASES}
     planned = (config.pretrain_epochs, config.epochs)
     bar = status.progress(0.0, text="starting…")

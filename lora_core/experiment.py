@@ -12,14 +12,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from . import analysis
-from .config import ExperimentConfig
+from . import analysis, cache, fast
+from .config import ConfigError, ExperimentConfig
 from .export import save_adapter
 from .layers import LoRALinear, add_lora, merge_lora
 from .model import TARGETS, TwoLayerLinear, layer_shapes
-from .results import ExperimentResult, LayerSpectra, PhaseHistory
+from .results import LOSS_KEYS, ExperimentResult, LayerSpectra, PhaseHistory
 from .tasks import Task, make_tasks
-from .training import ProgressCallback, describe_device, mse, pick_device, train
+from .training import ProgressCallback, cpu_threads, describe_device, mse, pick_device, threads_for, train
 
 # What to tell a person whose run diverged.
 DIVERGED_HINT = "the loss became infinite or NaN: lower the learning rate or α and train again"
@@ -50,6 +50,12 @@ def finetune(config: ExperimentConfig, base: nn.Module, task: Task,
         status, history = train(model, task.train, task.eval, **kwargs)
         return status, history, model, "autograd"
     add_lora(model, TARGETS, config.rank, config.alpha, config.init, torch.Generator().manual_seed(config.seed + 3))
+    # 'auto' takes the fast path (fast.py: same batches, same Adam, same losses) whenever it applies.
+    if config.path != "autograd" and fast.applies(model):
+        status, history = fast.train_fast(model, task.train, task.eval, **kwargs)
+        return status, history, model, "fast"
+    if config.path == "fast":
+        raise ConfigError("path 'fast' does not apply to this model; use path auto or autograd")
     status, history = train(model, task.train, task.eval, **kwargs)
     return status, history, model, "autograd"
 
@@ -75,17 +81,26 @@ def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | Non
     With `save_adapter_to`, a finished LoRA run writes its adapter there in PEFT's format (see export.py).
     """
     device = pick_device(config.device, config.dtype)
+    shapes = layer_shapes(config.d_in, config.hidden, config.d_out)
+    with cpu_threads(device, threads_for(sum(analysis.full_param_count(*shape) for shape in shapes.values()))):
+        return _run(config, device, on_progress, save_adapter_to)
+
+
+def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCallback | None,
+         save_adapter_to: str | Path | None) -> ExperimentResult:
     original, shifted = make_tasks(config, device)
     result = ExperimentResult(
         config=config.to_dict(), status="ok", device=describe_device(device), path="autograd",
         history={"pretrain": PhaseHistory(), "finetune": PhaseHistory()},
-        losses=dict.fromkeys(("base_on_original", "base_on_shifted", "adapter_on_shifted", "merged_on_shifted")),
+        losses=dict.fromkeys(LOSS_KEYS),
         merge_max_abs_diff=None, params=analysis.param_counts(layer_shapes(config.d_in, config.hidden, config.d_out),
                                                               config.rank),
         spectra={}, timings={"pretrain_s": 0.0, "finetune_s": 0.0, "analysis_s": 0.0})
 
     start = time.perf_counter()
-    result.status, result.history["pretrain"], base = pretrain(config, original, device, on_progress)
+    # A base pretrained before with the same settings comes from the cache (cache.py), its history replayed.
+    result.status, result.history["pretrain"], base, result.pretrain_cached = cache.cached_pretrain(
+        config, original, device, pretrain, on_progress)
     result.timings["pretrain_s"] = time.perf_counter() - start
     if result.status != "ok":
         return _stopped(result, "pretraining")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -18,6 +19,10 @@ from .results import PhaseHistory, Progress
 from .tasks import Split
 
 ProgressCallback = Callable[[Progress], "bool | None"]
+
+# Models with fewer weights than this train on one CPU thread: their ops are too small to share, and on a
+# 2-core laptop a second thread that waits for a busy core made the default preset 5-25x slower (measured).
+ONE_THREAD_BELOW = 100_000
 
 # Seed offsets so that pretraining and fine-tuning shuffle differently but reproducibly.
 SHUFFLE_SEED_OFFSET = {"pretrain": 1000, "finetune": 2000}
@@ -34,6 +39,34 @@ def pick_device(name: str, dtype: str = "float32") -> torch.device:
     if name == "mps" and dtype == "float64":
         raise ConfigError("Apple MPS has no float64; use dtype float32 or device cpu")
     return torch.device(name)
+
+
+@contextmanager
+def cpu_threads(device: torch.device, threads: int | None) -> Iterator[None]:
+    """Run the block on `threads` CPU threads (None: unchanged), restoring the previous count afterwards.
+    The count is process-wide, so a concurrent run in another thread sees it too while the block runs."""
+    before = torch.get_num_threads()
+    change = device.type == "cpu" and threads is not None and threads != before
+    if change:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if change:
+            torch.set_num_threads(before)
+
+
+def threads_for(weights: int) -> int | None:
+    """The CPU thread count for a model of `weights` weights: one for small models, torch's default otherwise."""
+    return 1 if weights < ONE_THREAD_BELOW else None
+
+
+def warm_up() -> None:
+    """Pay torch's one-off lazy initialisation (about a second before the first optimizer step in a process)
+    with a tiny run, so that the first real run does not."""
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    model = nn.Sequential(nn.Linear(2, 2, bias=False, dtype=torch.float32))
+    train(model, Split(x, x), Split(x, x), epochs=1, batch_size=8, lr=1e-3, seed=0, phase="pretrain")
 
 
 def describe_device(device: torch.device) -> str:

@@ -1,0 +1,202 @@
+"""Pretrained bases, cached by what decides them, in memory and on disk, so that changing only r, α, the
+method or the shift never pretrains again.
+
+A base depends on the model sizes, the original task (seed, n_samples, n_eval, dtype) and the pretraining
+settings (pretrain_epochs, batch_size, lr), on the device type (CUDA rounds differently from the CPU), the torch
+version and the code that pretrains. All of that is the key. On disk each base is one safetensors file in the
+cache folder (`~/.cache/lora-explorer` or the folder in $LORA_EXPLORER_CACHE; `off` keeps the cache in memory
+only) holding `layer1.weight`, `layer2.weight` and, as JSON in its metadata, the key and the pretraining
+history. The folder is safe to delete. A file that cannot be read, or whose key or contents do not match, is
+removed and the base trained again; diverged or cancelled pretraining is never stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import inspect
+import json
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from . import model as model_module
+from . import tasks as tasks_module
+from . import training as training_module
+from .config import ExperimentConfig
+from .model import TwoLayerLinear
+from .results import PhaseHistory
+from .tasks import Task
+from .training import ProgressCallback, report
+
+CACHE_ENV = "LORA_EXPLORER_CACHE"
+DEFAULT_DIR = "~/.cache/lora-explorer"
+FORMAT = 1  # bump when the file layout changes
+# Every config field that changes the original task or its pretraining; nothing else is in the key.
+KEY_FIELDS = ("d_in", "hidden", "d_out", "n_samples", "n_eval", "seed", "pretrain_epochs", "batch_size", "lr",
+              "dtype")
+WEIGHTS = ("layer1.weight", "layer2.weight")
+MEMORY_BYTES = 1 << 30  # the in-memory cache drops its oldest bases beyond this many bytes of weights
+
+Pretrain = Callable[[ExperimentConfig, Task, torch.device, "ProgressCallback | None"],
+                    tuple[str, PhaseHistory, nn.Module]]
+
+
+@dataclass
+class Entry:
+    history: PhaseHistory
+    weights: dict[str, torch.Tensor]  # WEIGHTS -> tensor on the device of the key
+
+
+_memory: OrderedDict[str, Entry] = OrderedDict()
+_lock = threading.Lock()
+
+
+def cache_dir() -> Path | None:
+    """The folder for cached bases, or None when $LORA_EXPLORER_CACHE is `off` (memory only)."""
+    value = os.environ.get(CACHE_ENV, DEFAULT_DIR).strip()
+    if value.lower() in ("", "off", "0", "none"):
+        return None
+    return Path(value).expanduser()
+
+
+def _code_version(build: Pretrain) -> str:
+    """A digest of the code that makes a base, so a changed task, model, loop or pretrain function rebuilds."""
+    digest = hashlib.sha256()
+    for source in (tasks_module, model_module, training_module, build):
+        try:
+            digest.update(inspect.getsource(source).encode())
+        except (OSError, TypeError):  # no source to read (a frozen install): fall back to the name
+            digest.update(getattr(source, "__qualname__", source.__name__).encode())
+    return digest.hexdigest()[:16]
+
+
+def pretrain_key(config: ExperimentConfig, device: torch.device, build: Pretrain) -> dict[str, Any]:
+    """Everything a pretrained base depends on, as a JSON-able dict."""
+    key: dict[str, Any] = {name: getattr(config, name) for name in KEY_FIELDS}
+    key.update(device=device.type, torch=torch.__version__.split("+")[0], format=FORMAT, code=_code_version(build))
+    return key
+
+
+def key_name(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cached_pretrain(config: ExperimentConfig, task: Task, device: torch.device, build: Pretrain,
+                    on_progress: ProgressCallback | None = None) -> tuple[str, PhaseHistory, nn.Module, bool]:
+    """`build(config, task, device, on_progress)` unless a base for the same key is cached.
+
+    Returns (status, history, model, cached). A cached base's history is replayed through `on_progress`
+    epoch by epoch, so a live chart still shows pretraining, and a callback that returns False still cancels.
+    """
+    key = pretrain_key(config, device, build)
+    entry = lookup(key, device)
+    if entry is None:
+        status, history, model = build(config, task, device, on_progress)
+        if status == "ok":
+            store(key, history, model)
+        return status, history, model, False
+    # The initial draw is overwritten; its own generator leaves torch's global random state alone.
+    model = TwoLayerLinear(config.d_in, config.hidden, config.d_out, torch.Generator().manual_seed(0),
+                           getattr(torch, config.dtype))
+    model.to(device)
+    with torch.no_grad():
+        for name, tensor in entry.weights.items():
+            model.get_parameter(name).copy_(tensor)
+    history = PhaseHistory()
+    losses = list(zip(entry.history.train_loss, entry.history.eval_loss, strict=True))
+    for epoch, (train_loss, eval_loss) in enumerate(losses, 1):
+        stop = report(on_progress, history, "pretrain", epoch, len(losses), train_loss, eval_loss)
+        if stop:
+            return stop, history, model, True
+    return "ok", history, model, True
+
+
+def lookup(key: dict[str, Any], device: torch.device) -> Entry | None:
+    """The cached base for `key`: from memory, else from disk (then kept in memory), else None."""
+    name = key_name(key)
+    with _lock:
+        if name in _memory:
+            _memory.move_to_end(name)
+            return _memory[name]
+    folder = cache_dir()
+    if folder is None:
+        return None
+    path = folder / f"{name}.safetensors"
+    if not path.exists():
+        return None
+    entry = _read(path, key, device)
+    if entry is None:  # corrupt or stale: remove it, the caller trains again and stores a fresh one
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    _remember(name, entry)
+    return entry
+
+
+def store(key: dict[str, Any], history: PhaseHistory, model: nn.Module) -> None:
+    """Keep a finished base in memory and, unless the cache is off or unwritable, on disk."""
+    weights = {name: model.get_parameter(name).detach().clone() for name in WEIGHTS}
+    name = key_name(key)
+    _remember(name, Entry(PhaseHistory(list(history.train_loss), list(history.eval_loss)), weights))
+    folder = cache_dir()
+    if folder is None:
+        return
+    metadata = {"key": json.dumps(key, sort_keys=True), "history": json.dumps(asdict(history))}
+    tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.cpu().contiguous() for k, v in weights.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, folder / f"{name}.safetensors")  # atomic: readers see the old file or the new one
+    except Exception:  # a read-only, full or odd disk only costs the next process its pretraining
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def clear_memory() -> None:
+    """Forget the bases held in memory (the disk cache stays)."""
+    with _lock:
+        _memory.clear()
+
+
+def _remember(name: str, entry: Entry) -> None:
+    size = sum(t.numel() * t.element_size() for t in entry.weights.values())
+    if size > MEMORY_BYTES:
+        return
+    with _lock:
+        _memory[name] = entry
+        _memory.move_to_end(name)
+        while sum(t.numel() * t.element_size() for e in _memory.values() for t in e.weights.values()) > MEMORY_BYTES:
+            _memory.popitem(last=False)
+
+
+def _read(path: Path, key: dict[str, Any], device: torch.device) -> Entry | None:
+    """The entry in `path` if it is intact and made for `key`, else None."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            if json.loads(metadata.get("key", "null")) != key or set(f.keys()) != set(WEIGHTS):
+                return None
+            weights = {name: f.get_tensor(name).clone() for name in WEIGHTS}
+        history = PhaseHistory(**json.loads(metadata["history"]))
+    except Exception:  # any damage (truncated file, bad header, bad JSON) means: rebuild
+        return None
+    dtype = getattr(torch, key["dtype"])
+    shapes = {"layer1.weight": (key["hidden"], key["d_in"]), "layer2.weight": (key["d_out"], key["hidden"])}
+    losses = history.train_loss + history.eval_loss
+    if (any(tuple(weights[n].shape) != shapes[n] or weights[n].dtype != dtype for n in WEIGHTS)
+            or not all(torch.isfinite(t).all() for t in weights.values())
+            or len(history.train_loss) != key["pretrain_epochs"] or len(history.eval_loss) != key["pretrain_epochs"]
+            or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in losses)):
+        return None
+    return Entry(history, {n: t.to(device) for n, t in weights.items()})

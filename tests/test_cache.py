@@ -1,0 +1,145 @@
+"""The cache of pretrained bases: what it keys on, what it skips, and how it recovers from damage."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from lora_core import cache, experiment
+from lora_core.config import preset
+
+SMALL = dict(n_samples=256, n_eval=64, d_in=12, hidden=10, d_out=8, pretrain_epochs=6, epochs=4, batch_size=32,
+             lr=1e-2, device="cpu")
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    """An empty cache folder, an empty memory cache, and a count of real pretrainings."""
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path))
+    cache.clear_memory()
+    calls = []
+    real = experiment.pretrain
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "pretrain", counting)
+    yield SimpleNamespace(path=tmp_path, calls=calls)
+    cache.clear_memory()
+
+
+def files(folder):
+    return sorted(folder.path.glob("*.safetensors"))
+
+
+def test_changing_rank_alpha_method_or_shift_does_not_pretrain_again(folder):
+    first = experiment.run_experiment(preset("default", **SMALL, rank=1, alpha=1.0))
+    assert not first.pretrain_cached and len(folder.calls) == 1 and len(files(folder)) == 1
+    for change in [dict(rank=2, alpha=4.0), dict(method="full"), dict(shift="low_rank", shift_rank=2),
+                   dict(epochs=2, init="gaussian")]:
+        again = experiment.run_experiment(preset("default", **{**SMALL, **change}))
+        assert again.pretrain_cached and again.status == "ok"
+        assert again.history["pretrain"] == first.history["pretrain"]
+        assert again.losses["base_on_original"] == first.losses["base_on_original"]  # the very same weights
+    assert len(folder.calls) == 1 and len(files(folder)) == 1
+
+
+def test_a_setting_that_changes_pretraining_pretrains(folder):
+    experiment.run_experiment(preset("default", **SMALL))
+    for change in [dict(seed=1), dict(pretrain_epochs=3), dict(lr=5e-3), dict(hidden=9), dict(dtype="float64")]:
+        assert not experiment.run_experiment(preset("default", **{**SMALL, **change})).pretrain_cached
+    assert len(folder.calls) == 6 and len(files(folder)) == 6
+
+
+def test_disk_cache_survives_a_new_process(folder):
+    first = experiment.run_experiment(preset("default", **SMALL))
+    cache.clear_memory()  # what a new process starts with
+    again = experiment.run_experiment(preset("default", **SMALL, rank=3))
+    assert again.pretrain_cached and len(folder.calls) == 1
+    assert again.history["pretrain"] == first.history["pretrain"]
+    assert again.losses["base_on_shifted"] == first.losses["base_on_shifted"]
+
+
+def test_cached_history_is_replayed_to_the_callback_and_can_cancel(folder):
+    experiment.run_experiment(preset("default", **SMALL))
+    seen = []
+    result = experiment.run_experiment(preset("default", **SMALL, rank=2), on_progress=seen.append)
+    assert result.pretrain_cached
+    pretrain = [p for p in seen if p.phase == "pretrain"]
+    assert [p.epoch for p in pretrain] == list(range(1, 7)) and {p.epochs for p in pretrain} == {6}
+    assert [p.train_loss for p in pretrain] == result.history["pretrain"].train_loss
+    assert [p.phase for p in seen].count("finetune") == 4
+
+    cancelled = experiment.run_experiment(preset("default", **SMALL), on_progress=lambda p: p.epoch < 2)
+    assert cancelled.status == "cancelled" and len(cancelled.history["pretrain"].train_loss) == 2
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "wrong_key", "wrong_shape", "nan"])
+def test_a_corrupt_or_stale_file_is_rebuilt(folder, damage):
+    first = experiment.run_experiment(preset("default", **SMALL))
+    (path,) = files(folder)
+    data = path.read_bytes()
+    with safe_open(str(path), framework="pt") as f:
+        metadata, weights = f.metadata(), {k: f.get_tensor(k).clone() for k in f.keys()}  # noqa: SIM118
+    if damage == "garbage":
+        path.write_bytes(b"not a safetensors file")
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "wrong_key":
+        key = json.loads(metadata["key"])
+        key["format"] = -1  # an entry written by another version of the cache
+        save_file(weights, str(path), metadata={**metadata, "key": json.dumps(key, sort_keys=True)})
+    elif damage == "wrong_shape":
+        save_file({k: v[:, :3].contiguous() for k, v in weights.items()}, str(path), metadata=metadata)
+    else:
+        save_file({k: torch.full_like(v, float("nan")) for k, v in weights.items()}, str(path), metadata=metadata)
+    cache.clear_memory()
+    again = experiment.run_experiment(preset("default", **SMALL, rank=2))
+    assert not again.pretrain_cached and again.status == "ok" and len(folder.calls) == 2
+    assert again.history["pretrain"] == first.history["pretrain"]  # rebuilt: the same, deterministic base
+    with safe_open(str(path), framework="pt") as f:  # and stored intact again
+        assert f.metadata() == metadata
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in weights.items())
+    cache.clear_memory()
+    assert experiment.run_experiment(preset("default", **SMALL, rank=3)).pretrain_cached
+
+
+def test_cancelled_or_diverged_pretraining_is_not_cached(folder):
+    result = experiment.run_experiment(preset("default", **SMALL),
+                                       on_progress=lambda p: not (p.phase == "pretrain" and p.epoch == 2))
+    assert result.status == "cancelled" and files(folder) == []
+    diverged = experiment.run_experiment(preset("default", **{**SMALL, "lr": 1e10, "dtype": "float32"}))
+    assert diverged.status == "diverged" and files(folder) == []
+    again = experiment.run_experiment(preset("default", **SMALL))
+    assert not again.pretrain_cached and len(files(folder)) == 1
+
+
+def test_cache_off_keeps_bases_in_memory_only(folder, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, "off")
+    assert cache.cache_dir() is None
+    experiment.run_experiment(preset("default", **SMALL))
+    assert experiment.run_experiment(preset("default", **SMALL, rank=2)).pretrain_cached
+    assert files(folder) == [] and len(folder.calls) == 1
+
+
+def test_an_unwritable_folder_only_costs_the_disk_copy(folder, monkeypatch):
+    blocker = folder.path / "file-in-the-way"
+    blocker.write_text("")
+    monkeypatch.setenv(cache.CACHE_ENV, str(blocker / "cache"))  # cannot be created: its parent is a file
+    assert experiment.run_experiment(preset("default", **SMALL)).status == "ok"
+    assert experiment.run_experiment(preset("default", **SMALL, rank=2)).pretrain_cached
+
+
+def test_default_folder_and_env_var(monkeypatch):
+    monkeypatch.delenv(cache.CACHE_ENV, raising=False)
+    assert str(cache.cache_dir()).endswith(".cache/lora-explorer")
+    monkeypatch.setenv(cache.CACHE_ENV, "/tmp/somewhere")
+    assert str(cache.cache_dir()) == "/tmp/somewhere"
