@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .config import BYTES_PER_ITEM
 from .results import LayerParams, ParamCounts
 
 
@@ -19,7 +20,6 @@ def full_param_count(d_in: int, d_out: int) -> int:
 
 
 ADAM_MOMENTS = 2  # Adam keeps two running moments (m and v) per trainable parameter
-BYTES_PER_ITEM = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}
 
 
 def adam_state_bytes(n_params: int, dtype: str = "float32") -> int:

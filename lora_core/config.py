@@ -20,6 +20,7 @@ SHIFT_LABELS = {"constant": "constant", "low_rank": "low-rank", "full_rank": "fu
 DEVICES = ("auto", "cpu", "cuda", "mps")
 INITS = ("gaussian", "kaiming")  # gaussian: the article's randn; kaiming: PEFT's kaiming_uniform(a=sqrt(5))
 DTYPES = ("float32", "float64")
+BYTES_PER_ITEM = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}  # half precisions: Parameters page
 PATHS = ("auto", "autograd", "fast")  # which training path fine-tunes; auto picks fast when it applies
 
 # Memory a configuration may ask for before it is refused (bytes); an env var raises or lowers it.
@@ -179,7 +180,7 @@ def max_rank(d_in: int, hidden: int, d_out: int) -> int:
 
 def estimated_bytes(config: ExperimentConfig) -> int:
     """A generous estimate of the memory a run needs: data for both tasks, weights, Adam state, spectra."""
-    item = 4 if config.dtype == "float32" else 8
+    item = BYTES_PER_ITEM[config.dtype]
     rows = 2 * (config.n_samples + config.n_eval)  # original and shifted task
     data = rows * (config.d_in + 2 * config.d_out + config.hidden)  # inputs, targets, cached activations
     weights = config.d_in * config.hidden + config.hidden * config.d_out
