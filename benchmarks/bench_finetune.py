@@ -43,7 +43,7 @@ from lora_core.experiment import finetune, pretrain, run_experiment
 from lora_core.layers import add_lora
 from lora_core.model import TARGETS
 from lora_core.results import PhaseHistory
-from lora_core.tasks import make_tasks
+from lora_core.tasks import make_tasks, rng
 from lora_core.training import pick_device, train
 
 # ---------------------------------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"base: lora_core autograd pretraining, {config.pretrain_epochs} epoch(s) in {seconds:.1f} s "
           f"({seconds / (config.pretrain_epochs * steps_per_epoch) * 1e3:.2f} ms/step), status {status}")
     ref = copy.deepcopy(base)  # the initial A every method starts from, drawn as lora_core draws it
-    add_lora(ref, TARGETS, r, config.alpha, config.init, torch.Generator().manual_seed(config.seed + 3))
+    add_lora(ref, TARGETS, r, config.alpha, config.init, rng(config.seed, "adapter"))
 
     runs: dict[str, list] = {name: [] for name in args.methods.split(",")}
     for repeat in range(args.repeats):  # interleaved, so a busy spell of the machine hits every method alike

@@ -18,7 +18,7 @@ from .export import save_adapter
 from .layers import LoRALinear, add_lora, merge_lora
 from .model import TARGETS, TwoLayerLinear, layer_shapes
 from .results import LOSS_KEYS, ExperimentResult, LayerSpectra, PhaseHistory
-from .tasks import Task, make_tasks
+from .tasks import Task, make_tasks, rng
 from .training import ProgressCallback, cpu_threads, describe_device, mse, pick_device, threads_for, train
 
 # What to tell a person whose run diverged.
@@ -30,7 +30,7 @@ WORSE_HINT = ("fine-tuning ended with a higher loss on the shifted task than the
 def pretrain(config: ExperimentConfig, task: Task, device: torch.device,
              on_progress: ProgressCallback | None = None) -> tuple[str, PhaseHistory, nn.Module]:
     """Train all weights of a fresh model on the original task. Returns (status, history, model)."""
-    generator = torch.Generator().manual_seed(config.seed + 2)
+    generator = rng(config.seed, "model")
     model = TwoLayerLinear(config.d_in, config.hidden, config.d_out, generator, getattr(torch, config.dtype))
     model.to(device)
     status, history = train(model, task.train, task.eval, epochs=config.pretrain_epochs,
@@ -49,7 +49,7 @@ def finetune(config: ExperimentConfig, base: nn.Module, task: Task,
         model.requires_grad_(True)
         status, history = train(model, task.train, task.eval, **kwargs)
         return status, history, model, "autograd"
-    add_lora(model, TARGETS, config.rank, config.alpha, config.init, torch.Generator().manual_seed(config.seed + 3))
+    add_lora(model, TARGETS, config.rank, config.alpha, config.init, rng(config.seed, "adapter"))
     # 'auto' takes the fast path (fast.py: same batches, same Adam, same losses) whenever it applies.
     if config.path != "autograd" and fast.applies(model):
         status, history = fast.train_fast(model, task.train, task.eval, **kwargs)

@@ -8,6 +8,15 @@ import torch
 
 from .config import ExperimentConfig
 
+# Each random draw of a run has its own stream derived from the one seed, so changing one draw (say, the kind of
+# shift) never moves another (the original task's data, the model's initial weights, the batch order).
+SEED_STREAMS = {"original": 0, "shift": 1, "model": 2, "adapter": 3, "shifted": 4, "pretrain": 1000, "finetune": 2000}
+
+
+def rng(seed: int, stream: str) -> torch.Generator:
+    """A CPU generator for one of SEED_STREAMS: drawing on the CPU gives the same numbers on every device."""
+    return torch.Generator().manual_seed(seed + SEED_STREAMS[stream])
+
 
 @dataclass
 class Split:
@@ -44,7 +53,7 @@ def shift_matrix(config: ExperimentConfig, generator: torch.Generator, dtype: to
 
 def shift_delta(config: ExperimentConfig) -> torch.Tensor:
     """The task's shift Δθ: [d_in, d_out], drawn from its own generator so it costs no data to recompute."""
-    return shift_matrix(config, torch.Generator().manual_seed(config.seed + 1), getattr(torch, config.dtype))
+    return shift_matrix(config, rng(config.seed, "shift"), getattr(torch, config.dtype))
 
 
 def _split(theta: torch.Tensor, n: int, generator: torch.Generator) -> Split:
@@ -60,11 +69,11 @@ def make_tasks(config: ExperimentConfig, device: torch.device | str = "cpu") -> 
     pretrained base stays valid when only the shift changes.
     """
     dtype = getattr(torch, config.dtype)
-    g = torch.Generator().manual_seed(config.seed)
+    g = rng(config.seed, "original")
     theta = torch.randn(config.d_in, config.d_out, generator=g, dtype=dtype)
     original = Task(theta, _split(theta, config.n_samples, g), _split(theta, config.n_eval, g))
     theta2 = theta + shift_delta(config)
-    g_shifted = torch.Generator().manual_seed(config.seed + 4)
+    g_shifted = rng(config.seed, "shifted")
     shifted = Task(theta2, _split(theta2, config.n_samples, g_shifted), _split(theta2, config.n_eval, g_shifted))
     return _to(original, device), _to(shifted, device)
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .config import ConfigError
 from .results import PhaseHistory, Progress
-from .tasks import Split
+from .tasks import Split, rng
 
 ProgressCallback = Callable[[Progress], "bool | None"]
 
@@ -24,8 +24,6 @@ ProgressCallback = Callable[[Progress], "bool | None"]
 # 2-core laptop a second thread that waits for a busy core made the default preset 5-25x slower (measured).
 ONE_THREAD_BELOW = 100_000
 
-# Seed offsets so that pretraining and fine-tuning shuffle differently but reproducibly.
-SHUFFLE_SEED_OFFSET = {"pretrain": 1000, "finetune": 2000}
 
 
 def pick_device(name: str, dtype: str = "float32") -> torch.device:
@@ -84,7 +82,7 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[tor
 
 
 def shuffle_generator(seed: int, phase: str) -> torch.Generator:
-    return torch.Generator().manual_seed(seed + SHUFFLE_SEED_OFFSET[phase])
+    return rng(seed, phase)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from lora_core.config import preset
 from lora_core.experiment import finetune, pretrain, run_experiment
 from lora_core.layers import add_lora, merge_lora
 from lora_core.model import TARGETS, TwoLayerLinear
-from lora_core.tasks import make_tasks
+from lora_core.tasks import make_tasks, rng
 from lora_core.training import train
 
 SMALL = dict(n_samples=300, n_eval=70, d_in=13, hidden=11, d_out=9, pretrain_epochs=5, epochs=6, batch_size=32,
@@ -30,7 +30,7 @@ def setup(dtype="float64", **overrides):
 
 def adapted(config, base):
     model = copy.deepcopy(base)
-    add_lora(model, TARGETS, config.rank, config.alpha, config.init, torch.Generator().manual_seed(config.seed + 3))
+    add_lora(model, TARGETS, config.rank, config.alpha, config.init, rng(config.seed, "adapter"))
     return model
 
 
