@@ -1,7 +1,7 @@
 """Real-browser tests: a Streamlit server on a free port and Debian's headless Chromium driven by Playwright.
 
-Needs `/usr/bin/chromium` (Debian: `apt-get install -y chromium`; another binary via $CHROMIUM) and never
-`playwright install`. Screenshots and the server's log go to test-artifacts/ (or $TEST_ARTIFACTS).
+Needs `/usr/bin/chromium` (Debian: `apt-get install -y chromium`; another binary via $CHROMIUM), never a
+browser downloaded by Playwright itself. Screenshots and the server's log go to test-artifacts/ (or $TEST_ARTIFACTS).
 Select these tests with `pytest tests/browser` or `-m browser`; skip them with `-m "not browser"`.
 """
 
