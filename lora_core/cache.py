@@ -13,6 +13,7 @@ removed and the base trained again; diverged or cancelled pretraining is never s
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import json
@@ -70,8 +71,10 @@ def cache_dir() -> Path | None:
     return Path(value).expanduser()
 
 
+@functools.lru_cache(maxsize=8)
 def _code_version(build: Pretrain) -> str:
-    """A digest of the code that makes a base, so a changed task, model, loop or pretrain function rebuilds."""
+    """A digest of the code that makes a base, so a changed task, model, loop or pretrain function rebuilds.
+    Read once per process: the source files do not change under a running program."""
     digest = hashlib.sha256()
     for source in (tasks_module, model_module, training_module, build):
         try:
