@@ -7,7 +7,6 @@ that dict and write back to it; the URL carries the values that differ from the 
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
@@ -24,7 +23,6 @@ from lora_core.config import (
     SHIFT_LABELS,
     ConfigError,
     ExperimentConfig,
-    bounds_text,
     coerce,
     max_rank,
     preset,
@@ -109,7 +107,7 @@ def parse_params(params: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
         if field == "shift":
             raw = {label: k for k, label in SHIFT_LABELS.items()}.get(raw, raw)
         try:
-            values[field] = _coerce(field, raw)
+            values[field] = coerce(field, raw)
         except ConfigError as e:
             warnings.append(f"{key}={raw}: {e}")
     base = preset(name)
@@ -120,13 +118,6 @@ def parse_params(params: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
         except ConfigError as e:
             warnings.append(f"{field.replace('_', '-')}={_raw(params, field)}: {e}")
     return {**_preset_settings(name), **accepted}, warnings
-
-
-def _coerce(field: str, raw: str) -> Any:
-    value = coerce(field, raw)
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{field} must be {bounds_text(field)}, got {raw!r}")
-    return value
 
 
 def _accept(base: ExperimentConfig, values: dict[str, Any]) -> dict[str, Any]:

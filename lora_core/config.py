@@ -124,21 +124,18 @@ def bounds_text(name: str) -> str:
 
 
 def coerce(name: str, value: Any) -> Any:
-    """Convert `value` (text from a flag or URL, or a number) to the field's type, or raise ConfigError."""
+    """Convert `value` (text from a flag or URL, or a number) to the field's type, or raise ConfigError.
+    Text that is no value of the field's type (a fraction for an integer, 'nan' or 'inf' anywhere) is refused."""
     if name not in FIELDS:
         raise ConfigError(f"unknown setting {name!r}; allowed: {', '.join(FIELDS)}")
     kind = FIELDS[name].type
     try:
-        if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            number = float(value) if isinstance(value, str) else value
-            if not math.isfinite(number) or not float(number).is_integer():
-                raise ValueError
-            return int(number)
-        if kind == "float":
-            return float(value)
-        return str(value)
+        if kind == "str":
+            return str(value)
+        number = float(value) if isinstance(value, str) else value
+        if not math.isfinite(number) or (kind == "int" and not float(number).is_integer()):
+            raise ValueError
+        return int(number) if kind == "int" else float(number)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be {bounds_text(name)}, got {value!r}") from None
 

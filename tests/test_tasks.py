@@ -48,7 +48,8 @@ def test_coerce_parses_text(name, text, value):
 
 
 @pytest.mark.parametrize("name, text", [("rank", "2.5"), ("rank", "nan"), ("rank", "abc"), ("alpha", "<b>1</b>"),
-                                        ("nope", "1"), ("epochs", "inf")])
+                                        ("nope", "1"), ("epochs", "inf"),
+                                        ("alpha", "nan"), ("shift_scale", "-inf"), ("lr", "1e999")])
 def test_coerce_refuses_what_is_not_a_value(name, text):
     with pytest.raises(ConfigError):
         coerce(name, text)
