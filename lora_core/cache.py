@@ -35,7 +35,7 @@ from . import model as model_module
 from . import tasks as tasks_module
 from . import training as training_module
 from .config import ExperimentConfig
-from .model import TwoLayerLinear
+from .model import TARGETS, TwoLayerLinear, layer_shapes
 from .results import PhaseHistory
 from .tasks import Task
 from .training import ProgressCallback, report
@@ -46,7 +46,7 @@ FORMAT = 1  # bump when the file layout changes
 # Every config field that changes the original task or its pretraining; nothing else is in the key.
 KEY_FIELDS = ("d_in", "hidden", "d_out", "n_samples", "n_eval", "seed", "pretrain_epochs", "batch_size", "lr",
               "dtype")
-WEIGHTS = ("layer1.weight", "layer2.weight")
+WEIGHTS = tuple(f"{layer}.weight" for layer in TARGETS)
 MEMORY_BYTES = 1 << 30  # the in-memory cache drops its oldest bases beyond this many bytes of weights
 
 Pretrain = Callable[[ExperimentConfig, Task, torch.device, "ProgressCallback | None"],
@@ -195,7 +195,8 @@ def _read(path: Path, key: dict[str, Any], device: torch.device) -> Entry | None
     except Exception:  # any damage (truncated file, bad header, bad JSON) means: rebuild
         return None
     dtype = getattr(torch, key["dtype"])
-    shapes = {"layer1.weight": (key["hidden"], key["d_in"]), "layer2.weight": (key["d_out"], key["hidden"])}
+    shapes = {f"{layer}.weight": (d_out, d_in)  # nn.Linear stores [out, in]
+              for layer, (d_in, d_out) in layer_shapes(key["d_in"], key["hidden"], key["d_out"]).items()}
     losses = history.train_loss + history.eval_loss
     if (any(tuple(weights[n].shape) != shapes[n] or weights[n].dtype != dtype for n in WEIGHTS)
             or not all(torch.isfinite(t).all() for t in weights.values())
