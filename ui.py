@@ -245,7 +245,7 @@ def sidebar() -> ExperimentConfig | None:
             s["shift_rank"] = _number(st, "shift_rank")
     write_url()
     try:
-        return preset(s["preset"], **{k: s[k] for k in LABELS})
+        return _config()
     except ConfigError as e:
         st.error(f"These settings cannot run: {plain(str(e), 400)}")
         return None
@@ -349,11 +349,16 @@ def need_run(what: str) -> None:
     st.page_link("pages/1_Playground.py", label="Go to the Playground", icon=":material/tune:")
 
 
+def _config(**changes: Any) -> ExperimentConfig:
+    """The config of the current settings with `changes`; raises ConfigError when they cannot run."""
+    s = settings()
+    return preset(s["preset"], **{**{k: s[k] for k in LABELS}, **changes})
+
+
 def config_error(**changes: Any) -> str | None:
     """Why the current settings with `changes` cannot run, or None when they can."""
-    s = settings()
     try:
-        preset(s["preset"], **{**{k: s[k] for k in LABELS}, **changes})
+        _config(**changes)
     except ConfigError as e:
         return str(e)
     return None
