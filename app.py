@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-import ui
 from lora_core.analysis import full_param_count, lora_param_count
-from lora_core.training import describe_device, pick_device
+from lora_core.devices import describe_device, pick_device
+from ui.navigation import page
 
-ui.page("Home")
+page("Home")
 st.title("LoRA Explorer")
 st.caption("Low-rank adaptation, live: after Rajan Ghimire's *LoRA (Low Rank Adaptation): A Deeper Dive*.")
 

@@ -39,12 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lora_core import analysis, cache, fast
 from lora_core.config import preset
+from lora_core.devices import pick_device
 from lora_core.experiment import finetune, pretrain, run_experiment
 from lora_core.layers import add_lora
 from lora_core.model import TARGETS
 from lora_core.results import PhaseHistory
 from lora_core.tasks import make_tasks, rng
-from lora_core.training import pick_device, train
+from lora_core.training import train
 
 # ---------------------------------------------------------------------------------------------------------
 # The article's adapter, written from its description (A: [d_in, r] randn, B: [r, d_out] zeros).

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 
-from .config import BYTES_PER_ITEM
-from .results import LayerParams, ParamCounts
+from .config import BYTES_PER_ITEM, ExperimentConfig
+from .results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts
+from .tasks import shift_delta
 
 
 def lora_param_count(d_in: int, d_out: int, rank: int) -> int:
@@ -54,3 +57,49 @@ def singular_values(matrix: torch.Tensor) -> torch.Tensor:
 def max_abs_diff(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor) -> float:
     """max |model_a(x) - model_b(x)|: zero up to rounding when `model_b` is `model_a` merged."""
     return (model_a(x) - model_b(x)).abs().max().item()
+
+
+# ---- reading counts and spectra -----------------------------------------------------------------------------
+
+DIRECTION_RTOL = 1e-4  # a singular value below this fraction of the largest counts as zero
+
+
+def break_even_rank(d_in: int, d_out: int) -> float:
+    """The rank at which LoRA's (d_in + d_out) r equals the full d_in d_out: d_in d_out / (d_in + d_out)."""
+    return full_param_count(d_in, d_out) / (d_in + d_out)
+
+
+def direction_count(values: Sequence[float], rtol: float = DIRECTION_RTOL) -> int:
+    """How many singular values are non-zero: above `rtol` times the largest."""
+    top = max(values, default=0.0)
+    return sum(v > rtol * top for v in values) if top > 0 else 0
+
+
+def cumulative_energy(values: Sequence[float]) -> list[float]:
+    """Fraction of the squared Frobenius norm carried by the first k singular values, k = 1, 2, ..."""
+    total = sum(v * v for v in values)
+    out, running = [], 0.0
+    for v in values:
+        running += v * v
+        out.append(running / total if total > 0 else 0.0)
+    return out
+
+
+def factored_gap(s: LayerSpectra) -> float:
+    """Largest difference between ΔW's singular values from the factors and from the merged weights, relative
+    to the largest one."""
+    top = max(s.delta_merged, default=0.0) or 1.0
+    return max((abs(f - m) for f, m in zip(s.delta_factored, s.delta_merged, strict=False)), default=0.0) / top
+
+
+def shift_singular_values(config: ExperimentConfig) -> list[float]:
+    """Singular values of the shift Δθ = θ' - θ of the task, descending."""
+    return torch.linalg.svdvals(shift_delta(config).to(torch.float64)).tolist()
+
+
+def loss_improvement(result: ExperimentResult) -> float | None:
+    """How many times lower the merged model's loss on shifted data is than the base model's."""
+    before, after = result.losses.get("base_on_shifted"), result.losses.get("merged_on_shifted")
+    if before is None or after is None or not after > 0:
+        return None
+    return before / after

@@ -34,22 +34,22 @@ from safetensors.torch import save_file
 from . import model as model_module
 from . import tasks as tasks_module
 from . import training as training_module
-from .config import ExperimentConfig
+from .config import BASE_FIELDS, ExperimentConfig
 from .model import TARGETS, TwoLayerLinear, layer_shapes
 from .results import PhaseHistory
 from .tasks import Task
-from .training import ProgressCallback, report
+from .training import CancelCheck, ProgressCallback, report
 
 CACHE_ENV = "LORA_EXPLORER_CACHE"
 DEFAULT_DIR = "~/.cache/lora-explorer"
 FORMAT = 1  # bump when the file layout changes
-# Every config field that changes the original task or its pretraining; nothing else is in the key.
-KEY_FIELDS = ("d_in", "hidden", "d_out", "n_samples", "n_eval", "seed", "pretrain_epochs", "batch_size", "lr",
-              "dtype")
+# Every config field that changes the original task or its pretraining (declared `base` in config.py); the
+# device enters the key as the type it resolved to ('auto' -> 'cpu'), so it is not taken from the config.
+KEY_FIELDS = tuple(name for name in BASE_FIELDS if name != "device")
 WEIGHTS = tuple(f"{layer}.weight" for layer in TARGETS)
 MEMORY_BYTES = 1 << 30  # the in-memory cache drops its oldest bases beyond this many bytes of weights
 
-Pretrain = Callable[[ExperimentConfig, Task, torch.device, "ProgressCallback | None"],
+Pretrain = Callable[[ExperimentConfig, Task, torch.device, "ProgressCallback | None", "CancelCheck | None"],
                     tuple[str, PhaseHistory, nn.Module]]
 
 
@@ -96,8 +96,9 @@ def key_name(key: dict[str, Any]) -> str:
 
 
 def cached_pretrain(config: ExperimentConfig, task: Task, device: torch.device, build: Pretrain,
-                    on_progress: ProgressCallback | None = None) -> tuple[str, PhaseHistory, nn.Module, bool]:
-    """`build(config, task, device, on_progress)` unless a base for the same key is cached.
+                    on_progress: ProgressCallback | None = None,
+                    cancel: CancelCheck | None = None) -> tuple[str, PhaseHistory, nn.Module, bool]:
+    """`build(config, task, device, on_progress, cancel)` unless a base for the same key is cached.
 
     Returns (status, history, model, cached). A cached base's history is replayed through `on_progress`
     epoch by epoch, so a live chart still shows pretraining, and a callback that returns False still cancels.
@@ -105,7 +106,7 @@ def cached_pretrain(config: ExperimentConfig, task: Task, device: torch.device, 
     key = pretrain_key(config, device, build)
     entry = lookup(key, device)
     if entry is None:
-        status, history, model = build(config, task, device, on_progress)
+        status, history, model = build(config, task, device, on_progress, cancel)
         if status == "ok":
             store(key, history, model)
         return status, history, model, False
@@ -119,6 +120,8 @@ def cached_pretrain(config: ExperimentConfig, task: Task, device: torch.device, 
     history = PhaseHistory()
     losses = list(zip(entry.history.train_loss, entry.history.eval_loss, strict=True))
     for epoch, (train_loss, eval_loss) in enumerate(losses, 1):
+        if cancel is not None and cancel():
+            return "cancelled", history, model, True
         stop = report(on_progress, history, "pretrain", epoch, len(losses), train_loss, eval_loss)
         if stop:
             return stop, history, model, True

@@ -34,40 +34,68 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message says what is wrong and what is allowed."""
 
 
-def _knob(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
-          choices: tuple[str, ...] | None = None, positive: bool = False) -> Any:
-    """A config field with its bounds: `lo`/`hi` inclusive, `positive` means > 0 (for floats)."""
-    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "positive": positive}
+def _knob(default: Any, help: str, *, label: str | None = None, lo: float | None = None, hi: float | None = None,
+          choices: tuple[str, ...] | None = None, choice_labels: dict[str, str] | None = None,
+          positive: bool = False, step: float | None = None, slider: tuple[float, float | None] | None = None,
+          group: str | None = None, base: bool = False, only_if: tuple[str, str] | None = None) -> Any:
+    """A config field with everything known about it, in `metadata`:
+
+    help, label: the flag's help and the widget's label (no label: not a Playground setting, not in the URL);
+    lo, hi: inclusive bounds (ints); positive: > 0 (floats); choices and their shown labels;
+    step: a number input's step; slider: shown as a slider over this span (None: up to what the model allows;
+    a value outside it widens it);
+    group: where the Playground shows it ("main" above, "more" in the expander);
+    base: whether it shapes the pretrained base (so it is part of the base cache's key);
+    only_if: (field, value) when the setting matters only while that field has that value.
+    """
+    meta = {"help": help, "label": label, "lo": lo, "hi": hi, "choices": choices, "choice_labels": choice_labels,
+            "positive": positive, "step": step, "slider": slider, "group": group, "base": base,
+            "only_if": only_if}
     return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything that decides one run: task, model sizes, adapter, training. Defaults are the `default` preset."""
+    """Everything that decides one run: task, model sizes, adapter, training. Defaults are the `default` preset.
 
-    # Adapter
-    rank: int = _knob(2, "LoRA rank r (at most the smallest dimension of an adapted layer)", lo=1, hi=MAX_DIM)
-    alpha: float = _knob(2.0, "LoRA scale α; the update is multiplied by α/r", positive=True)
-    method: str = _knob("lora", "fine-tuning method: LoRA adapters or all weights", choices=METHODS)
-    init: str = _knob("kaiming", "initialisation of A (B starts at zero)", choices=INITS)
-    # Task
-    shift: str = _knob("constant", "kind of distribution shift applied to θ", choices=SHIFTS)
-    shift_scale: float = _knob(1.0, "size c of the shift", positive=True)
-    shift_rank: int = _knob(4, "rank s of a low_rank shift", lo=1, hi=MAX_DIM)
-    n_samples: int = _knob(1024, "training samples per task", lo=1, hi=MAX_SAMPLES)
-    n_eval: int = _knob(512, "held-out samples per task, used only for evaluation", lo=1, hi=MAX_SAMPLES)
-    # Model: d_in -> hidden -> d_out, two bias-free linear layers
-    d_in: int = _knob(64, "input dimension", lo=1, hi=MAX_DIM)
-    hidden: int = _knob(64, "hidden dimension", lo=1, hi=MAX_DIM)
-    d_out: int = _knob(64, "output dimension", lo=1, hi=MAX_DIM)
-    # Training
-    pretrain_epochs: int = _knob(30, "epochs of pretraining on the original task", lo=1, hi=MAX_EPOCHS)
-    epochs: int = _knob(30, "epochs of fine-tuning on the shifted task", lo=1, hi=MAX_EPOCHS)
-    batch_size: int = _knob(64, "mini-batch size", lo=1, hi=MAX_SAMPLES)
-    lr: float = _knob(1e-2, "Adam learning rate", positive=True)
-    seed: int = _knob(0, "random seed for data, initialisation and shuffling", lo=0, hi=2**31 - 1)
-    device: str = _knob("auto", "where to train: auto picks CUDA, then Apple MPS, then CPU", choices=DEVICES)
-    dtype: str = _knob("float32", "floating-point precision", choices=DTYPES)
+    The declaration order is the Playground's order and the URL's.
+    """
+
+    # Adapter and shift: the Playground's main controls
+    rank: int = _knob(2, "LoRA rank r (at most the smallest dimension of an adapted layer)", label="Rank r",
+                      lo=1, hi=MAX_DIM, slider=(1, None), group="main")
+    alpha: float = _knob(2.0, "LoRA scale α; the update is multiplied by α/r", label="Alpha α", positive=True,
+                         slider=(0.25, 64.0), step=0.25, group="main")
+    shift: str = _knob("constant", "kind of distribution shift applied to θ", label="Shift", choices=SHIFTS,
+                       choice_labels=SHIFT_LABELS, group="main")
+    shift_scale: float = _knob(1.0, "size c of the shift", label="Shift size", positive=True, step=0.1, group="main")
+    shift_rank: int = _knob(4, "rank s of a low_rank shift", label="Shift rank", lo=1, hi=MAX_DIM, group="main",
+                            only_if=("shift", "low_rank"))
+    # Method, model (d_in -> hidden -> d_out, two bias-free linear layers), data and training: the expander
+    method: str = _knob("lora", "fine-tuning method: LoRA adapters or all weights", label="Method", choices=METHODS,
+                        group="more")
+    init: str = _knob("kaiming", "initialisation of A (B starts at zero)", label="Initialisation of A",
+                      choices=INITS, group="more")
+    d_in: int = _knob(64, "input dimension", label="Input size d_in", lo=1, hi=MAX_DIM, group="more", base=True)
+    hidden: int = _knob(64, "hidden dimension", label="Hidden size", lo=1, hi=MAX_DIM, group="more", base=True)
+    d_out: int = _knob(64, "output dimension", label="Output size d_out", lo=1, hi=MAX_DIM, group="more", base=True)
+    n_samples: int = _knob(1024, "training samples per task", label="Training samples", lo=1, hi=MAX_SAMPLES,
+                           group="more", base=True)
+    n_eval: int = _knob(512, "held-out samples per task, used only for evaluation", label="Held-out samples", lo=1,
+                        hi=MAX_SAMPLES, group="more", base=True)
+    pretrain_epochs: int = _knob(30, "epochs of pretraining on the original task", label="Pretraining epochs", lo=1,
+                                 hi=MAX_EPOCHS, group="more", base=True)
+    epochs: int = _knob(30, "epochs of fine-tuning on the shifted task", label="Fine-tuning epochs", lo=1,
+                        hi=MAX_EPOCHS, group="more")
+    batch_size: int = _knob(64, "mini-batch size", label="Batch size", lo=1, hi=MAX_SAMPLES, group="more", base=True)
+    lr: float = _knob(1e-2, "Adam learning rate", label="Learning rate", positive=True, step=1e-3, group="more",
+                      base=True)
+    seed: int = _knob(0, "random seed for data, initialisation and shuffling", label="Seed", lo=0, hi=2**31 - 1,
+                      group="more", base=True)
+    # Where and how: flags only
+    device: str = _knob("auto", "where to train: auto picks CUDA, then Apple MPS, then CPU", choices=DEVICES,
+                        base=True)
+    dtype: str = _knob("float32", "floating-point precision", choices=DTYPES, base=True)
     path: str = _knob("auto", "fine-tuning path: auto uses the fast path when it applies", choices=PATHS)
 
     def __post_init__(self) -> None:
@@ -87,6 +115,20 @@ class ExperimentConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+# Derived from the declarations above: the Playground's settings (in order) and their labels, the fields that
+# shape the pretrained base (the base cache's key).
+LABELS = {name: f.metadata["label"] for name, f in FIELDS.items() if f.metadata["label"]}
+BASE_FIELDS = tuple(name for name, f in FIELDS.items() if f.metadata["base"])
+
+
+def cli_name(field_name: str) -> str:
+    """A field's name on the command line and in the URL: 'shift_scale' -> 'shift-scale'."""
+    return field_name.replace("_", "-")
+
+
+def field_name(name: str) -> str:
+    """A field's name from its CLI/URL name (either spelling, any case): 'Shift-Scale' -> 'shift_scale'."""
+    return name.strip().lower().replace("-", "_")
 
 # The article's exact experiment; `default` is the dataclass defaults (about a second on a 2-core CPU).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -162,8 +204,6 @@ def validate(config: ExperimentConfig) -> None:
     if config.shift == "low_rank" and config.shift_rank > min(config.d_in, config.d_out):
         raise ConfigError(f"shift_rank must be from 1 to {min(config.d_in, config.d_out)} (min of d_in, d_out), "
                           f"got {config.shift_rank}")
-    if config.path == "fast" and config.method != "lora":
-        raise ConfigError("path 'fast' applies only to method 'lora'; use path auto or autograd for full fine-tuning")
     need = estimated_bytes(config)
     if need > MEMORY_LIMIT_BYTES:
         raise ConfigError(f"this configuration needs about {need / 2**30:.1f} GiB, more than the "

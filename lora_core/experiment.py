@@ -8,18 +8,21 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
 from . import analysis, cache, fast
-from .config import ConfigError, ExperimentConfig
+from .config import ExperimentConfig
+from .devices import cpu_threads, describe_device, pick_device, synchronize, threads_for
 from .export import save_adapter
 from .layers import LoRALinear, add_lora, merge_lora
 from .model import TARGETS, TwoLayerLinear, layer_shapes
+from .paths import TRAINERS, choose_path
 from .results import LOSS_KEYS, ExperimentResult, LayerSpectra, PhaseHistory
 from .tasks import Task, make_tasks, rng
-from .training import ProgressCallback, cpu_threads, describe_device, mse, pick_device, threads_for, train
+from .training import CancelCheck, Cancelled, ProgressCallback, mse, train
 
 # What to tell a person whose run diverged.
 DIVERGED_HINT = "the loss became infinite or NaN: lower the learning rate or α and train again"
@@ -28,36 +31,40 @@ WORSE_HINT = ("fine-tuning ended with a higher loss on the shifted task than the
 
 
 def pretrain(config: ExperimentConfig, task: Task, device: torch.device,
-             on_progress: ProgressCallback | None = None) -> tuple[str, PhaseHistory, nn.Module]:
+             on_progress: ProgressCallback | None = None,
+             cancel: CancelCheck | None = None) -> tuple[str, PhaseHistory, nn.Module]:
     """Train all weights of a fresh model on the original task. Returns (status, history, model)."""
     generator = rng(config.seed, "model")
     model = TwoLayerLinear(config.d_in, config.hidden, config.d_out, generator, getattr(torch, config.dtype))
     model.to(device)
     status, history = train(model, task.train, task.eval, epochs=config.pretrain_epochs,
                             batch_size=config.batch_size, lr=config.lr, seed=config.seed, phase="pretrain",
-                            on_progress=on_progress)
+                            on_progress=on_progress, cancel=cancel)
     return status, history, model
 
 
-def finetune(config: ExperimentConfig, base: nn.Module, task: Task,
-             on_progress: ProgressCallback | None = None) -> tuple[str, PhaseHistory, nn.Module, str]:
-    """Fine-tune a copy of `base` on the shifted task. Returns (status, history, model, path that ran)."""
+class FineTuned(NamedTuple):
+    status: str  # one of results.STATUSES
+    history: PhaseHistory
+    model: nn.Module  # the fine-tuned copy of the base (LoRA layers unmerged)
+    path: str  # the path that ran, a key of paths.TRAINERS
+
+
+def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress: ProgressCallback | None = None,
+             cancel: CancelCheck | None = None) -> FineTuned:
+    """Fine-tune a copy of `base` on the shifted task, on the path `paths.choose_path` picks."""
+    path = choose_path(config)
     model = copy.deepcopy(base)
-    kwargs = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                  phase="finetune", on_progress=on_progress)
     if config.method == "full":
         model.requires_grad_(True)
-        status, history = train(model, task.train, task.eval, **kwargs)
-        return status, history, model, "autograd"
-    add_lora(model, TARGETS, config.rank, config.alpha, config.init, rng(config.seed, "adapter"))
-    # 'auto' takes the fast path (fast.py: same batches, same Adam, same losses) whenever it applies.
-    if config.path != "autograd" and fast.applies(model):
-        status, history = fast.train_fast(model, task.train, task.eval, **kwargs)
-        return status, history, model, "fast"
-    if config.path == "fast":
-        raise ConfigError("path 'fast' does not apply to this model; use path auto or autograd")
-    status, history = train(model, task.train, task.eval, **kwargs)
-    return status, history, model, "autograd"
+    else:
+        add_lora(model, TARGETS, config.rank, config.alpha, config.init, rng(config.seed, "adapter"))
+        if path == "fast" and not fast.applies(model):
+            raise RuntimeError("choose_path picked the fast path for a model fast.py was not written for")
+    status, history = TRAINERS[path](model, task.train, task.eval, epochs=config.epochs,
+                                     batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                                     phase="finetune", on_progress=on_progress, cancel=cancel)
+    return FineTuned(status, history, model, path)
 
 
 def spectra(base: nn.Module, tuned: nn.Module, merged: nn.Module) -> dict[str, LayerSpectra]:
@@ -75,19 +82,21 @@ def spectra(base: nn.Module, tuned: nn.Module, merged: nn.Module) -> dict[str, L
 
 
 def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | None = None,
-                   save_adapter_to: str | Path | None = None) -> ExperimentResult:
-    """Pretrain, fine-tune, merge and measure. `on_progress` sees every epoch; returning False cancels.
+                   save_adapter_to: str | Path | None = None, cancel: CancelCheck | None = None) -> ExperimentResult:
+    """Pretrain, fine-tune, merge and measure. `on_progress` sees every epoch; returning False cancels, and
+    so does `cancel()` returning True (asked before every mini-batch, so within one step).
 
     With `save_adapter_to`, a finished LoRA run writes its adapter there in PEFT's format (see export.py).
     """
+    choose_path(config)  # a path that cannot apply is refused before any work
     device = pick_device(config.device, config.dtype)
     shapes = layer_shapes(config.d_in, config.hidden, config.d_out)
     with cpu_threads(device, threads_for(sum(analysis.full_param_count(*shape) for shape in shapes.values()))):
-        return _run(config, device, on_progress, save_adapter_to)
+        return _run(config, device, on_progress, save_adapter_to, cancel)
 
 
 def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCallback | None,
-         save_adapter_to: str | Path | None) -> ExperimentResult:
+         save_adapter_to: str | Path | None, cancel: CancelCheck | None) -> ExperimentResult:
     original, shifted = make_tasks(config, device)
     result = ExperimentResult(
         config=config.to_dict(), status="ok", device=describe_device(device), path="autograd",
@@ -100,33 +109,48 @@ def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCa
     start = time.perf_counter()
     # A base pretrained before with the same settings comes from the cache (cache.py), its history replayed.
     result.status, result.history["pretrain"], base, result.pretrain_cached = cache.cached_pretrain(
-        config, original, device, pretrain, on_progress)
+        config, original, device, pretrain, on_progress, cancel)
     result.timings["pretrain_s"] = time.perf_counter() - start
     if result.status != "ok":
         return _stopped(result, "pretraining")
-    result.losses["base_on_original"] = mse(base, original.eval)
-    result.losses["base_on_shifted"] = mse(base, shifted.eval)
+    try:
+        result.losses["base_on_original"] = mse(base, original.eval, cancel=cancel)
+        result.losses["base_on_shifted"] = mse(base, shifted.eval, cancel=cancel)
+    except Cancelled:
+        result.status = "cancelled"
+        return _stopped(result, "pretraining")
 
     start = time.perf_counter()
-    result.status, result.history["finetune"], tuned, result.path = finetune(config, base, shifted, on_progress)
-    _sync(device)
+    result.status, result.history["finetune"], tuned, result.path = finetune(config, base, shifted, on_progress,
+                                                                             cancel)
+    synchronize(device)
     result.timings["finetune_s"] = time.perf_counter() - start
     if result.status != "ok":
         return _stopped(result, "fine-tuning")
 
     start = time.perf_counter()
-    result.losses["adapter_on_shifted"] = mse(tuned, shifted.eval)
+    try:
+        _measure(result, config, base, tuned, shifted, cancel)
+    except Cancelled:
+        result.status, result.spectra = "cancelled", {}
+        return _stopped(result, "fine-tuning")
+    result.timings["analysis_s"] = time.perf_counter() - start
+    if save_adapter_to is not None and config.method == "lora":
+        save_adapter(tuned, save_adapter_to)
+    return result
+
+
+def _measure(result: ExperimentResult, config: ExperimentConfig, base: nn.Module, tuned: nn.Module, shifted: Task,
+             cancel: CancelCheck | None) -> None:
+    """The adapter's and the merged model's losses, the merge check and the spectra, into `result`."""
+    result.losses["adapter_on_shifted"] = mse(tuned, shifted.eval, cancel=cancel)
     merged = merge_lora(copy.deepcopy(tuned))
-    result.losses["merged_on_shifted"] = mse(merged, shifted.eval)
+    result.losses["merged_on_shifted"] = mse(merged, shifted.eval, cancel=cancel)
     if result.losses["merged_on_shifted"] > result.losses["base_on_shifted"]:
         result.message = WORSE_HINT
     if config.method == "lora":
         result.merge_max_abs_diff = analysis.max_abs_diff(tuned, merged, shifted.eval.x)
     result.spectra = spectra(base, tuned, merged)
-    result.timings["analysis_s"] = time.perf_counter() - start
-    if save_adapter_to is not None and config.method == "lora":
-        save_adapter(tuned, save_adapter_to)
-    return result
 
 
 def _stopped(result: ExperimentResult, phase: str) -> ExperimentResult:
@@ -136,9 +160,3 @@ def _stopped(result: ExperimentResult, phase: str) -> ExperimentResult:
     else:
         result.message = f"cancelled during {phase} after {epochs} epoch(s)"
     return result
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work so that timings measure the work, not its launch."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -35,16 +35,18 @@ with R^T u, and dv together with R P each take a single matrix product.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import accumulate
 
 import torch
 import torch.nn as nn
 
+from .devices import cpu_threads
 from .layers import LoRALinear
 from .model import TwoLayerLinear
 from .results import PhaseHistory
 from .tasks import Split
-from .training import ProgressCallback, batches, cpu_threads, report, shuffle_generator
+from .training import CancelCheck, ProgressCallback, epoch_loop
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which the general path uses
 EVAL_ROWS = 128  # held-out rows per chunk: a chunk's residual stays in cache between its two uses
@@ -217,29 +219,23 @@ class FastLoRA:
 
 
 def train_fast(model: TwoLayerLinear, train_split: Split, eval_split: Split, *, epochs: int, batch_size: int,
-               lr: float, seed: int, phase: str = "finetune",
-               on_progress: ProgressCallback | None = None) -> tuple[str, PhaseHistory]:
+               lr: float, seed: int, phase: str = "finetune", on_progress: ProgressCallback | None = None,
+               cancel: CancelCheck | None = None) -> tuple[str, PhaseHistory]:
     """Train the LoRA factors of `model` (for which `applies` holds) as training.train would; (status, history).
 
     The trained factors are written into the model's LoRA layers when the run ends, however it ends.
     """
     state = FastLoRA(model, train_split, eval_split)
-    generator = shuffle_generator(seed, phase)
-    history = PhaseHistory()
     n = train_split.x.shape[0]
+
+    def train_epoch(order: Iterable[torch.Tensor]) -> float:
+        squares = [state.step(idx, lr) for idx in order]
+        # training.train's loss: the mean of the mini-batch losses weighted by batch size
+        return torch.stack(squares).sum().item() / (n * state.d_out)
+
     device = state.train_e.device
-    status = "ok"
     with cpu_threads(device, 1):  # the step's ops are too small to share between threads
-        for epoch in range(1, epochs + 1):
-            order = list(batches(n, batch_size, generator))
-            if device.type != "cpu":
-                order = torch.cat(order).to(device).split([len(idx) for idx in order])
-            squares = [state.step(idx, lr) for idx in order]
-            # training.train's loss: the mean of the mini-batch losses weighted by batch size
-            train_loss = torch.stack(squares).sum().item() / (n * state.d_out)
-            stop = report(on_progress, history, phase, epoch, epochs, train_loss, state.eval_loss())
-            if stop:
-                status = stop
-                break
+        status, history = epoch_loop(train_epoch, state.eval_loss, n=n, epochs=epochs, batch_size=batch_size,
+                                     seed=seed, phase=phase, device=device, on_progress=on_progress, cancel=cancel)
     state.write_back()
     return status, history

@@ -4,19 +4,22 @@ import logging
 
 import streamlit as st
 
-import ui
-from lora_core import figures
-from lora_core.analysis import param_counts
-from lora_core.config import ConfigError
+from lora_core.analysis import loss_improvement, param_counts
+from lora_core.config import LABELS, ConfigError
 from lora_core.model import layer_shapes
+from ui import figures, live, session
+from ui.navigation import page
+from ui.sidebar import show_link_warnings, sidebar
+from ui.text import plain
 
-ui.page("Playground")
-config = ui.sidebar()
+page("Playground")
+config = sidebar()
+state = session.current()
 
 st.title("Playground")
 st.markdown("Pretrain a two-layer linear model on $y = x\\theta$, shift the task, then fine-tune LoRA adapters "
             "(rank r, scale α/r) on both layers and merge them. Change a setting in the sidebar and press **Train**.")
-ui.show_link_warnings()
+show_link_warnings()
 row = st.container(horizontal=True, vertical_alignment="center")
 clicked = row.button("Train", type="primary", disabled=config is None)
 if config is not None:
@@ -26,20 +29,20 @@ if config is not None:
 
 status, chart = st.empty(), st.empty()
 if clicked and config is not None:
-    st.session_state.pop("_url_warnings", None)
+    state.url_warnings = []
     try:
-        result, from_cache = ui.train(config, status, chart)
+        result, from_cache = live.train(config, status, chart)
     except ConfigError as e:
-        st.error(f"This run cannot start: {ui.plain(str(e), 400)}")
+        st.error(f"This run cannot start: {plain(str(e), 400)}")
     except Exception as e:  # the page's edge: a plain message here, the traceback in the server's log
         logging.getLogger(__name__).exception("training failed")
-        st.error(f"Training failed: {ui.plain(f'{type(e).__name__}: {e}', 400)}")
+        st.error(f"Training failed: {plain(f'{type(e).__name__}: {e}', 400)}")
     else:
         if result.status != "cancelled":
-            ui.record(result)
-        st.session_state["from_cache"] = from_cache
+            state.record(result)
+        state.from_cache = from_cache
 
-result = ui.last_run()
+result = state.last()
 if result is None:
     if config is not None:  # the empty chart shows the epochs to come (and loads the charts before Train)
         chart.plotly_chart(figures.empty_loss_figure(config.pretrain_epochs, config.epochs), key="loss-empty")
@@ -48,9 +51,9 @@ if result is None:
 
 chart.plotly_chart(figures.result_loss_figure(result), key="loss")
 if config is not None and result.config != config.to_dict():
-    changed = [f"{ui.LABELS.get(k, k)} {result.config[k]} → {v}" for k, v in config.to_dict().items()
+    changed = [f"{LABELS.get(k, k)} {result.config[k]} → {v}" for k, v in config.to_dict().items()
                if result.config[k] != v]
-    st.info("These results are from different settings (" + ui.plain("; ".join(changed), 300) + "). Press **Train**.")
+    st.info("These results are from different settings (" + plain("; ".join(changed), 300) + "). Press **Train**.")
 if result.status == "diverged":
     st.warning(f"This run diverged and stopped; the curve shows the epochs before it. {result.message}.")
 elif result.message:
@@ -64,9 +67,9 @@ cards[4].metric("Merge check", figures.number(result.merge_max_abs_diff), border
                 help="max |adapter − merged|: the largest difference between the outputs of the adapter model and "
                      "of the merged model on held-out shifted data; merging is exact up to float rounding")
 
-fold = figures.loss_improvement(result)
+fold = loss_improvement(result)
 timing = " · ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in result.timings.items())
 st.caption((f"Fine-tuning and merging lowered the loss on shifted data {fold:,.0f}-fold. " if fold else "")
            + f"Device: {result.device} · {timing}"
            + (" · pretrained base reused" if result.pretrain_cached else "")
-           + (" · returned from the shared cache" if st.session_state.get("from_cache") else ""))
+           + (" · returned from the shared cache" if state.from_cache else ""))

@@ -2,30 +2,32 @@
 
 import streamlit as st
 
-import ui
-from lora_core import figures
 from lora_core.analysis import adam_state_bytes, param_counts
-from lora_core.config import FIELDS
+from lora_core.config import FIELDS, LABELS
 from lora_core.model import layer_shapes
+from ui import figures, session
+from ui.navigation import page
+from ui.sidebar import config_error
+from ui.text import SHAPES_MAX_CHARS, parse_shapes, plain
 
-ui.page("Parameters")
+page("Parameters")
 st.title("Parameters")
-s = ui.settings()
+s = session.current().settings
 st.markdown(r"A LoRA adapter on a $d \times k$ weight trains $A$ ($r \times d$) and $B$ ($k \times r$): "
             r"$(d + k)\,r$ parameters instead of $d k$. The model here is the Playground's: "
             f"{s['d_in']} → {s['hidden']} → {s['d_out']}.")
 
 left, mid, right = st.columns([1, 2, 2])
-rank = left.number_input("Rank r", min_value=int(FIELDS["rank"].metadata["lo"]),
+rank = left.number_input(LABELS["rank"], min_value=int(FIELDS["rank"].metadata["lo"]),
                          max_value=int(FIELDS["rank"].metadata["hi"]), value=s["rank"], step=1,
                          help="the rank used in the tables; the chart covers every rank")
 chosen = mid.multiselect("Real layer shapes", list(figures.EXAMPLE_SHAPES),
                          default=["LLaMA-7B attention projection", "GPT-3 175B attention projection"])
-typed = right.text_input("More shapes, d×k", placeholder="e.g. 1024x4096, 512x512",
+typed = right.text_input("More shapes, d×k", placeholder="e.g. 1024x4096, 512x512", max_chars=SHAPES_MAX_CHARS,
                          help="input size × output size of a weight matrix; separate several with commas")
-extra, bad = ui.parse_shapes(typed)
+extra, bad = parse_shapes(typed)
 if bad:
-    st.warning("Not a shape, ignored: " + ui.plain(", ".join(bad)) + " (write d×k with whole numbers ≥ 1)")
+    st.warning("Not a shape, ignored: " + plain(", ".join(bad)) + " (write d×k with whole numbers ≥ 1)")
 
 model = layer_shapes(s["d_in"], s["hidden"], s["d_out"])
 shapes = {**model, **{k: figures.EXAMPLE_SHAPES[k] for k in chosen}, **extra}
@@ -43,9 +45,9 @@ cards[3].metric("Adam state, LoRA", figures.human_bytes(adam_state_bytes(counts.
                 border=True, help=adam)
 cards[4].metric("Adam state, full", figures.human_bytes(adam_state_bytes(counts.full_trainable)),
                 border=True, help=adam)
-problem = ui.config_error(rank=rank)
+problem = config_error(rank=rank)
 if problem:
-    st.warning("The Playground would refuse this: " + ui.plain(problem, 300))
+    st.warning("The Playground would refuse this: " + plain(problem, 300))
 
 st.subheader("Every layer")
 table = figures.shapes_table(shapes, rank)

@@ -2,24 +2,26 @@
 
 import streamlit as st
 
-import ui
-from lora_core import figures
+from lora_core.analysis import direction_count, factored_gap, shift_singular_values
 from lora_core.config import SHIFT_LABELS, make_config
+from ui import figures, session
+from ui.navigation import need_run, page
+from ui.text import plain
 
-ui.page("Spectrum")
+page("Spectrum")
 st.title("Spectrum")
-result = ui.last_run()
+result = session.current().last()
 if result is None:
-    ui.need_run("the spectra")
+    need_run("the spectra")
     st.stop()
 if not result.spectra:
-    st.warning(f"The last run stopped early ({result.status}), so it has no spectra. {ui.plain(result.message)}")
+    st.warning(f"The last run stopped early ({result.status}), so it has no spectra. {plain(result.message)}")
     st.stop()
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def shift_values(settings: tuple) -> list[float]:
-    return figures.shift_singular_values(make_config(**dict(settings)))
+    return shift_singular_values(make_config(**dict(settings)))
 
 
 config = make_config(**result.config)
@@ -33,10 +35,10 @@ columns = st.columns(len(result.spectra))
 for column, (layer, s) in zip(columns, result.spectra.items(), strict=True):
     with column:
         st.plotly_chart(figures.delta_figure(result, layer), key=f"delta-{layer}")
-        n = figures.direction_count(s.delta_merged)
+        n = direction_count(s.delta_merged)
         if s.delta_factored:
             st.caption(f"ΔW after merging has {n} non-zero singular value(s) (r = {config.rank}); the largest "
-                       f"{len(s.delta_factored)} agree with the factored ones to {figures.factored_gap(s):.1e} "
+                       f"{len(s.delta_factored)} agree with the factored ones to {factored_gap(s):.1e} "
                        "relative.")
         else:
             st.caption(f"Full fine-tuning: ΔW has {n} non-zero singular values; there are no factors.")
@@ -47,7 +49,7 @@ left, right = st.columns(2)
 left.plotly_chart(figures.shift_figure(shift, config), key="shift")
 curves = {f"ΔW of {layer}": s.delta_merged for layer, s in result.spectra.items()}
 right.plotly_chart(figures.energy_figure({**curves, "the shift Δθ": shift}, rank), key="energy")
-need = figures.direction_count(shift)
+need = direction_count(shift)
 st.markdown(f"**What the shift needs:** Δθ has {need} non-zero singular value(s)"
             + (" — a constant shift is one direction, so r = 1 is enough." if config.shift == "constant" else ".")
             + (f" The adapter has r = {config.rank} per layer." if rank else ""))

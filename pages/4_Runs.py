@@ -2,14 +2,14 @@
 
 import streamlit as st
 
-import ui
-from lora_core import figures
+from ui import figures, session
+from ui.navigation import need_run, page
 
-ui.page("Runs")
+page("Runs")
 st.title("Runs")
-runs = ui.runs()
+runs = session.current().runs
 if not runs:
-    ui.need_run("a table of runs")
+    need_run("a table of runs")
     st.stop()
 
 table = figures.runs_table(runs)

@@ -1,9 +1,25 @@
 """Parameter counts and singular values against independent computations."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from lora_core.analysis import factored_singular_values, full_param_count, lora_param_count, param_counts
+from lora_core.analysis import (
+    break_even_rank,
+    cumulative_energy,
+    direction_count,
+    factored_gap,
+    factored_singular_values,
+    full_param_count,
+    lora_param_count,
+    loss_improvement,
+    param_counts,
+    shift_singular_values,
+)
+from lora_core.config import preset
+from lora_core.results import LayerSpectra
+from lora_core.tasks import make_tasks
 
 
 def test_parameter_counts():
@@ -34,3 +50,33 @@ def test_factored_singular_values_of_rank_deficient_factors():
     values = factored_singular_values(B, A)
     torch.testing.assert_close(values, torch.linalg.svdvals(B @ A)[:3], atol=1e-10, rtol=1e-10)
     assert values[1:].abs().max() < 1e-10
+
+
+def test_direction_count_and_cumulative_energy():
+    assert direction_count([3.0, 1e-7, 0.0]) == 1
+    assert cumulative_energy([3.0, 4.0]) == pytest.approx([9 / 25, 1.0])
+    assert cumulative_energy([0.0, 0.0]) == [0.0, 0.0] and direction_count([]) == 0
+
+
+def test_factored_gap_and_break_even_rank():
+    s = LayerSpectra([3.0, 1.0], [3.0, 0.999, 1e-8], [], [])
+    assert factored_gap(s) == pytest.approx(0.001 / 3)
+    assert break_even_rank(4096, 4096) == 2048
+    d, k = 300, 100  # at the break-even rank LoRA's count equals the full count
+    assert lora_param_count(d, k, break_even_rank(d, k)) == pytest.approx(full_param_count(d, k))
+
+
+def test_loss_improvement_is_the_ratio_or_none():
+    result = SimpleNamespace(losses={"base_on_shifted": 60.0, "merged_on_shifted": 0.012})
+    assert loss_improvement(result) == pytest.approx(5000)
+    result.losses["merged_on_shifted"] = None
+    assert loss_improvement(result) is None
+
+
+@pytest.mark.parametrize("shift", ["constant", "low_rank", "full_rank"])
+def test_shift_singular_values_match_the_task(shift):
+    cfg = preset("default", shift=shift, shift_rank=3, d_in=12, hidden=8, d_out=10, n_samples=4, n_eval=4)
+    original, shifted = make_tasks(cfg)
+    expected = torch.linalg.svdvals((shifted.theta - original.theta).double())
+    assert shift_singular_values(cfg) == pytest.approx(expected.tolist(), abs=1e-5)
+    assert direction_count(shift_singular_values(cfg)) == {"constant": 1, "low_rank": 3, "full_rank": 10}[shift]

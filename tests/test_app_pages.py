@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lora_core.analysis import full_param_count, lora_param_count
+from lora_core.analysis import direction_count, full_param_count, lora_param_count
 from lora_core.config import PRESETS, preset
-from lora_core.figures import direction_count
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 120  # AppTest's default is 3 s; a run trains a model

@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lora_core import cache, experiment
-from lora_core.config import preset
+from lora_core.config import FIELDS, preset
 
 SMALL = dict(n_samples=256, n_eval=64, d_in=12, hidden=10, d_out=8, pretrain_epochs=6, epochs=4, batch_size=32,
              lr=1e-2, device="cpu")
@@ -143,3 +143,39 @@ def test_default_folder_and_env_var(monkeypatch):
     assert str(cache.cache_dir()).endswith(".cache/lora-explorer")
     monkeypatch.setenv(cache.CACHE_ENV, "/tmp/somewhere")
     assert str(cache.cache_dir()) == "/tmp/somewhere"
+
+
+def _another_value(name, value):
+    """A different valid value of a field (an available device for `device`)."""
+    choices = FIELDS[name].metadata["choices"]
+    if choices:
+        if name == "device":
+            return "cpu" if value != "cpu" else "auto"
+        return next(c for c in choices if c != value)
+    return value + 1 if FIELDS[name].type == "int" else value * 2
+
+
+@pytest.mark.parametrize("name", list(FIELDS))
+def test_every_setting_that_changes_the_pretrained_base_is_in_its_key(name):
+    """Change one setting at a time and pretrain for real: whenever the base comes out different, the cache key
+    must differ too, or a future setting would silently reuse a stale base. Nothing here lists the fields."""
+    tiny = dict(n_samples=48, n_eval=16, d_in=6, hidden=5, d_out=4, pretrain_epochs=2, epochs=1, batch_size=16,
+                rank=1, shift_rank=1, device="cpu")
+    before = preset("default", **tiny)
+    after = before.replace(**{name: _another_value(name, getattr(before, name))})
+
+    def base_of(config):
+        device = torch.device("cpu")
+        original, _ = experiment.make_tasks(config, device)
+        _, history, model = experiment.pretrain(config, original, device)
+        return history, [p.detach().clone() for p in model.parameters()], cache.pretrain_key(config, device,
+                                                                                             experiment.pretrain)
+
+    history_a, weights_a, key_a = base_of(before)
+    history_b, weights_b, key_b = base_of(after)
+    same_base = history_a == history_b and all(a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+                                               for a, b in zip(weights_a, weights_b, strict=True))
+    if not same_base:
+        assert key_a != key_b, f"{name} changes the pretrained base but is not in the cache key"
+    else:
+        assert key_a == key_b or name == "device", f"{name} does not change the base, yet splits the cache"

@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from lora_core import fast
-from lora_core.config import preset
+from lora_core.config import ConfigError, preset
 from lora_core.experiment import finetune, pretrain, run_experiment
 from lora_core.layers import add_lora, merge_lora
 from lora_core.model import TARGETS, TwoLayerLinear
+from lora_core.paths import choose_path
 from lora_core.tasks import make_tasks, rng
 from lora_core.training import train
 
@@ -145,10 +146,14 @@ def test_applies_only_to_the_two_layer_model_with_both_layers_adapted():
 
 def test_finetune_picks_the_path():
     config, base, task = setup(rank=2)
-    assert finetune(config, base, task)[3] == "fast"
-    assert finetune(config.replace(path="fast"), base, task)[3] == "fast"
-    assert finetune(config.replace(path="autograd"), base, task)[3] == "autograd"
-    assert finetune(config.replace(method="full"), base, task)[3] == "autograd"
+    assert finetune(config, base, task).path == "fast"
+    assert finetune(config.replace(path="fast"), base, task).path == "fast"
+    assert finetune(config.replace(path="autograd"), base, task).path == "autograd"
+    assert finetune(config.replace(method="full"), base, task).path == "autograd"
+    with pytest.raises(ConfigError, match="applies only to method 'lora'"):
+        finetune(config.replace(method="full", path="fast"), base, task)
+    assert [choose_path(config.replace(**c)) for c in (dict(), dict(path="autograd"), dict(method="full"))] == [
+        "fast", "autograd", "autograd"]
 
 
 def test_run_experiment_reports_the_path_and_both_paths_agree():

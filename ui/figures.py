@@ -11,12 +11,16 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 import plotly.graph_objects as go
-import torch
 
-from .analysis import adam_state_bytes, full_param_count, lora_param_count
-from .config import SHIFT_LABELS, ExperimentConfig
-from .results import LOSS_KEYS, PHASES, ExperimentResult, LayerSpectra, PhaseHistory
-from .tasks import shift_delta
+from lora_core.analysis import (
+    adam_state_bytes,
+    break_even_rank,
+    cumulative_energy,
+    full_param_count,
+    lora_param_count,
+)
+from lora_core.config import LABELS, SHIFT_LABELS, ExperimentConfig
+from lora_core.results import LOSS_KEYS, PHASES, ExperimentResult, PhaseHistory
 
 PHASE_LABELS = {"pretrain": "pretraining", "finetune": "fine-tuning"}
 PHASE_COLORS = {"pretrain": "#4C6EF5", "finetune": "#F76707"}
@@ -34,9 +38,6 @@ EXAMPLE_SHAPES = {
     "GPT-3 175B attention projection": (12288, 12288),
     "GPT-3 175B MLP up-projection": (12288, 49152),
 }
-
-DIRECTION_RTOL = 1e-4  # a singular value below this fraction of the largest counts as zero
-
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, log_x: bool = False) -> go.Figure:
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, legend_title_text="", hovermode="x unified",
@@ -126,14 +127,6 @@ def number(value: float | None) -> str:
     return f"{value:.2e}" if value and not 1e-2 <= abs(value) < 1e4 else f"{value:.3g}"
 
 
-def loss_improvement(result: ExperimentResult) -> float | None:
-    """How many times lower the merged model's loss on shifted data is than the base model's."""
-    before, after = result.losses.get("base_on_shifted"), result.losses.get("merged_on_shifted")
-    if before is None or after is None or not after > 0:
-        return None
-    return before / after
-
-
 # ---- parameters ---------------------------------------------------------------------------------------------
 
 def human_bytes(n: float) -> str:
@@ -142,11 +135,6 @@ def human_bytes(n: float) -> str:
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
         n /= 1024
     return f"{n} B"  # unreachable
-
-
-def break_even_rank(d_in: int, d_out: int) -> float:
-    """The rank at which LoRA's (d_in + d_out) r equals the full d_in d_out: d_in d_out / (d_in + d_out)."""
-    return full_param_count(d_in, d_out) / (d_in + d_out)
 
 
 def params_figure(shapes: dict[str, tuple[int, int]], rank: int, r_max: int) -> go.Figure:
@@ -182,34 +170,6 @@ def shapes_table(shapes: dict[str, tuple[int, int]], rank: int, dtype: str = "fl
 
 
 # ---- spectra ------------------------------------------------------------------------------------------------
-
-def direction_count(values: Sequence[float], rtol: float = DIRECTION_RTOL) -> int:
-    """How many singular values are non-zero: above `rtol` times the largest."""
-    top = max(values, default=0.0)
-    return sum(v > rtol * top for v in values) if top > 0 else 0
-
-
-def cumulative_energy(values: Sequence[float]) -> list[float]:
-    """Fraction of the squared Frobenius norm carried by the first k singular values, k = 1, 2, ..."""
-    total = sum(v * v for v in values)
-    out, running = [], 0.0
-    for v in values:
-        running += v * v
-        out.append(running / total if total > 0 else 0.0)
-    return out
-
-
-def factored_gap(s: LayerSpectra) -> float:
-    """Largest difference between ΔW's singular values from the factors and from the merged weights, relative
-    to the largest one."""
-    top = max(s.delta_merged, default=0.0) or 1.0
-    return max((abs(f - m) for f, m in zip(s.delta_factored, s.delta_merged, strict=False)), default=0.0) / top
-
-
-def shift_singular_values(config: ExperimentConfig) -> list[float]:
-    """Singular values of the shift Δθ = θ' - θ of the task, descending."""
-    return torch.linalg.svdvals(shift_delta(config).to(torch.float64)).tolist()
-
 
 def _index(values: Sequence[float]) -> list[int]:
     return list(range(1, len(values) + 1))
@@ -263,8 +223,7 @@ def shift_figure(values: Sequence[float], config: ExperimentConfig) -> go.Figure
 
 # ---- runs ---------------------------------------------------------------------------------------------------
 
-RUN_SETTINGS = ("rank", "alpha", "method", "shift", "shift_scale", "shift_rank", "d_in", "hidden", "d_out",
-                "n_samples", "pretrain_epochs", "epochs", "batch_size", "lr", "seed")
+RUN_SETTINGS = tuple(LABELS)  # every Playground setting, in the Playground's order
 
 
 def runs_table(runs: dict[str, ExperimentResult]) -> pd.DataFrame:

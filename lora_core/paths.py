@@ -1,0 +1,26 @@
+"""Which fine-tuning path runs: one table of paths and one function that holds every rule for choosing.
+
+Both paths follow the same trajectory (same batches, same Adam, same losses; tests/test_fast.py): `fast` is
+the article's model with hand-written gradients (fast.py), `autograd` any model (training.py).
+"""
+
+from __future__ import annotations
+
+from .config import ConfigError, ExperimentConfig
+from .fast import train_fast
+from .training import train
+
+TRAINERS = {"autograd": train, "fast": train_fast}
+
+
+def choose_path(config: ExperimentConfig) -> str:
+    """The path that fine-tunes `config`: 'fast' where it applies and was not ruled out, else 'autograd'.
+
+    The fast path applies to LoRA on both layers of the two-layer model, which is every LoRA run here
+    (fast.applies checks the built model again). `path fast` where it does not apply raises ConfigError.
+    """
+    fast_applies = config.method == "lora"
+    if config.path == "fast" and not fast_applies:
+        raise ConfigError(f"path 'fast' applies only to method 'lora', not {config.method!r}; "
+                          "use path auto or autograd")
+    return "fast" if fast_applies and config.path != "autograd" else "autograd"

@@ -1,0 +1,49 @@
+"""All of one browser session's state in one dataclass, under one key of `st.session_state`.
+
+Widgets keep their own keys (`w_<field>`, see sidebar.py); everything else a page reads or writes is here,
+so it survives page switches (which discard widget state) and is listed in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import streamlit as st
+
+from lora_core.config import SHIFT_LABELS
+from lora_core.results import ExperimentResult
+
+from .settings import preset_settings
+
+KEY = "lora_explorer"
+
+
+@dataclass
+class Session:
+    settings: dict[str, Any] = field(default_factory=lambda: preset_settings("default"))  # see settings.py
+    url_written: dict[str, str] | None = None  # the query parameters this session last wrote
+    url_warnings: list[str] = field(default_factory=list)  # what the last link had that was ignored, and why
+    runs: dict[str, ExperimentResult] = field(default_factory=dict)  # every run of this session, by label
+    last_run: str | None = None  # the label of the run the pages show
+    from_cache: bool = False  # the last run came from the shared cache
+    active_run: str | None = None  # the run this session's newest script run started; an older one stops
+
+    def record(self, result: ExperimentResult) -> None:
+        """Make `result` the last run and add it to the runs (once per distinct config)."""
+        label = next((k for k, r in self.runs.items() if r.config == result.config), None)
+        if label is None:
+            c = result.config
+            label = f"#{len(self.runs) + 1} r={c['rank']} α={c['alpha']:g} {SHIFT_LABELS[c['shift']]}"
+            self.runs[label] = result
+        self.last_run = label
+
+    def last(self) -> ExperimentResult | None:
+        return self.runs.get(self.last_run) if self.last_run else None
+
+
+def current() -> Session:
+    """This browser session's state (made on first use)."""
+    if KEY not in st.session_state:
+        st.session_state[KEY] = Session()
+    return st.session_state[KEY]

@@ -1,0 +1,131 @@
+"""The Playground's sidebar: one widget per Playground setting, drawn from its declaration in config.py.
+
+Each widget has the key `w_<field>`, seeded from the session's settings and written back to them; the URL
+follows (settings.py). A field's declaration says which widget it gets: a selectbox for choices, a slider
+where it declares a span, else a number input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from lora_core.config import FIELDS, LABELS, PRESETS, ConfigError, ExperimentConfig, max_rank
+
+from . import session
+from .settings import PRESET_LABELS, parse_params, preset_settings, to_config, url_params
+from .text import plain
+
+PRESET_HELP = ("load a preset's values: Default runs in about a second, Article is the article's experiment "
+               "(1001→1000→1000, minutes on a CPU)")
+
+
+def _key(field: str, value: Any) -> str:
+    """The widget key of `field`, seeded with `value` the first time."""
+    key = f"w_{field}"
+    if key not in st.session_state:
+        st.session_state[key] = value
+    return key
+
+
+def _forget_widgets() -> None:
+    for k in list(st.session_state):
+        if str(k).startswith("w_"):
+            del st.session_state[k]
+
+
+def _on_preset() -> None:
+    s = session.current()
+    s.settings = preset_settings(st.session_state["w_preset"])
+    for field, value in s.settings.items():
+        st.session_state[f"w_{field}"] = value
+
+
+def _widget(field: str, settings: dict[str, Any]) -> Any:
+    """Draw `field`'s widget in the current container; returns its value."""
+    meta, kind = FIELDS[field].metadata, FIELDS[field].type
+    label, help = LABELS[field], meta["help"]
+    if meta["choices"]:
+        shown = meta["choice_labels"] or {}
+        return st.selectbox(label, meta["choices"], key=_key(field, settings[field]), help=help,
+                            format_func=lambda c: shown.get(c, c))
+    if meta["slider"]:
+        lo, hi = meta["slider"]
+        if hi is None:  # up to what the model allows (a slider needs two distinct ends)
+            hi = max(max_rank(settings["d_in"], settings["hidden"], settings["d_out"]), lo + 1)
+        key = _key(field, settings[field] if kind == "int" else float(settings[field]))
+        value = st.session_state[key]
+        if kind == "int":
+            st.session_state[key] = min(max(value, int(lo)), int(hi))
+            return st.slider(label, int(lo), int(hi), key=key, help=help)
+        return st.slider(label, min(lo, value), max(hi, value), step=meta["step"], key=key, help=help)
+    if kind == "int":
+        return st.number_input(label, min_value=int(meta["lo"]), max_value=int(meta["hi"]), step=1,
+                               key=_key(field, settings[field]), help=help)
+    return st.number_input(label, step=meta["step"] or 0.1, format="%g", key=_key(field, settings[field]),
+                           help=help)
+
+
+def _shown(field: str, settings: dict[str, Any]) -> bool:
+    only_if = FIELDS[field].metadata["only_if"]
+    return only_if is None or settings[only_if[0]] == only_if[1]
+
+
+def apply_url() -> None:
+    """If the URL is not the one this page last wrote (a shared link, a reload), load settings from it."""
+    s = session.current()
+    params = {k: st.query_params[k] for k in st.query_params}
+    if params == s.url_written:
+        return
+    if params:
+        s.settings, s.url_warnings = parse_params(params)
+        _forget_widgets()
+
+
+def write_url() -> None:
+    s = session.current()
+    params = url_params(s.settings)
+    if params != {k: st.query_params[k] for k in st.query_params}:
+        st.query_params.from_dict(params)
+    s.url_written = params
+
+
+def show_link_warnings() -> None:
+    """One warning naming every value of the last link that was ignored, and why."""
+    warnings = session.current().url_warnings
+    if warnings:
+        st.warning("Ignored from the link (the preset's values are used instead):\n"
+                   + "\n".join(f"- {plain(w)}" for w in warnings), icon="⚠️")
+
+
+def sidebar() -> ExperimentConfig | None:
+    """Draw the Playground's controls, update the settings and the URL; the config, or None after an error."""
+    apply_url()
+    s = session.current().settings
+    top = st.sidebar.container()
+    with st.sidebar.expander("Sizes, training and preset"):
+        s["preset"] = st.selectbox("Preset", list(PRESETS), key=_key("preset", s["preset"]),
+                                   format_func=PRESET_LABELS.get, on_change=_on_preset, help=PRESET_HELP)
+        for field in LABELS:
+            if FIELDS[field].metadata["group"] == "more" and _shown(field, s):
+                s[field] = _widget(field, s)
+    with top:
+        for field in LABELS:
+            if FIELDS[field].metadata["group"] == "main" and _shown(field, s):
+                s[field] = _widget(field, s)
+    write_url()
+    try:
+        return to_config(s)
+    except ConfigError as e:
+        st.error(f"These settings cannot run: {plain(str(e), 400)}")
+        return None
+
+
+def config_error(**changes: Any) -> str | None:
+    """Why the session's settings with `changes` cannot run, or None when they can."""
+    try:
+        to_config(session.current().settings, **changes)
+    except ConfigError as e:
+        return str(e)
+    return None
