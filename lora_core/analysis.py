@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn as nn
 
 from .config import BYTES_PER_ITEM, ExperimentConfig
 from .results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts
-from .tasks import shift_delta
+from .tasks import low_rank_factors, rng, shift_delta
 
 
 def lora_param_count(d_in: int, d_out: int, rank: int) -> int:
@@ -93,8 +94,20 @@ def factored_gap(s: LayerSpectra) -> float:
 
 
 def shift_singular_values(config: ExperimentConfig) -> list[float]:
-    """Singular values of the shift Δθ = θ' - θ of the task, descending."""
-    return torch.linalg.svdvals(shift_delta(config).to(torch.float64)).tolist()
+    """Singular values of the shift Δθ = θ' - θ of the task, descending, min(d_in, d_out) of them.
+
+    From the shift's structure where it has one, so that no dense SVD is needed: a constant c is one direction
+    of size c sqrt(d_in d_out); a low-rank shift comes as factors (QR + s x s SVD); only a full-rank one is dense.
+    """
+    n = min(config.d_in, config.d_out)
+    if config.shift == "constant":
+        values = torch.tensor([abs(config.shift_scale) * math.sqrt(config.d_in * config.d_out)], dtype=torch.float64)
+    elif config.shift == "low_rank":
+        u, v = low_rank_factors(config, rng(config.seed, "shift"), getattr(torch, config.dtype))
+        values = factored_singular_values(u.double(), v.double(), config.shift_scale / config.shift_rank**0.5)
+    else:
+        values = torch.linalg.svdvals(shift_delta(config).to(torch.float64))
+    return values.tolist() + [0.0] * (n - len(values))
 
 
 def loss_improvement(result: ExperimentResult) -> float | None:

@@ -28,6 +28,7 @@ MEMORY_LIMIT_BYTES = int(os.environ.get("LORA_EXPLORER_MAX_BYTES", 8 * 2**30))
 MAX_DIM = 65_536
 MAX_SAMPLES = 10_000_000
 MAX_EPOCHS = 100_000
+FLOAT_MAX = 3.4e38  # a little under float32's largest finite value, 3.4028e38
 
 
 class ConfigError(ValueError):
@@ -162,7 +163,7 @@ def bounds_text(name: str) -> str:
         return "one of " + ", ".join(meta["choices"])
     if kind == "int":
         return f"an integer from {meta['lo']:,} to {meta['hi']:,}"
-    return "a finite number greater than 0"
+    return f"a finite number greater than 0 and at most {FLOAT_MAX:.3g}"
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -174,12 +175,20 @@ def coerce(name: str, value: Any) -> Any:
     try:
         if kind == "str":
             return str(value)
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise TypeError
         number = float(value) if isinstance(value, str) else value
         if not math.isfinite(number) or (kind == "int" and not float(number).is_integer()):
             raise ValueError
         return int(number) if kind == "int" else float(number)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be {bounds_text(name)}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
+        raise ConfigError(f"{name} must be {bounds_text(name)}, got {_short(value)}") from None
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """A value's repr for a message, cut short (a link may carry 400 digits)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -191,12 +200,13 @@ def validate(config: ExperimentConfig) -> None:
         if f.type == "int":
             bad = isinstance(value, bool) or not isinstance(value, int) or not meta["lo"] <= value <= meta["hi"]
         elif f.type == "float":
-            bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            # A value float32 cannot hold would turn into inf on the first tensor op: refuse it here.
+            bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not -FLOAT_MAX <= value <= FLOAT_MAX
             bad = bad or (meta["positive"] and value <= 0)
         elif meta["choices"]:
             bad = value not in meta["choices"]
         if bad:
-            raise ConfigError(f"{name} must be {bounds_text(name)}, got {value!r}")
+            raise ConfigError(f"{name} must be {bounds_text(name)}, got {_short(value)}")
     smallest = max_rank(config.d_in, config.hidden, config.d_out)
     if config.method == "lora" and config.rank > smallest:
         raise ConfigError(f"rank must be from 1 to {smallest} (the smallest dimension of an adapted layer), "
@@ -204,7 +214,9 @@ def validate(config: ExperimentConfig) -> None:
     if config.shift == "low_rank" and config.shift_rank > min(config.d_in, config.d_out):
         raise ConfigError(f"shift_rank must be from 1 to {min(config.d_in, config.d_out)} (min of d_in, d_out), "
                           f"got {config.shift_rank}")
-    need = estimated_bytes(config)
+    from .budget import estimate  # budget builds on this module's types, so it is imported here
+
+    need = estimate(config).bytes
     if need > MEMORY_LIMIT_BYTES:
         raise ConfigError(f"this configuration needs about {need / 2**30:.1f} GiB, more than the "
                           f"{MEMORY_LIMIT_BYTES / 2**30:.1f} GiB allowed; reduce n_samples or the layer sizes")
@@ -213,13 +225,3 @@ def validate(config: ExperimentConfig) -> None:
 def max_rank(d_in: int, hidden: int, d_out: int) -> int:
     """The largest rank an adapter on both layers can have: the smallest dimension of either layer."""
     return min(d_in, hidden, d_out)
-
-
-def estimated_bytes(config: ExperimentConfig) -> int:
-    """A generous estimate of the memory a run needs: data for both tasks, weights, Adam state, spectra."""
-    item = BYTES_PER_ITEM[config.dtype]
-    rows = 2 * (config.n_samples + config.n_eval)  # original and shifted task
-    data = rows * (config.d_in + 2 * config.d_out + config.hidden)  # inputs, targets, cached activations
-    weights = config.d_in * config.hidden + config.hidden * config.d_out
-    # weights, a pristine copy, gradients, two Adam moments, merged copy, SVD work space
-    return item * (data + 8 * weights + config.d_in * config.d_out)

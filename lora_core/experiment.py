@@ -151,6 +151,7 @@ def _measure(result: ExperimentResult, config: ExperimentConfig, base: nn.Module
     if config.method == "lora":
         result.merge_max_abs_diff = analysis.max_abs_diff(tuned, merged, shifted.eval.x)
     result.spectra = spectra(base, tuned, merged)
+    result.shift_spectrum = analysis.shift_singular_values(config)
 
 
 def _stopped(result: ExperimentResult, phase: str) -> ExperimentResult:

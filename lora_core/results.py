@@ -72,6 +72,7 @@ class ExperimentResult:
     timings: dict[str, float]  # pretrain_s, finetune_s, analysis_s
     message: str = ""  # for a diverged or cancelled run: what happened and what to change
     pretrain_cached: bool = False  # the pretrained base came from the cache
+    shift_spectrum: list[float] = field(default_factory=list)  # singular values of Δθ, descending; empty unless ok
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(dataclasses.asdict(self))

@@ -44,11 +44,17 @@ def shift_matrix(config: ExperimentConfig, generator: torch.Generator, dtype: to
     if config.shift == "constant":
         return torch.full(shape, c, dtype=dtype)
     if config.shift == "low_rank":
-        s = config.shift_rank
-        u = torch.randn(config.d_in, s, generator=generator, dtype=dtype)
-        v = torch.randn(s, config.d_out, generator=generator, dtype=dtype)
-        return c * (u @ v) / s**0.5
+        u, v = low_rank_factors(config, generator, dtype)
+        return c * (u @ v) / config.shift_rank**0.5
     return c * torch.randn(shape, generator=generator, dtype=dtype)
+
+
+def low_rank_factors(config: ExperimentConfig, generator: torch.Generator,
+                     dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """U: [d_in, s] and V: [s, d_out] of a low_rank shift, standard normal."""
+    u = torch.randn(config.d_in, config.shift_rank, generator=generator, dtype=dtype)
+    v = torch.randn(config.shift_rank, config.d_out, generator=generator, dtype=dtype)
+    return u, v
 
 
 def shift_delta(config: ExperimentConfig) -> torch.Tensor:

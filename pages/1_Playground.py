@@ -22,12 +22,16 @@ st.markdown("Pretrain a two-layer linear model on $y = x\\theta$, shift the task
 show_link_warnings()
 row = st.container(horizontal=True, vertical_alignment="center")
 clicked = row.button("Train", type="primary", disabled=config is None)
+# Pressing Stop reruns the page, and a rerun releases the run this session waits for (ui/live.py).
+stopped = row.button("Stop", disabled=not clicked, help="stop the run this page is waiting for")
 if config is not None:
     counts = param_counts(layer_shapes(config.d_in, config.hidden, config.d_out), config.rank)
     row.caption(f"LoRA trains {counts.lora_trainable:,} parameters where full fine-tuning trains "
                 f"{counts.full_trainable:,} ({counts.lora_trainable / counts.full_trainable:.2%}).")
 
 status, chart = st.empty(), st.empty()
+if stopped:
+    status.info("Stopped: the run was cancelled (unless another session is waiting for the same settings).")
 if clicked and config is not None:
     state.url_warnings = []
     try:
@@ -38,9 +42,9 @@ if clicked and config is not None:
         logging.getLogger(__name__).exception("training failed")
         st.error(f"Training failed: {plain(f'{type(e).__name__}: {e}', 400)}")
     else:
-        if result.status != "cancelled":
+        if result is not None:
             state.record(result)
-        state.from_cache = from_cache
+            state.from_cache = from_cache
 
 result = state.last()
 if result is None:

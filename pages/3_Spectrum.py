@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from lora_core.analysis import direction_count, factored_gap, shift_singular_values
+from lora_core.analysis import direction_count, factored_gap
 from lora_core.config import SHIFT_LABELS, make_config
 from ui import figures, session
 from ui.navigation import need_run, page
@@ -17,11 +17,6 @@ if result is None:
 if not result.spectra:
     st.warning(f"The last run stopped early ({result.status}), so it has no spectra. {plain(result.message)}")
     st.stop()
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def shift_values(settings: tuple) -> list[float]:
-    return shift_singular_values(make_config(**dict(settings)))
 
 
 config = make_config(**result.config)
@@ -44,7 +39,7 @@ for column, (layer, s) in zip(columns, result.spectra.items(), strict=True):
             st.caption(f"Full fine-tuning: ΔW has {n} non-zero singular values; there are no factors.")
         st.plotly_chart(figures.weight_figure(result, layer), key=f"weight-{layer}")
 
-shift = shift_values(tuple(sorted(result.config.items())))
+shift = result.shift_spectrum  # computed inside the run, under its estimate: a view does no SVD
 left, right = st.columns(2)
 left.plotly_chart(figures.shift_figure(shift, config), key="shift")
 curves = {f"ΔW of {layer}": s.delta_merged for layer, s in result.spectra.items()}

@@ -70,3 +70,15 @@ def test_runs_table_has_settings_losses_time_and_device():
     assert table.loc[0, "rank"] == 1 and table.loc[0, "merged_on_shifted"] == 0.012
     assert table.loc[0, "device"] == "cpu" and table.loc[0, "time (s)"] == pytest.approx(0.91)
     assert [c for c in table.columns if c in LABELS] == list(LABELS)  # every Playground setting, in order
+
+
+def test_long_histories_are_thinned_to_a_bounded_figure_keeping_the_ends():
+    long = PhaseHistory([float(i + 1) for i in range(100_000)], [float(i + 1) for i in range(100_000)])
+    fig = figures.loss_figure({"pretrain": long, "finetune": PhaseHistory([1.0], [math.inf])}, (100_000, 1))
+    pre = next(t for t in fig.to_dict()["data"] if t["name"] == "pretraining, held-out")
+    assert len(pre["x"]) <= figures.MAX_POINTS + 1
+    assert pre["x"][0] == 1 and pre["x"][-1] == 100_000 and pre["y"][-1] == 100_000.0
+    assert all(y == x for x, y in zip(pre["x"], pre["y"], strict=True))  # points keep their own epoch
+    fine = next(t for t in fig.to_dict()["data"] if t["name"] == "fine-tuning, held-out")
+    assert list(fine["x"]) == [100_001] and list(fine["y"]) == [None]
+    assert len(figures.loss_figure({"pretrain": long, "finetune": PhaseHistory()}).to_json()) < 200_000

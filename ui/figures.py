@@ -59,6 +59,16 @@ def _mark_rank(fig: go.Figure, rank: int, *, log_x: bool) -> None:
                        yanchor="bottom", showarrow=False, text=f" r = {rank}", font={"color": "gray"})
 
 
+MAX_POINTS = 1000  # per trace: a chart of 100,000 epochs stays as small and quick to draw as one of 1,000
+
+
+def _thin(x: Sequence[float], y: Sequence[float]) -> tuple[list[float], list[float]]:
+    """Every k-th point, k chosen so that at most about MAX_POINTS remain; the last point always stays."""
+    step = max(1, -(-len(x) // MAX_POINTS))
+    keep = [*range(0, len(x), step), *([len(x) - 1] if len(x) and (len(x) - 1) % step else [])]
+    return [x[i] for i in keep], [y[i] for i in keep]
+
+
 def _finite(values: Iterable[float]) -> list[float | None]:
     """Non-finite or non-positive values cannot sit on a log axis: leave a gap instead."""
     return [v if v is not None and math.isfinite(v) and v > 0 else None for v in values]
@@ -81,7 +91,8 @@ def loss_figure(history: dict[str, PhaseHistory], epochs: Sequence[int] | None =
         x = [offset[phase] + i for i in range(1, done[phase] + 1)]
         for kind, values in (("train", h.train_loss), ("held-out", h.eval_loss)):
             held_out = kind == "held-out"
-            fig.add_trace(go.Scatter(x=x, y=_finite(values), mode="lines", name=f"{PHASE_LABELS[phase]}, {kind}",
+            xs, ys = _thin(x, _finite(values))
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{PHASE_LABELS[phase]}, {kind}",
                                      line={"color": PHASE_COLORS[phase], "dash": "dot" if held_out else "solid",
                                            "width": 3 if held_out else 1.5}))
     fig.add_vline(x=planned[0] + 0.5, line_dash="dash", line_color="gray",
@@ -112,8 +123,10 @@ def overlay_figure(runs: dict[str, ExperimentResult]) -> go.Figure:
     for label, result in runs.items():
         pre = result.history["pretrain"].eval_loss
         fine = result.history["finetune"].eval_loss
-        x = [*range(1 - len(pre), 1), 0.5, *range(1, len(fine) + 1)]  # a gap: the task changes between phases
-        fig.add_trace(go.Scatter(x=x, y=[*_finite(pre), None, *_finite(fine)], mode="lines", name=label))
+        pre_x, pre_y = _thin(range(1 - len(pre), 1), _finite(pre))
+        fine_x, fine_y = _thin(range(1, len(fine) + 1), _finite(fine))
+        # a gap at 0.5: the task changes between the phases
+        fig.add_trace(go.Scatter(x=[*pre_x, 0.5, *fine_x], y=[*pre_y, None, *fine_y], mode="lines", name=label))
     fig.add_vline(x=0.5, line_dash="dash", line_color="gray", annotation_text="fine-tuning →",
                   annotation_position="top right")
     return _layout(fig, "Held-out loss of the selected runs", "epoch (≤ 0: pretraining, > 0: fine-tuning)",

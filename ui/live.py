@@ -1,23 +1,31 @@
-"""Training from a page: the live progress bar and loss chart, and the finished results all sessions share."""
+"""Training from a page: every run goes through the server's one scheduler (lora_core/scheduler.py); the page
+waits for its job, shows its place in the queue, then its progress bar and a live loss chart.
+
+The session owns the job while it waits. A newer script run of the session (a moved slider, Stop), a closed
+tab or a reload releases it, and a job nobody waits for is cancelled within a mini-batch.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 import uuid
-from collections import OrderedDict
 
 import streamlit as st
+from streamlit.runtime import Runtime
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from lora_core.budget import APP_RUN_MACS, Estimate, check
 from lora_core.config import ExperimentConfig
 from lora_core.experiment import run_experiment
-from lora_core.results import PHASES, ExperimentResult, PhaseHistory, Progress
+from lora_core.results import PHASES, ExperimentResult, PhaseHistory
+from lora_core.scheduler import Job, Scheduler, default_memory_budget, default_workers
 from lora_core.training import warm_up as warm_up_torch
 
 from . import figures, session
 
-CACHE_SIZE = 64  # finished results kept for all sessions
-DRAW_INTERVAL_S = 0.25  # redraw the live chart at most this often (and at the end of each phase)
+POLL_S = 0.1  # how often a waiting page looks at its job (and whether its session is still there)
+DRAW_INTERVAL_S = 0.5  # redraw the live chart at most this often: a redraw costs tens of ms of Python
 
 
 @st.cache_resource(show_spinner=False)
@@ -33,59 +41,86 @@ def warm_up() -> threading.Thread:
     return thread
 
 
-@st.cache_resource
-def _results() -> OrderedDict:
-    """Finished results keyed by config, shared by every session of this server."""
-    return OrderedDict()
+@st.cache_resource(show_spinner=False)
+def scheduler() -> Scheduler:
+    """The server's scheduler. It is shut down before Python waits for its threads at exit (SIGTERM included),
+    so that a running job stops within a step and the process exits cleanly."""
+    sched = Scheduler(run_experiment, default_workers(), default_memory_budget())
+    threading._register_atexit(sched.shutdown)  # what concurrent.futures uses for the same reason
+    return sched
 
 
-def cached(config: ExperimentConfig) -> ExperimentResult | None:
-    store = _results()
-    if config in store:
-        store.move_to_end(config)
-        return store[config]
-    return None
+def admit(config: ExperimentConfig) -> Estimate:
+    """The run's estimate, or ConfigError saying why this server will not run it and what to change."""
+    return check(config, max_bytes=scheduler().memory_budget, max_macs=APP_RUN_MACS)
 
 
-def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult, bool]:
-    """Run (or fetch) `config`, drawing progress into `status` and the growing loss chart into `chart`.
+def _session_id() -> str:
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx else "no-session"
 
-    Returns (result, came from the cache). A newer script run of this session stops this one: the callback
-    returns False as soon as the session's `active_run` names another run.
-    """
-    hit = cached(config)
-    if hit is not None:
-        return hit, True
-    state = session.current()
+
+def _session_gone(session_id: str) -> bool:
+    return Runtime.exists() and session_id != "no-session" and not Runtime.instance().is_active_session(session_id)
+
+
+def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult | None, bool]:
+    """Run (or fetch) `config`, drawing its place in the queue and then its progress into `status` and the
+    growing loss chart into `chart`. Returns (result, came from the kept results); the result is None when
+    this page stopped waiting (a newer script run of the session, a closed tab) or the run failed (raises)."""
+    admit(config)
+    sched, state, owner = scheduler(), session.current(), _session_id()
+    job = sched.submit(config, owner)
+    if job.from_cache:
+        return job.result, True
     run_id = uuid.uuid4().hex
     state.active_run = run_id
-    history = {p: PhaseHistory() for p in PHASES}
-    planned = (config.pretrain_epochs, config.epochs)
-    bar = status.progress(0.0, text="starting…")
-    drawn = {"at": 0.0, "n": 0}
+    try:
+        _wait(job, sched, state, run_id, owner, status, chart)
+    finally:
+        if not job.done.is_set():
+            sched.release(job, owner)
+        if state.active_run == run_id:
+            state.active_run = None
+    status.empty()
+    if job.error:
+        raise RuntimeError(job.error)
+    if job.result is None or job.result.status == "cancelled" or state.active_run not in (None, run_id):
+        return None, False
+    return job.result, False
 
-    def on_progress(p: Progress) -> bool:
-        if state.active_run != run_id:
-            return False
+
+def _wait(job: Job, sched: Scheduler, state: session.Session, run_id: str, owner: str, status, chart) -> None:
+    planned = (job.config.pretrain_epochs, job.config.epochs)
+    bar = status.progress(0.0, text="starting…")
+    drawn_at, drawn_n, shown = 0.0, 0, None
+    while not job.done.wait(POLL_S):
+        # Reading session state is where Streamlit stops a superseded script run (it raises there), so a moved
+        # slider interrupts this wait at once; a closed tab's session is gone from the runtime.
+        if session.current().active_run != run_id or _session_gone(owner):
+            return
+        if job.state == "queued":
+            ahead, seconds = sched.place(job)
+            text = f"waiting for the server: {ahead} run(s) ahead, starting in about {seconds:.0f} s"
+            if text != shown:
+                bar.progress(0.0, text=text)
+                shown = text
+            continue
+        progress = list(job.progress)
+        if not progress or len(progress) == shown:
+            continue
+        shown, last = len(progress), progress[-1]
+        bar.progress(min(len(progress) / sum(planned), 1.0), text=f"{figures.PHASE_LABELS[last.phase]}: epoch "
+                     f"{last.epoch} of {last.epochs}, held-out loss {last.eval_loss:.4g}")
+        if time.perf_counter() - drawn_at >= DRAW_INTERVAL_S:
+            drawn_n += 1
+            chart.plotly_chart(figures.loss_figure(_history(progress), planned), key=f"live-{run_id}-{drawn_n}")
+            drawn_at = time.perf_counter()
+
+
+def _history(progress: list) -> dict[str, PhaseHistory]:
+    history = {p: PhaseHistory() for p in PHASES}
+    for p in progress:
         history[p.phase].train_loss.append(p.train_loss)
         history[p.phase].eval_loss.append(p.eval_loss)
-        done = sum(len(h.train_loss) for h in history.values())
-        bar.progress(min(done / sum(planned), 1.0), text=f"{figures.PHASE_LABELS[p.phase]}: epoch {p.epoch} of "
-                     f"{p.epochs}, held-out loss {p.eval_loss:.4g}")
-        now = time.perf_counter()
-        if now - drawn["at"] >= DRAW_INTERVAL_S or p.epoch == p.epochs:
-            drawn["n"] += 1
-            chart.plotly_chart(figures.loss_figure(history, planned), key=f"live-{run_id}-{drawn['n']}")
-            drawn["at"] = time.perf_counter()
-        return True
-
-    result = run_experiment(config, on_progress)
-    if state.active_run == run_id:
-        state.active_run = None
-    status.empty()
-    if result.status != "cancelled":
-        store = _results()
-        store[config] = result
-        while len(store) > CACHE_SIZE:
-            store.popitem(last=False)
-    return result, False
+    return history

@@ -1,0 +1,112 @@
+"""What a run will cost before it starts: peak memory, multiply-adds and a rough time, from its settings alone.
+
+The memory estimate follows what the code allocates (tests/test_budget.py measures peak RSS against it over
+several shapes, wide layers included); the multiply-adds count every matrix product of data generation,
+pretraining, fine-tuning and analysis. `check` refuses a run over a limit with its estimate and what to change.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from .config import BYTES_PER_ITEM, ConfigError, ExperimentConfig
+
+# Limits a run of the app must stay under; whoever starts the server may change them. The CLI keeps only the
+# configuration's own memory limit (config.MEMORY_LIMIT_BYTES).
+RUN_MACS_ENV = "LORA_EXPLORER_RUN_MACS"
+APP_RUN_MACS = float(os.environ.get(RUN_MACS_ENV, 2.5e13))  # about 4x the article's preset, not 100x
+# A rough CPU speed, only to tell a waiting person about how long: big products run near RATE, and every
+# optimizer step costs a fixed amount of Python and dispatch on top (measured on this project's 2-core VM).
+MACS_PER_SECOND = 6e10
+SECONDS_PER_STEP = {"autograd": 2.5e-4, "fast": 4e-5}
+SVD_MACS = 4  # svdvals of an m x n matrix costs about SVD_MACS * m * n * min(m, n) multiply-adds
+EVAL_ROWS = 8192  # training.mse evaluates this many rows at a time
+
+
+@dataclass(frozen=True)
+class Estimate:
+    bytes: int  # peak memory the run allocates
+    macs: float  # multiply-adds, all phases
+    seconds: float  # about how long on a CPU like this project's (only for telling people)
+    steps: int  # optimizer steps, both phases
+
+
+def _svd_macs(m: int, n: int) -> float:
+    return SVD_MACS * m * n * min(m, n)
+
+
+def estimate(config: ExperimentConfig) -> Estimate:
+    """The run's peak memory, multiply-adds and rough time (see the module's docstring)."""
+    c = config
+    item = BYTES_PER_ITEM[c.dtype]
+    fast = c.method == "lora" and c.path != "autograd"
+    weights = c.d_in * c.hidden + c.hidden * c.d_out  # both layers; also the multiply-adds of one row's forward
+    rows = c.n_samples + c.n_eval
+    theta = c.d_in * c.d_out
+    # Memory, in items. make_tasks holds θ, Δθ and θ' at once, and both tasks' x and y.
+    data = 2 * rows * (c.d_in + c.d_out)
+    tasks = 3 * theta + data
+    # Pretraining: weights, gradients, Adam's two moments; an evaluation chunk's activations.
+    evaluation = min(EVAL_ROWS, max(c.n_eval, c.n_samples)) * (c.hidden + c.d_out)
+    pretraining = 4 * weights + evaluation
+    # Fine-tuning: a copy of the base; the fast path keeps [x | H0] and the base residual for every row, the
+    # full path gradients and moments for every weight. Merging copies the weights once more.
+    finetuning = weights + (rows * (c.d_in + c.hidden + c.d_out) if fast else 3 * weights) + weights
+    # Analysis: each layer's dense ΔW and weights in float64 for svdvals, about six copies of the largest layer.
+    largest = max(c.d_in * c.hidden, c.hidden * c.d_out)
+    analysis_items = 6 * largest * 8 // item + (2 * theta * 8 // item if c.shift == "full_rank" else 0)
+    peak_items = tasks + max(pretraining, finetuning + weights, analysis_items + 2 * weights)
+    # Multiply-adds. Forward 1x, backward 2x per row; held-out loss after every epoch.
+    per_epoch = 3 * c.n_samples * weights + c.n_eval * weights
+    data_macs = 2 * rows * theta + (c.d_in * c.shift_rank * c.d_out if c.shift == "low_rank" else 0)
+    pretrain_macs = c.pretrain_epochs * per_epoch
+    steps_per_epoch = math.ceil(c.n_samples / c.batch_size)
+    if c.method == "full":
+        finetune_macs = c.epochs * per_epoch
+    elif fast:  # precompute H0 and E0 once; per step thin products and two products with W2 (see fast.py)
+        thin = 6 * c.rank * (c.d_in + c.hidden + c.d_out)
+        finetune_macs = rows * weights + c.epochs * (c.n_samples * thin + steps_per_epoch * 2 * c.rank
+                                                     * c.hidden * c.d_out + c.n_eval * thin)
+    else:
+        finetune_macs = c.epochs * (per_epoch + 4 * rows * c.rank * (c.d_in + c.hidden + c.d_out))
+    analysis_macs = 4 * c.n_eval * weights + 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
+    if c.shift == "full_rank":
+        analysis_macs += _svd_macs(c.d_in, c.d_out)
+    macs = data_macs + pretrain_macs + finetune_macs + analysis_macs
+    steps = steps_per_epoch * (c.pretrain_epochs + c.epochs)
+    seconds = (macs / MACS_PER_SECOND + steps_per_epoch * c.pretrain_epochs * SECONDS_PER_STEP["autograd"]
+               + steps_per_epoch * c.epochs * SECONDS_PER_STEP["fast" if fast else "autograd"])
+    return Estimate(int(peak_items * item), float(macs), seconds, steps)
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # unreachable
+
+
+def check(config: ExperimentConfig, *, max_bytes: float, max_macs: float) -> Estimate:
+    """The estimate of `config`, or ConfigError saying what it would need, the limit and what to change."""
+    e = estimate(config)
+    if e.bytes > max_bytes:
+        raise ConfigError(f"this run would need about {human_bytes(e.bytes)} of memory, more than the "
+                          f"{human_bytes(max_bytes)} this server allows a run; lower the training or held-out "
+                          "samples or the layer sizes")
+    if e.macs > max_macs:
+        raise ConfigError(f"this run would take about {e.macs:.2g} multiply-adds (roughly {_duration(e.seconds)} "
+                          f"here), more than the {max_macs:.2g} this server allows a run; lower the epochs, "
+                          "the samples or the layer sizes")
+    return e
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.0f} h"

@@ -1,0 +1,182 @@
+"""One scheduler for all training in a server: a bounded pool of workers, a FIFO queue, a shared memory budget,
+and single flight (identical settings running or queued are computed once, and every asker gets the result).
+
+Callers own jobs by a name (a browser session's id): `submit` adds the owner to the job of the same config or
+starts a new one; `release` takes the owner away, and a job nobody owns any more is cancelled, queued or
+running (a running one stops before its next mini-batch and frees its worker and its memory). Progress is kept
+on the job, so any number of owners can draw it at their own pace. No Streamlit here.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .budget import Estimate, estimate
+from .config import ExperimentConfig
+from .results import ExperimentResult, Progress
+
+Runner = Callable[..., ExperimentResult]  # run_experiment's signature: (config, on_progress=, cancel=)
+RESULTS_KEPT = 64  # finished results kept for every caller
+
+
+@dataclass(eq=False)
+class Job:
+    config: ExperimentConfig
+    estimate: Estimate
+    owners: set[str] = field(default_factory=set)
+    state: str = "queued"  # queued -> running -> done
+    progress: list[Progress] = field(default_factory=list)  # appended by the worker; read by the owners
+    result: ExperimentResult | None = None  # when done: the result (status 'cancelled' if it was)
+    error: str | None = None  # when done: why the run failed, if it raised
+    from_cache: bool = False  # done at once: a finished result of the same config was kept
+    started_at: float | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def default_workers() -> int:
+    """$LORA_EXPLORER_WORKERS, else one per GPU, else one per two CPU cores: the runs are small, threads of one
+    process share Python's GIL, and one run at a time finishes every run sooner than many at once."""
+    if os.environ.get("LORA_EXPLORER_WORKERS"):
+        return max(1, int(os.environ["LORA_EXPLORER_WORKERS"]))
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def default_memory_budget() -> int:
+    """$LORA_EXPLORER_SERVER_BYTES, else 40 % of this machine's memory, for all running jobs together."""
+    if os.environ.get("LORA_EXPLORER_SERVER_BYTES"):
+        return int(float(os.environ["LORA_EXPLORER_SERVER_BYTES"]))
+    return int(0.4 * os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+class Scheduler:
+    def __init__(self, run: Runner, workers: int = 1, memory_budget: int = 8 * 2**30) -> None:
+        self.run, self.workers, self.memory_budget = run, workers, memory_budget
+        self._lock = threading.Condition()
+        self._queue: deque[Job] = deque()
+        self._live: dict[ExperimentConfig, Job] = {}  # queued or running, not cancelled: what single flight joins
+        self._running: set[Job] = set()
+        self._results: OrderedDict[ExperimentConfig, ExperimentResult] = OrderedDict()
+        self._closing = False
+        self.computed = 0  # runs actually started (not joined, not from the kept results)
+        self._threads = [threading.Thread(target=self._work, name=f"lora-explorer-worker-{i}", daemon=False)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    # ---- callers ----------------------------------------------------------------------------------------------
+
+    def submit(self, config: ExperimentConfig, owner: str) -> Job:
+        """The job computing `config`, with `owner` among its owners: a kept result, a live job, or a new one."""
+        with self._lock:
+            if config in self._results:
+                self._results.move_to_end(config)
+                job = Job(config, estimate(config), {owner}, "done", result=self._results[config], from_cache=True)
+                job.done.set()
+                return job
+            job = self._live.get(config)
+            if job is None:
+                job = Job(config, estimate(config))
+                self._live[config] = job
+                self._queue.append(job)
+                self._lock.notify_all()
+            job.owners.add(owner)
+            return job
+
+    def release(self, job: Job, owner: str) -> None:
+        """`owner` no longer waits for `job`; a job that nobody waits for is cancelled."""
+        with self._lock:
+            job.owners.discard(owner)
+            if job.owners or job.done.is_set():
+                return
+            job.cancelled.set()
+            self._live.pop(job.config, None)
+            if job.state == "queued":
+                self._queue.remove(job)
+                job.state = "done"
+                job.done.set()
+            self._lock.notify_all()
+
+    def release_owner(self, owner: str) -> None:
+        """Release every job of `owner` (a closed tab)."""
+        with self._lock:
+            jobs = [j for j in (*self._queue, *self._running) if owner in j.owners]
+        for job in jobs:
+            self.release(job, owner)
+
+    def place(self, job: Job) -> tuple[int, float]:
+        """(jobs ahead of `job`, running ones included; about how many seconds until it starts)."""
+        with self._lock:
+            if job.state != "queued":
+                return 0, 0.0
+            ahead = list(self._queue)[:self._queue.index(job)] if job in self._queue else []
+            now = time.monotonic()
+            running = sum(max(j.estimate.seconds - (now - (j.started_at or now)), 0.0) for j in self._running)
+            work = running + sum(j.estimate.seconds for j in ahead)
+            return len(ahead) + len(self._running), work / self.workers
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"queued": len(self._queue), "running": len(self._running), "computed": self.computed,
+                    "running_bytes": sum(j.estimate.bytes for j in self._running)}
+
+    def shutdown(self, timeout: float = 1.5) -> None:
+        """Cancel every job and wait up to `timeout` seconds for the workers to stop (each within a step)."""
+        with self._lock:
+            self._closing = True
+            for job in (*self._queue, *self._running):
+                job.cancelled.set()
+            self._lock.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0.0))
+
+    # ---- workers ----------------------------------------------------------------------------------------------
+
+    def _next(self) -> Job | None:
+        """The queue's head once it fits in the memory left (strict FIFO: nobody overtakes it), or None to stop."""
+        with self._lock:
+            while True:
+                if self._closing:
+                    return None
+                if self._queue:
+                    head = self._queue[0]
+                    used = sum(j.estimate.bytes for j in self._running)
+                    if not self._running or used + head.estimate.bytes <= self.memory_budget:
+                        self._queue.popleft()
+                        head.state, head.started_at = "running", time.monotonic()
+                        self._running.add(head)
+                        self.computed += 1
+                        return head
+                self._lock.wait()
+
+    def _work(self) -> None:
+        while (job := self._next()) is not None:
+            def on_progress(p: Progress, job: Job = job) -> bool:
+                job.progress.append(p)
+                return not job.cancelled.is_set()
+
+            try:
+                result = self.run(job.config, on_progress=on_progress, cancel=job.cancelled.is_set)
+            except Exception as error:  # the owners show it; the server keeps serving
+                result, job.error = None, f"{type(error).__name__}: {error}"
+            with self._lock:
+                self._running.discard(job)
+                if self._live.get(job.config) is job:
+                    del self._live[job.config]
+                if result is not None and result.status != "cancelled":
+                    self._results[job.config] = result
+                    while len(self._results) > RESULTS_KEPT:
+                        self._results.popitem(last=False)
+                job.result, job.state = result, "done"
+                job.done.set()
+                self._lock.notify_all()
