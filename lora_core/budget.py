@@ -54,9 +54,9 @@ def estimate(config: ExperimentConfig) -> Estimate:
     # Fine-tuning: a copy of the base; the fast path keeps [x | H0] and the base residual for every row, the
     # full path gradients and moments for every weight. Merging copies the weights once more.
     finetuning = weights + (rows * (c.d_in + c.hidden + c.d_out) if fast else 3 * weights) + weights
-    # Analysis: each layer's dense ΔW and weights in float64 for svdvals, about six copies of the largest layer.
+    # Analysis: each layer's dense ΔW and weights in float64 for svdvals, about eight copies of the largest layer.
     largest = max(c.d_in * c.hidden, c.hidden * c.d_out)
-    analysis_items = 6 * largest * 8 // item + (2 * theta * 8 // item if c.shift == "full_rank" else 0)
+    analysis_items = 8 * largest * 8 // item + (5 * theta * 4 // item if c.shift == "full_rank" else 0)
     peak_items = tasks + max(pretraining, finetuning + weights, analysis_items + 2 * weights)
     # Multiply-adds. Forward 1x, backward 2x per row; held-out loss after every epoch.
     per_epoch = 3 * c.n_samples * weights + c.n_eval * weights

@@ -19,7 +19,9 @@ import inspect
 import json
 import math
 import os
+import stat
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -64,11 +66,21 @@ _lock = threading.Lock()
 
 
 def cache_dir() -> Path | None:
-    """The folder for cached bases, or None when $LORA_EXPLORER_CACHE is `off` (memory only)."""
+    """The folder for cached bases, or None when $LORA_EXPLORER_CACHE is `off` (memory only) or names a home
+    folder that does not exist (`~nosuchuser/x`: warned once, then memory only)."""
     value = os.environ.get(CACHE_ENV, DEFAULT_DIR).strip()
     if value.lower() in ("", "off", "0", "none"):
         return None
-    return Path(value).expanduser()
+    try:
+        return Path(value).expanduser()
+    except RuntimeError:  # Python cannot find that user's home folder
+        _warn_once(f"{CACHE_ENV}={value!r}: no such home folder; pretrained bases are kept in memory only")
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def _warn_once(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 @functools.lru_cache(maxsize=8)
@@ -139,7 +151,11 @@ def lookup(key: dict[str, Any], device: torch.device) -> Entry | None:
     if folder is None:
         return None
     path = folder / f"{name}.safetensors"
-    if not path.exists():
+    try:
+        regular = stat.S_ISREG(path.stat().st_mode)
+    except OSError:  # missing, or not even readable
+        return None
+    if not regular:  # a FIFO would block the read forever, a folder cannot be one: skip it, leave it be
         return None
     entry = _read(path, key, device)
     if entry is None:  # corrupt or stale: remove it, the caller trains again and stores a fresh one

@@ -7,10 +7,12 @@ JSON's `config` share one set of names. Bad input exits with status 2 and one li
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import NoReturn
+from pathlib import Path
+from typing import NoReturn, TextIO
 
-from .config import FIELDS, PRESETS, ConfigError, bounds_text, coerce, preset
+from .config import FIELDS, PRESETS, ConfigError, ExperimentConfig, bounds_text, cli_name, coerce, preset
 from .experiment import run_experiment
 from .results import Progress
 
@@ -19,7 +21,7 @@ EXIT_BAD_INPUT = 2
 
 def flag(name: str) -> str:
     """The CLI flag of a config field: 'shift_scale' -> '--shift-scale'."""
-    return "--" + name.replace("_", "-")
+    return "--" + cli_name(name)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,26 +47,66 @@ def _print_progress(p: Progress) -> None:
           file=sys.stderr, flush=True)
 
 
+def _open_output(path: str | None) -> TextIO | None:
+    """The --json file, opened (and proven writable with one flushed byte) before any work, or ConfigError."""
+    if path is None or path == "-":
+        return None
+    try:
+        out = open(path, "w")  # noqa: SIM115 - kept open for the run, closed by main
+        try:
+            out.write(" ")
+            out.flush()
+            out.seek(0)
+            out.truncate()
+        except OSError:
+            out.close()
+            raise
+    except OSError as error:
+        raise ConfigError(f"--json {path}: cannot write there ({error.strerror or error})") from None
+    return out
+
+
+def _check_adapter_folder(folder: str | None, config: ExperimentConfig) -> None:
+    if folder is None:
+        return
+    if not folder.strip():
+        raise ConfigError("--save-adapter needs a folder name")
+    if config.method != "lora":
+        raise ConfigError("--save-adapter needs --method lora (full fine-tuning has no adapter)")
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise ConfigError(f"--save-adapter {folder}: exists and is not a folder")
+
+
+def _error_line(error: BaseException) -> str:
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"error: {type(error).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out = None
     try:
         overrides = {name: coerce(name, getattr(args, name)) for name in FIELDS if getattr(args, name) is not None}
         config = preset(args.preset, **overrides)
-        if args.save_adapter and config.method != "lora":
-            raise ConfigError("--save-adapter needs --method lora (full fine-tuning has no adapter)")
+        _check_adapter_folder(args.save_adapter, config)
+        out = _open_output(args.json)
         result = run_experiment(config, on_progress=_print_progress, save_adapter_to=args.save_adapter)
+        text = result.to_json(indent=2)
+        if out is not None:
+            out.write(text + "\n")
+            out.close()
+        elif args.json == "-":
+            print(text)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (RuntimeError, OSError, MemoryError) as error:  # e.g. out of memory, unwritable folder
-        print(f"error: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}", file=sys.stderr)
+    except (RuntimeError, OSError, MemoryError) as error:  # e.g. out of memory, a disk that filled up meanwhile
+        print(_error_line(error), file=sys.stderr)
         return 1
-    text = result.to_json(indent=2)
-    if args.json == "-":
-        print(text)
-    elif args.json:
-        with open(args.json, "w") as out:
-            out.write(text + "\n")
+    finally:
+        if out is not None and not out.closed:
+            with contextlib.suppress(OSError):
+                out.close()
     print(summary(result), file=sys.stderr if args.json == "-" else sys.stdout)
     return 0 if result.status == "ok" else 1
 

@@ -5,6 +5,7 @@ import logging
 import streamlit as st
 
 from lora_core.analysis import loss_improvement, param_counts
+from lora_core.budget import human_bytes
 from lora_core.config import LABELS, ConfigError
 from lora_core.model import layer_shapes
 from ui import figures, live, session
@@ -20,19 +21,29 @@ st.title("Playground")
 st.markdown("Pretrain a two-layer linear model on $y = x\\theta$, shift the task, then fine-tune LoRA adapters "
             "(rank r, scale α/r) on both layers and merge them. Change a setting in the sidebar and press **Train**.")
 show_link_warnings()
+problem, cost = None, None
+if config is not None:
+    try:  # this server's limits for one run (ui/live.py): refused before anything is allocated
+        cost = live.admit(config)
+    except ConfigError as e:
+        problem = str(e)
+if problem:
+    st.error(f"This run cannot start here: {plain(problem, 400)}")
 row = st.container(horizontal=True, vertical_alignment="center")
-clicked = row.button("Train", type="primary", disabled=config is None)
+clicked = row.button("Train", type="primary", disabled=config is None or problem is not None)
 # Pressing Stop reruns the page, and a rerun releases the run this session waits for (ui/live.py).
 stopped = row.button("Stop", disabled=not clicked, help="stop the run this page is waiting for")
 if config is not None:
     counts = param_counts(layer_shapes(config.d_in, config.hidden, config.d_out), config.rank)
     row.caption(f"LoRA trains {counts.lora_trainable:,} parameters where full fine-tuning trains "
-                f"{counts.full_trainable:,} ({counts.lora_trainable / counts.full_trainable:.2%}).")
+                f"{counts.full_trainable:,} ({counts.lora_trainable / counts.full_trainable:.2%})."
+                + (f" Estimated cost: {human_bytes(cost.bytes)} of memory, {cost.macs:.2g} multiply-adds."
+                   if cost else ""))
 
 status, chart = st.empty(), st.empty()
 if stopped:
     status.info("Stopped: the run was cancelled (unless another session is waiting for the same settings).")
-if clicked and config is not None:
+if clicked and config is not None and problem is None:
     state.url_warnings = []
     try:
         result, from_cache = live.train(config, status, chart)

@@ -247,3 +247,13 @@ def test_full_fine_tuning_runs_and_its_spectrum_has_no_factors():
     assert not at.exception
     deltas = [c for c in charts(at) if c["layout"]["title"]["text"].endswith("singular values of ΔW")]
     assert deltas and all(len(c["data"]) == 1 for c in deltas)  # only the merged spectrum
+
+
+def test_a_run_over_the_servers_limits_is_refused_before_train_with_its_estimate():
+    at = start("pages/1_Playground.py", preset="article", epochs="100000", **{"pretrain-epochs": "100000"})
+    errors = " ".join(e.value for e in at.error).replace("\u200b", "").replace("\\", "")
+    assert "cannot start here" in errors and "multiply-adds" in errors and "lower the epochs" in errors
+    assert widget(at, "button", "Train").disabled
+    at = start("pages/1_Playground.py", preset="article")
+    assert not at.error and not widget(at, "button", "Train").disabled
+    assert any("Estimated cost" in c.value for c in at.caption)

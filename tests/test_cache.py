@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -143,6 +145,30 @@ def test_default_folder_and_env_var(monkeypatch):
     assert str(cache.cache_dir()).endswith(".cache/lora-explorer")
     monkeypatch.setenv(cache.CACHE_ENV, "/tmp/somewhere")
     assert str(cache.cache_dir()) == "/tmp/somewhere"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_fifo_or_folder_where_a_cache_file_belongs_is_skipped_not_waited_on(folder, kind):
+    config = preset("default", **SMALL)
+    name = cache.key_name(cache.pretrain_key(config, torch.device("cpu"), experiment.pretrain))
+    where = folder.path / f"{name}.safetensors"
+    os.mkfifo(where) if kind == "fifo" else where.mkdir()
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(result=experiment.run_experiment(config)), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the run waited on the cache file"
+    assert outcome["result"].status == "ok" and not outcome["result"].pretrain_cached
+    assert where.is_dir() if kind == "folder" else where.exists()  # a folder is left be; a FIFO is replaced
+    assert experiment.run_experiment(config.replace(rank=3)).pretrain_cached  # from memory
+
+
+def test_a_home_folder_that_does_not_exist_falls_back_to_memory_with_a_warning(folder, monkeypatch):
+    monkeypatch.setenv(cache.CACHE_ENV, "~nosuchuser-lora-explorer/x")
+    with pytest.warns(RuntimeWarning, match="no such home folder"):
+        assert cache.cache_dir() is None
+    assert experiment.run_experiment(preset("default", **SMALL)).status == "ok"
+    assert experiment.run_experiment(preset("default", **SMALL, rank=2)).pretrain_cached
 
 
 def _another_value(name, value):

@@ -69,6 +69,13 @@ def test_saved_adapter_loads_in_peft_and_matches(tmp_path):
     (["--preset", "huge"], "invalid choice"), (["--n-samples", "0"], "n_samples"),
     (["--method", "full", "--save-adapter", "x"], "needs --method lora"), (["--device", "tpu"], "device"),
     (["--n-samples", "9000000", "--d-in", "9000"], "GiB"), (["--shift-scale=-inf"], "shift_scale"),
+    (["--alpha", "1e39"], "alpha must be"), (["--lr", "1e39"], "lr must be"),
+    (["--shift-scale", "1e39"], "shift_scale"),
+    (["--rank", "1" + "0" * 400], "rank must be"),
+    (["--json", "/no/such/folder/result.json"], "--json /no/such/folder/result.json: cannot write"),
+    (["--json", "/"], "--json /: cannot write"), (["--json", "/dev/full"], "--json /dev/full: cannot write"),
+    (["--save-adapter", ""], "--save-adapter needs a folder name"),
+    (["--save-adapter", "/dev/null"], "exists and is not a folder"),
 ])
 def test_bad_input_exits_2_with_one_line(args, words, capsys):
     try:

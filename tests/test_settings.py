@@ -26,6 +26,16 @@ def test_url_values_that_only_work_together_are_accepted_together():
     assert len(warnings) == 1 and warnings[0].startswith("rank=50")
 
 
+def test_plain_text_shows_no_link_and_no_icon():
+    import re
+
+    shown = plain("www.example.com/x :material/home: http://a.b c@d.e")
+    visible = shown.replace("\u200b", "").replace("\\", "")
+    assert visible == "www.example.com/x :material/home: http://a.b c@d.e"  # reads the same
+    assert "www." not in shown and "://" not in shown.replace("\\", "") and "@d" not in shown
+    assert not re.search(r":[a-z_]+/[a-z_]+:", shown.replace("\\", ""))
+
+
 def test_plain_text_cannot_inject_markup():
     shown = plain("<b>x</b> [a](javascript:1) $x$ `c`")
     assert "\\<b\\>" in shown and "\\[a\\]" in shown and "\\$" in shown and "\\`" in shown

@@ -19,6 +19,7 @@ from lora_core.analysis import (
     full_param_count,
     lora_param_count,
 )
+from lora_core.budget import human_bytes
 from lora_core.config import LABELS, SHIFT_LABELS, ExperimentConfig
 from lora_core.results import LOSS_KEYS, PHASES, ExperimentResult, PhaseHistory
 
@@ -141,14 +142,6 @@ def number(value: float | None) -> str:
 
 
 # ---- parameters ---------------------------------------------------------------------------------------------
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # unreachable
-
 
 def params_figure(shapes: dict[str, tuple[int, int]], rank: int, r_max: int) -> go.Figure:
     """(d + k) r over r against the constant d k, one colour per layer shape; log-log."""

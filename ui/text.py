@@ -7,11 +7,19 @@ import re
 SHAPES_MAX_CHARS = 500  # the Parameters page's shape box: a few dozen shapes, never thousands of lines
 
 
+ZERO_WIDTH_SPACE = "\u200b"
+
+
 def plain(text: str, limit: int = 160) -> str:
-    """Text from a URL made safe to show in Markdown: no markup, no maths, no links, bounded length."""
+    """Text from a URL made safe to show in Markdown: no markup, no maths, no links, no icons, bounded length.
+
+    Escaping stops markup, but Markdown still turns `www.x.y` or `http://…` into a link and Streamlit turns
+    `:material/home:` into an icon; an invisible zero-width space after each `.`, `:`, `/` and `@` breaks both.
+    """
     text = " ".join(str(text).split())
     text = text if len(text) <= limit else text[:limit] + "…"
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])", r"\\\1", text)
+    text = re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$&:])", r"\\\1", text)
+    return re.sub(r"([.:/@])", r"\1" + ZERO_WIDTH_SPACE, text)
 
 
 def parse_shapes(text: str) -> tuple[dict[str, tuple[int, int]], list[str]]:

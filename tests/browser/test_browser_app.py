@@ -145,7 +145,7 @@ def test_bad_link_values_are_named_in_a_warning(server, page):
     page.goto(f"{server}/Playground?rank=-3&alpha=nan&lr=fast&epochs=%3Cb%3Ebold%3C%2Fb%3E")
     settle(page)
     warnings = page.locator('[data-testid="stAlertContentWarning"]').all_inner_texts()
-    text = " ".join(warnings)
+    text = " ".join(warnings).replace("\u200b", "")  # plain() breaks links with zero-width spaces
     for named in ("rank=-3", "alpha=nan", "lr=fast", "epochs=<b>bold</b>"):
         assert named in text, text
     assert page.locator('[data-testid="stMain"] b', has_text="bold").count() == 0  # shown as text, not markup
