@@ -46,16 +46,12 @@ class Server(str):
     pid: int
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """The app's base URL (a str with `.pid`); the server's log is test-artifacts/streamlit.log.
-
-    The server gets an empty cache of pretrained bases of its own, so that its first run is truly cold.
-    """
+def start_server(cache_dir, log_name: str = "streamlit.log"):
+    """Start `streamlit run app.py` on a free loopback port; (base URL with `.pid`, process, log file)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    env = {**os.environ, CACHE_ENV: str(tmp_path_factory.mktemp("server-base-cache"))}
-    log = open(ARTIFACTS / "streamlit.log", "w")  # noqa: SIM115 - closed below
+    env = {**os.environ, CACHE_ENV: str(cache_dir)}
+    log = open(ARTIFACTS / log_name, "w")  # noqa: SIM115 - the caller closes it
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
          "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
@@ -70,8 +66,18 @@ def server(tmp_path_factory):
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                pytest.fail(f"streamlit did not start; see {ARTIFACTS / 'streamlit.log'}")
+                pytest.fail(f"streamlit did not start; see {ARTIFACTS / log_name}")
             time.sleep(0.2)
+    return url, proc, log
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The app's base URL (a str with `.pid`); the server's log is test-artifacts/streamlit.log.
+
+    The server gets an empty cache of pretrained bases of its own, so that its first run is truly cold.
+    """
+    url, proc, log = start_server(tmp_path_factory.mktemp("server-base-cache"))
     yield url
     proc.terminate()
     try:
@@ -126,3 +132,9 @@ def page(browser):
     p.artifacts = ARTIFACTS
     yield p
     context.close()
+
+
+@pytest.fixture
+def launch():
+    """start_server, for a test that needs a server of its own (its CPU, its signals, its exit)."""
+    return start_server
