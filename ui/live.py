@@ -7,6 +7,7 @@ tab or a reload releases it, and a job nobody waits for is cancelled within a mi
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -24,6 +25,10 @@ from lora_core.training import warm_up as warm_up_torch
 
 from . import figures, session
 
+LOG = logging.getLogger("lora_explorer")  # one line per computed run, for whoever watches the server (load test)
+if not LOG.handlers:
+    LOG.addHandler(logging.StreamHandler())
+    LOG.setLevel(logging.INFO)
 POLL_S = 0.1  # how often a waiting page looks at its job (and whether its session is still there)
 DRAW_INTERVAL_S = 0.5  # redraw the live chart at most this often: a redraw costs tens of ms of Python
 
@@ -45,7 +50,11 @@ def warm_up() -> threading.Thread:
 def scheduler() -> Scheduler:
     """The server's scheduler. It is shut down before Python waits for its threads at exit (SIGTERM included),
     so that a running job stops within a step and the process exits cleanly."""
-    sched = Scheduler(run_experiment, default_workers(), default_memory_budget())
+    def run_logged(config: ExperimentConfig, **kwargs) -> ExperimentResult:
+        LOG.info("lora-explorer: computing a run (r=%s, seed=%s)", config.rank, config.seed)
+        return run_experiment(config, **kwargs)
+
+    sched = Scheduler(run_logged, default_workers(), default_memory_budget())
     threading._register_atexit(sched.shutdown)  # what concurrent.futures uses for the same reason
     return sched
 
