@@ -12,17 +12,18 @@ import os
 from dataclasses import dataclass
 
 from .config import BYTES_PER_ITEM, ConfigError, ExperimentConfig
+from .paths import choose_path
+from .training import EVAL_CHUNK
 
 # Limits a run of the app must stay under; whoever starts the server may change them. The CLI keeps only the
 # configuration's own memory limit (config.MEMORY_LIMIT_BYTES).
 RUN_MACS_ENV = "LORA_EXPLORER_RUN_MACS"
 APP_RUN_MACS = float(os.environ.get(RUN_MACS_ENV, 2.5e13))  # about 4x the article's preset, not 100x
-# A rough CPU speed, only to tell a waiting person about how long: big products run near RATE, and every
+# A rough CPU speed, only to tell a waiting person about how long: big products run near MACS_PER_SECOND, and every
 # optimizer step costs a fixed amount of Python and dispatch on top (measured on this project's 2-core VM).
 MACS_PER_SECOND = 6e10
 SECONDS_PER_STEP = {"autograd": 2.5e-4, "fast": 4e-5}
 SVD_MACS = 4  # svdvals of an m x n matrix costs about SVD_MACS * m * n * min(m, n) multiply-adds
-EVAL_ROWS = 8192  # training.mse evaluates this many rows at a time
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def estimate(config: ExperimentConfig) -> Estimate:
     """The run's peak memory, multiply-adds and rough time (see the module's docstring)."""
     c = config
     item = BYTES_PER_ITEM[c.dtype]
-    fast = c.method == "lora" and c.path != "autograd"
+    fast = choose_path(c) == "fast"
     weights = c.d_in * c.hidden + c.hidden * c.d_out  # both layers; also the multiply-adds of one row's forward
     rows = c.n_samples + c.n_eval
     theta = c.d_in * c.d_out
@@ -49,7 +50,7 @@ def estimate(config: ExperimentConfig) -> Estimate:
     data = 2 * rows * (c.d_in + c.d_out)
     tasks = 3 * theta + data
     # Pretraining: weights, gradients, Adam's two moments; an evaluation chunk's activations.
-    evaluation = min(EVAL_ROWS, max(c.n_eval, c.n_samples)) * (c.hidden + c.d_out)
+    evaluation = min(EVAL_CHUNK, max(c.n_eval, c.n_samples)) * (c.hidden + c.d_out)
     pretraining = 4 * weights + evaluation
     # Fine-tuning: a copy of the base; the fast path keeps [x | H0] and the base residual for every row, the
     # full path gradients and moments for every weight. Merging copies the weights once more.

@@ -214,8 +214,11 @@ def validate(config: ExperimentConfig) -> None:
     if config.shift == "low_rank" and config.shift_rank > min(config.d_in, config.d_out):
         raise ConfigError(f"shift_rank must be from 1 to {min(config.d_in, config.d_out)} (min of d_in, d_out), "
                           f"got {config.shift_rank}")
-    from .budget import estimate  # budget builds on this module's types, so it is imported here
+    # The path rule and the estimate build on this module's types, so they are imported here.
+    from .budget import estimate
+    from .paths import choose_path
 
+    choose_path(config)  # refuses a path that cannot apply
     need = estimate(config).bytes
     if need > MEMORY_LIMIT_BYTES:
         raise ConfigError(f"this configuration needs about {need / 2**30:.1f} GiB, more than the "

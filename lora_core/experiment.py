@@ -88,7 +88,6 @@ def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | Non
 
     With `save_adapter_to`, a finished LoRA run writes its adapter there in PEFT's format (see export.py).
     """
-    choose_path(config)  # a path that cannot apply is refused before any work
     device = pick_device(config.device, config.dtype)
     shapes = layer_shapes(config.d_in, config.hidden, config.d_out)
     with cpu_threads(device, threads_for(sum(analysis.full_param_count(*shape) for shape in shapes.values()))):

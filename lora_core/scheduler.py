@@ -127,7 +127,7 @@ class Scheduler:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"queued": len(self._queue), "running": len(self._running), "computed": self.computed,
-                    "running_bytes": sum(j.estimate.bytes for j in self._running)}
+                    "running_bytes": self._running_bytes()}
 
     def shutdown(self, timeout: float = 1.5) -> None:
         """Cancel every job and wait up to `timeout` seconds for the workers to stop (each within a step)."""
@@ -150,14 +150,17 @@ class Scheduler:
                     return None
                 if self._queue:
                     head = self._queue[0]
-                    used = sum(j.estimate.bytes for j in self._running)
-                    if not self._running or used + head.estimate.bytes <= self.memory_budget:
+                    if not self._running or self._running_bytes() + head.estimate.bytes <= self.memory_budget:
                         self._queue.popleft()
                         head.state, head.started_at = "running", time.monotonic()
                         self._running.add(head)
                         self.computed += 1
                         return head
                 self._lock.wait()
+
+    def _running_bytes(self) -> int:
+        """The memory the running jobs' estimates add up to (call with the lock held)."""
+        return sum(j.estimate.bytes for j in self._running)
 
     def _work(self) -> None:
         while (job := self._next()) is not None:

@@ -22,6 +22,7 @@ CancelCheck = Callable[[], bool]
 # One epoch of a path: given the epoch's mini-batches (index tensors on the data's device), train on them and
 # return the epoch's mean training loss.
 EpochStep = Callable[[Iterable[torch.Tensor]], float]
+EVAL_CHUNK = 8192  # held-out rows evaluated at a time, so a large held-out set fits in memory
 
 
 class Cancelled(Exception):
@@ -48,7 +49,7 @@ def checked(items: Iterable[torch.Tensor], cancel: CancelCheck | None) -> Iterat
 
 
 @torch.no_grad()
-def mse(model: nn.Module, split: Split, chunk: int = 8192, cancel: CancelCheck | None = None) -> float:
+def mse(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK, cancel: CancelCheck | None = None) -> float:
     """Mean squared error of `model` on `split`, in chunks so large held-out sets fit in memory."""
     total = 0.0
     for start in checked(range(0, split.x.shape[0], chunk), cancel):

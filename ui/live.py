@@ -84,8 +84,9 @@ def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult | N
         return job.result, True
     run_id = uuid.uuid4().hex
     state.active_run = run_id
+    waited = False
     try:
-        _wait(job, sched, state, run_id, owner, status, chart)
+        waited = _wait(job, sched, run_id, owner, status, chart)
     finally:
         if not job.done.is_set():
             sched.release(job, owner)
@@ -94,12 +95,13 @@ def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult | N
     status.empty()
     if job.error:
         raise RuntimeError(job.error)
-    if job.result is None or job.result.status == "cancelled" or state.active_run not in (None, run_id):
+    if not waited or job.result is None or job.result.status == "cancelled":
         return None, False
     return job.result, False
 
 
-def _wait(job: Job, sched: Scheduler, state: session.Session, run_id: str, owner: str, status, chart) -> None:
+def _wait(job: Job, sched: Scheduler, run_id: str, owner: str, status, chart) -> bool:
+    """Draw the job's place, then its progress, until it is done (True) or this page stops waiting (False)."""
     planned = (job.config.pretrain_epochs, job.config.epochs)
     bar = status.progress(0.0, text="starting…")
     drawn_at, drawn_n, shown = 0.0, 0, None
@@ -107,7 +109,7 @@ def _wait(job: Job, sched: Scheduler, state: session.Session, run_id: str, owner
         # Reading session state is where Streamlit stops a superseded script run (it raises there), so a moved
         # slider interrupts this wait at once; a closed tab's session is gone from the runtime.
         if session.current().active_run != run_id or _session_gone(owner):
-            return
+            return False
         if job.state == "queued":
             ahead, seconds = sched.place(job)
             text = f"waiting for the server: {ahead} run(s) ahead, starting in about {seconds:.0f} s"
@@ -125,6 +127,7 @@ def _wait(job: Job, sched: Scheduler, state: session.Session, run_id: str, owner
             drawn_n += 1
             chart.plotly_chart(figures.loss_figure(_history(progress), planned), key=f"live-{run_id}-{drawn_n}")
             drawn_at = time.perf_counter()
+    return True
 
 
 def _history(progress: list) -> dict[str, PhaseHistory]:
