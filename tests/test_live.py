@@ -44,3 +44,33 @@ def test_a_newer_run_releases_the_old_one_which_stops_within_a_second_and_is_not
     at = AppTest.from_function(_script_that_is_overtaken, default_timeout=90).run()
     assert not at.exception, at.exception
     assert at.markdown[-1].value == "True 0 True False"
+
+
+def test_sessions_waiting_for_one_job_share_its_live_chart_and_see_every_update():
+    from lora_core.budget import estimate
+    from lora_core.config import preset
+    from lora_core.results import Progress
+    from lora_core.scheduler import Job
+    from ui import live
+
+    config = preset("default", pretrain_epochs=3, epochs=2)
+    job, other = Job(config, estimate(config)), Job(config, estimate(config))
+    job.progress += [Progress("pretrain", e, 3, 1.0 / e, 1.0 / e) for e in (1, 2)]
+    first = live._live_figure(job, list(job.progress))
+    assert live._live_figure(job, list(job.progress)) is first  # a second session: the same figure, not rebuilt
+    assert live._live_figure(other, []) is not first  # another job (here with no epochs yet) has its own
+    job.progress.append(Progress("pretrain", 3, 3, 0.2, 0.25))
+    grown = live._live_figure(job, list(job.progress))
+    assert grown is not first
+    pretrain = next(t for t in grown.to_dict()["data"] if "held-out" in t["name"] and "pretrain" in t["name"])
+    assert list(pretrain["y"]) == [1.0, 0.5, 0.25]
+
+
+def test_the_server_does_not_collect_garbage_after_every_script_run():
+    """Streamlit's default full collection after each script run held the GIL about 0.12 s; ten sessions pressing
+    Train together stalled the health check for 0.6-1.05 s (tests/browser/test_load.py measures it)."""
+    import tomllib
+    from pathlib import Path
+
+    settings = tomllib.loads((Path(__file__).parents[1] / ".streamlit" / "config.toml").read_text())
+    assert settings["runner"]["postScriptGC"] is False

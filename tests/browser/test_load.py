@@ -1,13 +1,19 @@
-"""A room on one server: N browser sessions press Train together, half of them with identical settings.
+"""A room on one server: N sessions press Train together, half of them with identical settings.
 
-Marker `load` (and `browser`); N from $LOAD_SESSIONS (CI: 4). Reports, per session, the seconds from click to
-finished charts and whether the page shows its own settings' result; how many runs the server computed; the
-health check's worst latency while it worked; the server's peak memory (reported, not asserted: timings on a
-shared 2-core machine measure the browsers too). Loopback only, bounded in time.
+Marker `load` (and `browser`); N from $LOAD_SESSIONS (CI: 4). Two kinds of session:
+- protocol clients (tests/browser/protocol.py) on the default preset: the server alone on the machine's cores, as
+  in a workshop where the browsers run on the participants' laptops;
+- real Chromium tabs on the small model of the browser tests: the same checks through the real frontend, with
+  the renderers sharing the server's cores (so their latencies measure the browsers too).
+Each reports, per session, the seconds from click to finished charts and whether the page shows its own
+settings' result; how many runs the server computed; the health check's worst latency while it worked; the
+server's peak memory; the protocol test also one distinct run's solo time, to compare the last session with.
+Latencies are reported (README), not asserted. Loopback only, bounded in time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -15,31 +21,100 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from protocol import PageSession
 
 pytestmark = pytest.mark.load
 SESSIONS = int(os.environ.get("LOAD_SESSIONS", "4"))
 SMALL = "d-in=16&hidden=16&d-out=16&n-samples=256&n-eval=64&pretrain-epochs=15&epochs=15&batch-size=32"
+SHARED_SEED = 500
+
+
+def _seeds() -> list[int]:
+    """Half the sessions share one setting (seed 500); the others each have their own seed."""
+    return [SHARED_SEED if i % 2 == 0 else 600 + i for i in range(SESSIONS)]
+
+
+class HealthWatch:
+    """Polls the server's health check ten times a second from a thread; `.worst` is the slowest answer."""
+
+    def __init__(self, url: str):
+        self.url, self.worst, self._stop = url, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.1):
+            start = time.perf_counter()
+            urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=10).read()
+            self.worst = max(self.worst, time.perf_counter() - start)
+
+    def __enter__(self) -> HealthWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def _peak_rss_mib(pid: int) -> float:
     return int(Path(f"/proc/{pid}/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
 
 
-def test_sessions_pressing_train_together(browser, launch, tmp_path):
+def _stop(proc, log) -> int:
+    """Stop the server; how many runs it computed (it logs one line per computed run)."""
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+    return Path(log.name).read_text().count("lora-explorer: computing a run")
+
+
+def _report(name: str, artifacts: Path, seconds: list[float], own: list[bool], computed: int, health: float,
+            peak: float, extra: str = "") -> None:
+    distinct = len(set(_seeds()))
+    report = (f"{name}: {SESSIONS} sessions, {distinct} distinct settings: click-to-chart "
+              f"{min(seconds):.2f}-{max(seconds):.2f} s (last {max(seconds):.2f} s){extra}; own result on "
+              f"{sum(own)}/{SESSIONS}; runs computed {computed}; worst health check {health:.3f} s; "
+              f"server peak RSS {peak:.0f} MiB")
+    print(report)
+    (artifacts / f"load-{name}-{SESSIONS}.txt").write_text(report + "\n")
+    assert all(own)
+    assert computed == distinct  # identical settings computed once
+
+
+def test_protocol_sessions_pressing_train_together(launch, tmp_path):
+    url, proc, log = launch(tmp_path / "cache", "streamlit-load-protocol.log")
+
+    async def room() -> tuple[float, list[float], list[bool], float]:
+        # One run to warm the server up (torch's and Plotly's first calls), then one distinct run alone.
+        for seed in (SHARED_SEED - 2, SHARED_SEED - 1):
+            alone = await PageSession.open(url, "Playground", f"seed={seed}")
+            solo = await alone.press("Train")
+            await alone.close()
+        sessions = [await PageSession.open(url, "Playground", f"seed={seed}") for seed in _seeds()]
+        with HealthWatch(url) as health:
+            seconds = await asyncio.gather(*(s.press("Train") for s in sessions))
+        # the page's settings are the run's: its charts drawn, no "results are from different settings" note
+        own = [s.shows("Merge check") and not s.shows("from different settings") for s in sessions]
+        for s in sessions:
+            await s.close()
+        return solo, list(seconds), own, health.worst
+
+    try:
+        solo, seconds, own, worst = asyncio.run(asyncio.wait_for(room(), 600))
+        peak = _peak_rss_mib(proc.pid)
+    finally:
+        computed = _stop(proc, log)
+    distinct = len(set(_seeds()))
+    _report("protocol", Path(log.name).parent, seconds, own, computed - 2, worst, peak,
+            f", one distinct run alone {solo:.2f} s, last / (distinct x alone) "
+            f"{max(seconds) / (distinct * solo):.2f}")
+
+
+def test_browser_sessions_pressing_train_together(browser, launch, tmp_path):
     url, proc, log = launch(tmp_path / "cache", "streamlit-load.log")
-    worst_health, stop = [0.0], threading.Event()
-
-    def watch_health() -> None:
-        while not stop.wait(0.1):
-            start = time.perf_counter()
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=10).read()
-            worst_health[0] = max(worst_health[0], time.perf_counter() - start)
-
-    # Half the sessions share one setting (seed 500); the others each have their own seed.
-    seeds = [500 if i % 2 == 0 else 600 + i for i in range(SESSIONS)]
     contexts, pages = [], []
     try:
-        for seed in seeds:
+        for seed in _seeds():
             context = browser.new_context(viewport={"width": 1200, "height": 900})
             page = context.new_page()
             page.set_default_timeout(180_000)
@@ -48,36 +123,20 @@ def test_sessions_pressing_train_together(browser, launch, tmp_path):
             contexts.append(context)
             pages.append(page)
         time.sleep(1.0)
-        watcher = threading.Thread(target=watch_health, daemon=True)
-        watcher.start()
-        clicked = []
-        for page in pages:  # as close together as one driver can click
-            page.get_by_role("button", name="Train").click()
-            clicked.append(time.perf_counter())
-        seconds, own = [], []
-        for page, start in zip(pages, clicked, strict=True):
-            page.get_by_text("Merge check").first.wait_for()
-            seconds.append(time.perf_counter() - start)
-            # the page's settings are the run's: no "results are from different settings" note, a fresh chart
-            own.append(page.get_by_text("from different settings").count() == 0
-                       and page.locator(".js-plotly-plot").count() >= 1)
-        stop.set()
-        watcher.join(5)
+        with HealthWatch(url) as health:
+            clicked = []
+            for page in pages:  # as close together as one driver can click
+                page.get_by_role("button", name="Train").click()
+                clicked.append(time.perf_counter())
+            seconds, own = [], []
+            for page, start in zip(pages, clicked, strict=True):
+                page.get_by_text("Merge check").first.wait_for()
+                seconds.append(time.perf_counter() - start)
+                own.append(page.get_by_text("from different settings").count() == 0
+                           and page.locator(".js-plotly-plot").count() >= 1)
         peak = _peak_rss_mib(proc.pid)
     finally:
         for context in contexts:
             context.close()
-        proc.terminate()
-        proc.wait(10)
-        log.close()
-    computed = (Path(log.name)).read_text().count("lora-explorer: computing a run")
-    distinct = len(set(seeds))
-    report = (f"{SESSIONS} sessions, {distinct} distinct settings: click-to-chart "
-              f"{min(seconds):.2f}-{max(seconds):.2f} s (last {max(seconds):.2f} s); own result on "
-              f"{sum(own)}/{SESSIONS}; runs computed {computed}; worst health check {worst_health[0]:.3f} s; "
-              f"server peak RSS {peak:.0f} MiB")
-    print(report)
-    (Path(log.name).parent / f"load-{SESSIONS}.txt").write_text(report + "\n")
-    assert all(own)
-    assert computed == distinct  # identical settings computed once
-    # Latencies are reported above, not asserted: on a 2-core machine they measure the browsers' load too.
+        computed = _stop(proc, log)
+    _report("browser", Path(log.name).parent, seconds, own, computed, health.worst, peak)
