@@ -31,9 +31,17 @@ def adam_state_bytes(n_params: int, dtype: str = "float32") -> int:
     return ADAM_MOMENTS * n_params * BYTES_PER_ITEM[dtype]
 
 
-def param_counts(shapes: dict[str, tuple[int, int]], rank: int) -> ParamCounts:
-    """Per-layer and total counts for layers given as {name: (d_in, d_out)}."""
-    layers = [LayerParams(name, d_in, d_out, lora_param_count(d_in, d_out, rank), full_param_count(d_in, d_out))
+def dora_magnitude_count(d_out: int) -> int:
+    """DoRA's extra trainable parameters on one layer: a magnitude per output row."""
+    return d_out
+
+
+def param_counts(shapes: dict[str, tuple[int, int]], rank: int, use_dora: bool = False) -> ParamCounts:
+    """Per-layer and total counts for layers given as {name: (d_in, d_out)}; with DoRA, each layer's adapter
+    also trains its magnitude vector."""
+    layers = [LayerParams(name, d_in, d_out,
+                          lora_param_count(d_in, d_out, rank) + (dora_magnitude_count(d_out) if use_dora else 0),
+                          full_param_count(d_in, d_out), dora_magnitude_count(d_out) if use_dora else 0)
               for name, (d_in, d_out) in shapes.items()]
     return ParamCounts(sum(layer.lora for layer in layers), sum(layer.full for layer in layers), layers)
 

@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="default", choices=list(PRESETS),
                         help="starting configuration; flags below override it")
     for name, field in FIELDS.items():
-        parser.add_argument(flag(name), dest=name, default=None, metavar=name.upper(),
+        # A yes/no setting works as a bare flag (`--use-dora`) or with a value (`--use-dora false`).
+        switch = {"nargs": "?", "const": "true"} if field.type == "bool" else {}
+        parser.add_argument(flag(name), dest=name, default=None, metavar=name.upper(), **switch,
                             help=f"{field.metadata['help']} ({bounds_text(name)})")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH ('-' for stdout)")
     parser.add_argument("--save-adapter", metavar="DIR", help="write the trained adapter in PEFT's format to DIR")

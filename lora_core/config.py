@@ -18,7 +18,12 @@ METHODS = ("lora", "full")
 SHIFTS = ("constant", "low_rank", "full_rank")
 SHIFT_LABELS = {"constant": "constant", "low_rank": "low-rank", "full_rank": "full-rank"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
-INITS = ("gaussian", "kaiming")  # gaussian: the article's randn; kaiming: PEFT's kaiming_uniform(a=sqrt(5))
+# gaussian: the article's randn; kaiming: PEFT's kaiming_uniform(a=sqrt(5)); pissa, olora: from W (inits.py)
+INITS = ("gaussian", "kaiming", "pissa", "olora")
+INIT_LABELS = {"gaussian": "Gaussian (the article)", "kaiming": "Kaiming uniform (PEFT)",
+               "pissa": "PiSSA (top-r SVD of W)", "olora": "OLoRA (QR of W)"}
+BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True,
+             "off": False}
 DTYPES = ("float32", "float64")
 BYTES_PER_ITEM = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}  # half precisions: Parameters page
 PATHS = ("auto", "autograd", "fast")  # which training path fine-tunes; auto picks fast when it applies
@@ -38,7 +43,8 @@ class ConfigError(ValueError):
 def _knob(default: Any, help: str, *, label: str | None = None, lo: float | None = None, hi: float | None = None,
           choices: tuple[str, ...] | None = None, choice_labels: dict[str, str] | None = None,
           positive: bool = False, step: float | None = None, slider: tuple[float, float | None] | None = None,
-          group: str | None = None, base: bool = False, only_if: tuple[str, str] | None = None) -> Any:
+          group: str | None = None, base: bool = False, only_if: tuple[str, Any] | None = None,
+          maths: str | None = None) -> Any:
     """A config field with everything known about it, in `metadata`:
 
     help, label: the flag's help and the widget's label (no label: not a Playground setting, not in the URL);
@@ -47,11 +53,12 @@ def _knob(default: Any, help: str, *, label: str | None = None, lo: float | None
     a value outside it widens it);
     group: where the Playground shows it ("main" above, "more" in the expander);
     base: whether it shapes the pretrained base (so it is part of the base cache's key);
-    only_if: (field, value) when the setting matters only while that field has that value.
+    only_if: (field, value) when the setting matters only while that field has that value;
+    maths: one line (Markdown with LaTeX) saying what the setting changes, shown under its widget.
     """
     meta = {"help": help, "label": label, "lo": lo, "hi": hi, "choices": choices, "choice_labels": choice_labels,
             "positive": positive, "step": step, "slider": slider, "group": group, "base": base,
-            "only_if": only_if}
+            "only_if": only_if, "maths": maths}
     return field(default=default, metadata=meta)
 
 
@@ -74,9 +81,25 @@ class ExperimentConfig:
                             only_if=("shift", "low_rank"))
     # Method, model (d_in -> hidden -> d_out, two bias-free linear layers), data and training: the expander
     method: str = _knob("lora", "fine-tuning method: LoRA adapters or all weights", label="Method", choices=METHODS,
-                        group="more")
-    init: str = _knob("kaiming", "initialisation of A (B starts at zero)", label="Initialisation of A",
-                      choices=INITS, group="more")
+                        group="method", maths=r"LoRA: $W' = W + s\,BA$, only $A$, $B$ train; full: every weight trains")
+    # LoRA's variants (PEFT's names); lora_core/variants.py says how each is computed and which path takes it
+    use_rslora: bool = _knob(False, "rsLoRA: scale the update by α/√r instead of α/r", label="rsLoRA",
+                             group="method", only_if=("method", "lora"),
+                             maths=r"$s = \alpha/\sqrt{r}$ instead of $\alpha/r$: the update's size no longer "
+                                   r"shrinks as $r$ grows")
+    use_dora: bool = _knob(False, "DoRA: a trained magnitude per output row times the normalised direction "
+                           "W + sBA", label="DoRA", group="method", only_if=("method", "lora"),
+                           maths=r"$W' = m \odot \frac{W + sBA}{\lVert W + sBA\rVert_{\text{row}}}$, "
+                                 r"the magnitude $m$ trained too (starts at the row norms of $W$)")
+    init: str = _knob("kaiming", "initialisation of A and B (gaussian, kaiming: B = 0; pissa, olora: from W, "
+                      "whose residual W - sBA becomes the frozen base)", label="Initialisation",
+                      choices=INITS, choice_labels=INIT_LABELS, group="method", only_if=("method", "lora"),
+                      maths=r"PiSSA: $BA$ from the top $r$ singular triplets of $W$; OLoRA: from $W = QR$; "
+                            r"both freeze the residual $W - sBA$")
+    lr_ratio: float = _knob(1.0, "LoRA+: B's learning rate is lr_ratio times A's (1: plain LoRA; LoRA+ "
+                            "suggests 16)", label="LoRA+ ratio η_B/η_A", positive=True, step=1.0,
+                            group="method", only_if=("method", "lora"),
+                            maths=r"LoRA+: $\eta_B = \lambda\,\eta_A$; Adam moves $B$ faster than $A$")
     d_in: int = _knob(64, "input dimension", label="Input size d_in", lo=1, hi=MAX_DIM, group="more", base=True)
     hidden: int = _knob(64, "hidden dimension", label="Hidden size", lo=1, hi=MAX_DIM, group="more", base=True)
     d_out: int = _knob(64, "output dimension", label="Output size d_out", lo=1, hi=MAX_DIM, group="more", base=True)
@@ -111,8 +134,10 @@ class ExperimentConfig:
 
     @property
     def scaling(self) -> float:
-        """The factor s = α / r that multiplies B A."""
-        return self.alpha / self.rank
+        """The factor s that multiplies B A: α / r, or α / √r with rsLoRA."""
+        from .variants import lora_scaling  # variants.py builds on this module
+
+        return lora_scaling(self.alpha, self.rank, self.use_rslora)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
@@ -161,6 +186,8 @@ def bounds_text(name: str) -> str:
     kind = FIELDS[name].type
     if meta["choices"]:
         return "one of " + ", ".join(meta["choices"])
+    if kind == "bool":
+        return "true or false"
     if kind == "int":
         return f"an integer from {meta['lo']:,} to {meta['hi']:,}"
     return f"a finite number greater than 0 and at most {FLOAT_MAX:.3g}"
@@ -175,14 +202,22 @@ def coerce(name: str, value: Any) -> Any:
     try:
         if kind == "str":
             return str(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            return BOOL_TEXT[value.strip().lower()] if isinstance(value, str) else _raise(TypeError)
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise TypeError
         number = float(value) if isinstance(value, str) else value
         if not math.isfinite(number) or (kind == "int" and not float(number).is_integer()):
             raise ValueError
         return int(number) if kind == "int" else float(number)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
+    except (TypeError, ValueError, KeyError, OverflowError):  # OverflowError: an integer too large for a float
         raise ConfigError(f"{name} must be {bounds_text(name)}, got {_short(value)}") from None
+
+
+def _raise(error: type[Exception]) -> Any:
+    raise error
 
 
 def _short(value: Any, limit: int = 40) -> str:
@@ -203,6 +238,8 @@ def validate(config: ExperimentConfig) -> None:
             # A value float32 cannot hold would turn into inf on the first tensor op: refuse it here.
             bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not -FLOAT_MAX <= value <= FLOAT_MAX
             bad = bad or (meta["positive"] and value <= 0)
+        elif f.type == "bool":
+            bad = not isinstance(value, bool)
         elif meta["choices"]:
             bad = value not in meta["choices"]
         if bad:

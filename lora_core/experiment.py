@@ -52,18 +52,21 @@ class FineTuned(NamedTuple):
 
 def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress: ProgressCallback | None = None,
              cancel: CancelCheck | None = None) -> FineTuned:
-    """Fine-tune a copy of `base` on the shifted task, on the path `paths.choose_path` picks."""
+    """Fine-tune a copy of `base` on the shifted task, on the path `paths.choose_path` picks, with the LoRA
+    variants the config turns on (variants.py)."""
     path = choose_path(config)
     model = copy.deepcopy(base)
     if config.method == "full":
         model.requires_grad_(True)
     else:
-        add_lora(model, TARGETS, config.rank, config.alpha, config.init, rng(config.seed, "adapter"))
+        add_lora(model, TARGETS, config.rank, config.alpha, config.init, rng(config.seed, "adapter"),
+                 use_rslora=config.use_rslora, use_dora=config.use_dora)
         if path == "fast" and not fast.applies(model):
             raise RuntimeError("choose_path picked the fast path for a model fast.py was not written for")
+    lr_ratio = config.lr_ratio if config.method == "lora" else 1.0
     status, history = TRAINERS[path](model, task.train, task.eval, epochs=config.epochs,
                                      batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                                     phase="finetune", on_progress=on_progress, cancel=cancel)
+                                     phase="finetune", on_progress=on_progress, cancel=cancel, lr_ratio=lr_ratio)
     return FineTuned(status, history, model, path)
 
 
@@ -74,7 +77,7 @@ def spectra(base: nn.Module, tuned: nn.Module, merged: nn.Module) -> dict[str, L
         before = base.get_submodule(name).weight
         after = merged.get_submodule(name).weight
         layer = tuned.get_submodule(name)
-        factored = (analysis.factored_singular_values(layer.lora_B, layer.lora_A, layer.scaling).tolist()
+        factored = (analysis.factored_singular_values(*layer.change_factors(), layer.scaling).tolist()
                     if isinstance(layer, LoRALinear) else [])
         out[name] = LayerSpectra(factored, analysis.singular_values(after - before).tolist(),
                                  analysis.singular_values(before).tolist(), analysis.singular_values(after).tolist())
@@ -102,7 +105,7 @@ def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCa
         history={"pretrain": PhaseHistory(), "finetune": PhaseHistory()},
         losses=dict.fromkeys(LOSS_KEYS),
         merge_max_abs_diff=None, params=analysis.param_counts(layer_shapes(config.d_in, config.hidden, config.d_out),
-                                                              config.rank),
+                                                              config.rank, config.use_dora),
         spectra={}, timings={"pretrain_s": 0.0, "finetune_s": 0.0, "analysis_s": 0.0})
 
     start = time.perf_counter()
@@ -135,7 +138,7 @@ def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCa
         return _stopped(result, "fine-tuning")
     result.timings["analysis_s"] = time.perf_counter() - start
     if save_adapter_to is not None and config.method == "lora":
-        save_adapter(tuned, save_adapter_to)
+        save_adapter(tuned, save_adapter_to, original=base)
     return result
 
 

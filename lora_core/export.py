@@ -1,8 +1,16 @@
 """Adapter files in Hugging Face PEFT's format, so `peft.PeftModel.from_pretrained` loads what we train.
 
-A folder gets `adapter_config.json`, `adapter_model.safetensors` (keys `base_model.model.<layer>.lora_A.weight`,
-`...lora_B.weight`) and, so the adapter can be applied to the exact base it was trained on,
-`base_model.safetensors` (`layer1.weight`, `layer2.weight`).
+A folder gets:
+- `adapter_config.json`: r, lora_alpha, target_modules and the variant's flags, `use_rslora`, `use_dora` and
+  `init_lora_weights` (`"pissa"`, `"olora"`, else `true`: a random start is overwritten on loading);
+- `adapter_model.safetensors`: `base_model.model.<layer>.lora_A.weight` [r, d_in], `...lora_B.weight`
+  [d_out, r] and, with DoRA, `...lora_magnitude_vector` [d_out] (PEFT's keys);
+- `base_model.safetensors` (`layer1.weight`, `layer2.weight`): the frozen base the adapter was trained on, so
+  that base + adapter gives the project's outputs with no library at all. For PiSSA and OLoRA that is the
+  residual W − s·B₀A₀;
+- for PiSSA and OLoRA also `original_base_model.safetensors`, the pretrained W. PEFT, reading
+  `init_lora_weights: "pissa"`, recomputes the residual from the base it is given, so `PeftModel.from_pretrained`
+  needs the original weights (tests/test_variants.py loads both ways).
 """
 
 from __future__ import annotations
@@ -13,43 +21,65 @@ from pathlib import Path
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from .dora import DoRALinear
 from .layers import lora_layers
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASE_WEIGHTS = "base_model.safetensors"
+ORIGINAL_BASE_WEIGHTS = "original_base_model.safetensors"
 PEFT_PREFIX = "base_model.model."
 
 
-def save_adapter(model: nn.Module, folder: str | Path) -> Path:
-    """Write the LoRA adapters of `model` and its (unmerged) base weights to `folder`; returns the folder."""
+def _one(values: set, what: str):
+    if len(values) != 1:
+        raise ValueError(f"all adapters must share one {what} to be saved in PEFT's format")
+    return values.pop()
+
+
+def save_adapter(model: nn.Module, folder: str | Path, original: nn.Module | None = None) -> Path:
+    """Write the LoRA adapters of `model` and its (unmerged) base weights to `folder`; returns the folder.
+
+    `original`, the model before any adapter was added, is needed for PiSSA and OLoRA (see the docstring)."""
     layers = lora_layers(model)
     if not layers:
         raise ValueError("the model has no LoRA layers to save")
     if any(layer.merged for layer in layers.values()):
         raise ValueError("unmerge the adapters before saving: the base weights must be the original ones")
-    ranks = {layer.rank for layer in layers.values()}
-    alphas = {layer.alpha for layer in layers.values()}
-    if len(ranks) != 1 or len(alphas) != 1:
-        raise ValueError("all adapters must share one rank and one alpha to be saved in PEFT's format")
+    rank = _one({layer.rank for layer in layers.values()}, "rank")
+    alpha = _one({layer.alpha for layer in layers.values()}, "alpha")
+    use_rslora = _one({layer.use_rslora for layer in layers.values()}, "scaling rule")
+    use_dora = _one({isinstance(layer, DoRALinear) for layer in layers.values()}, "kind of layer")
+    init = _one({layer.init for layer in layers.values()}, "initialisation")
+    from_weights = init in ("pissa", "olora")
+    if from_weights and original is None:
+        raise ValueError(f"an adapter initialised with {init} needs the original model to be saved")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = {
         "peft_type": "LORA", "task_type": None, "base_model_name_or_path": None, "inference_mode": True,
-        "r": ranks.pop(), "lora_alpha": alphas.pop(), "target_modules": sorted(layers), "lora_dropout": 0.0,
-        "bias": "none", "fan_in_fan_out": False, "init_lora_weights": True, "use_rslora": False, "use_dora": False,
+        "r": rank, "lora_alpha": alpha, "target_modules": sorted(layers), "lora_dropout": 0.0,
+        "bias": "none", "fan_in_fan_out": False, "init_lora_weights": init if from_weights else True,
+        "use_rslora": use_rslora, "use_dora": use_dora,
     }
     (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
     tensors = {}
     for name, layer in layers.items():
         tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = layer.lora_A.detach().cpu().contiguous()
         tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = layer.lora_B.detach().cpu().contiguous()
+        if use_dora:
+            tensors[f"{PEFT_PREFIX}{name}.lora_magnitude_vector"] = layer.lora_magnitude.detach().cpu().contiguous()
     save_file(tensors, str(folder / ADAPTER_WEIGHTS))
     base = {f"{name}.weight": layer.base.weight.detach().cpu().contiguous() for name, layer in layers.items()}
     save_file(base, str(folder / BASE_WEIGHTS))
+    if from_weights:
+        weights = {f"{name}.weight": original.get_submodule(name).weight.detach().cpu().contiguous()
+                   for name in layers}
+        save_file(weights, str(folder / ORIGINAL_BASE_WEIGHTS))
     return folder
 
 
-def load_base_weights(folder: str | Path) -> dict:
-    """The base weights saved beside an adapter, as a state dict for the two-layer model."""
-    return load_file(str(Path(folder) / BASE_WEIGHTS))
+def load_base_weights(folder: str | Path, original: bool = False) -> dict:
+    """The base weights saved beside an adapter, as a state dict for the two-layer model: the base the
+    adapter was trained on, or with `original` the pretrained weights of a PiSSA/OLoRA adapter."""
+    return load_file(str(Path(folder) / (ORIGINAL_BASE_WEIGHTS if original else BASE_WEIGHTS)))

@@ -53,11 +53,13 @@ EVAL_ROWS = 128  # held-out rows per chunk: a chunk's residual stays in cache be
 
 
 def applies(model: nn.Module) -> bool:
-    """True for the article's model with LoRA on both layers, unmerged, bias-free and with one scaling."""
+    """True for the article's model with plain LoRA layers (not DoRA's: its row norms change with every step) on
+    both layers, unmerged, bias-free and with one scaling. The base weights may be PiSSA's or OLoRA's residual
+    and B may start non-zero: the derivation below holds for any frozen W and any starting factors."""
     if type(model) is not TwoLayerLinear:
         return False
     l1, l2 = model.layer1, model.layer2
-    if not (isinstance(l1, LoRALinear) and isinstance(l2, LoRALinear)):
+    if not (type(l1) is LoRALinear and type(l2) is LoRALinear):
         return False
     if l1.merged or l2.merged or l1.base.bias is not None or l2.base.bias is not None:
         return False
@@ -66,9 +68,13 @@ def applies(model: nn.Module) -> bool:
 
 class Adam:
     """torch.optim.Adam with its defaults (no weight decay, no amsgrad) on one flat tensor, op for op as
-    torch.optim.Adam's single-tensor update does it, so the numbers are the same bit for bit."""
+    torch.optim.Adam's single-tensor update does it, so the numbers are the same bit for bit.
 
-    def __init__(self, params: torch.Tensor, grads: torch.Tensor) -> None:
+    `faster` lists slices of the buffer whose learning rate is `lr_ratio` times the rest's (LoRA+'s B factors):
+    the last op then runs per slice with its own rate, as torch.optim.Adam does for a second parameter group."""
+
+    def __init__(self, params: torch.Tensor, grads: torch.Tensor, faster: list[slice] | None = None,
+                 lr_ratio: float = 1.0) -> None:
         self.params, self.grads = params, grads  # updated in place; `grads` is filled by the caller
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(params), torch.zeros_like(params)
         self.denom = torch.empty_like(params)
@@ -76,6 +82,10 @@ class Adam:
         # Constants as 0-dim tensors of the parameters' dtype: a Python number is converted anew in every op.
         self.beta2, self.eps, self.bc2 = (torch.tensor(c, dtype=params.dtype, device=params.device)
                                           for c in (BETA2, EPS, 1.0))
+        parts = [(slice(None), 1.0)] if lr_ratio == 1.0 or not faster else [
+            (part, lr_ratio if part in faster else 1.0) for part in _partition(params.shape[0], faster)]
+        # (parameters, first moment, denominator, learning-rate factor) per part; views made once
+        self.parts = [(params[p], self.exp_avg[p], self.denom[p], ratio) for p, ratio in parts]
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
@@ -85,7 +95,21 @@ class Adam:
         self.exp_avg.lerp_(self.grads, 1 - BETA1)
         self.exp_avg_sq.mul_(self.beta2).addcmul_(self.grads, self.grads, value=1 - BETA2)
         torch.sqrt(self.exp_avg_sq, out=self.denom).div_(self.bc2).add_(self.eps)
-        self.params.addcdiv_(self.exp_avg, self.denom, value=-lr / bias_correction1)
+        for params, exp_avg, denom, ratio in self.parts:
+            params.addcdiv_(exp_avg, denom, value=-(lr * ratio) / bias_correction1)
+
+
+def _partition(n: int, parts: list[slice]) -> list[slice]:
+    """Slices covering range(n) in order: the given `parts` and the gaps between them."""
+    out, at = [], 0
+    for part in sorted(parts, key=lambda p: p.start):
+        if part.start > at:
+            out.append(slice(at, part.start))
+        out.append(part)
+        at = part.stop
+    if at < n:
+        out.append(slice(at, n))
+    return out
 
 
 class _Batch:
@@ -113,7 +137,7 @@ class _Batch:
 class FastLoRA:
     """One fast fine-tune's state: the precomputed activations, the flat parameter buffer, Adam's moments."""
 
-    def __init__(self, model: TwoLayerLinear, train: Split, eval_split: Split) -> None:
+    def __init__(self, model: TwoLayerLinear, train: Split, eval_split: Split, lr_ratio: float = 1.0) -> None:
         l1, l2 = model.layer1, model.layer2
         self.model = model
         self.r = r = l1.rank
@@ -145,7 +169,8 @@ class FastLoRA:
             self.B1t.copy_(l1.lora_B.T)
             self.A2.copy_(l2.lora_A)
             self.B2t.copy_(l2.lora_B.T)
-        self.adam = Adam(self.flat[:starts[4]], self.grad[:starts[4]])  # the four factors, not the work block
+        b_blocks = [slice(starts[1], ends[1]), slice(starts[3], ends[3])]  # B1^T and B2^T: LoRA+'s faster ones
+        self.adam = Adam(self.flat[:starts[4]], self.grad[:starts[4]], b_blocks, lr_ratio)  # not the work block
         self._work: dict[int, _Batch] = {}
 
     def _activations(self, split: Split, w1: torch.Tensor, w2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,12 +245,12 @@ class FastLoRA:
 
 def train_fast(model: TwoLayerLinear, train_split: Split, eval_split: Split, *, epochs: int, batch_size: int,
                lr: float, seed: int, phase: str = "finetune", on_progress: ProgressCallback | None = None,
-               cancel: CancelCheck | None = None) -> tuple[str, PhaseHistory]:
+               cancel: CancelCheck | None = None, lr_ratio: float = 1.0) -> tuple[str, PhaseHistory]:
     """Train the LoRA factors of `model` (for which `applies` holds) as training.train would; (status, history).
 
     The trained factors are written into the model's LoRA layers when the run ends, however it ends.
     """
-    state = FastLoRA(model, train_split, eval_split)
+    state = FastLoRA(model, train_split, eval_split, lr_ratio)
     n = train_split.x.shape[0]
 
     def train_epoch(order: Iterable[torch.Tensor]) -> float:

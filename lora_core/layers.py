@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
 
+from .inits import init_factors
+from .variants import lora_scaling
+
 
 class LoRALinear(nn.Module):
-    """y = base(x) + s * (x @ A.T) @ B.T with A: [r, d_in], B: [d_out, r], s = alpha / r.
+    """y = base(x) + s * (x @ A.T) @ B.T with A: [r, d_in], B: [d_out, r], s = alpha / r (alpha / sqrt(r) with
+    rsLoRA).
 
-    B starts at zero so the adapted layer equals the base layer before training (ΔW = 0).
+    With a zero-B initialisation the adapted layer equals the base layer before training (ΔW = 0). PiSSA and
+    OLoRA start B A from the base weight and replace the base by the residual W − s·B·A (inits.py), so the layer
+    again computes W x at first; `change_factors` then gives the change from the original W.
     The forward never builds the d_out x d_in update: two thin products cost (d_in + d_out) * r per row.
     """
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, init: str = "kaiming",
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, use_rslora: bool = False) -> None:
         super().__init__()
         if not 1 <= rank <= min(base.in_features, base.out_features):
             raise ValueError(f"rank must be from 1 to {min(base.in_features, base.out_features)}, got {rank}")
@@ -25,12 +30,18 @@ class LoRALinear(nn.Module):
         self.base = base
         self.rank = rank
         self.alpha = alpha
-        self.scaling = alpha / rank
+        self.use_rslora = use_rslora
+        self.init = init
+        self.scaling = lora_scaling(alpha, rank, use_rslora)
         self.merged = False
-        w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, dtype=w.dtype, device=w.device))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, dtype=w.dtype, device=w.device))
-        init_lora_A(self.lora_A, init, generator)
+        a, b, residual = init_factors(base.weight, rank, self.scaling, init, generator)
+        self.lora_A = nn.Parameter(a.to(base.weight.dtype).contiguous())
+        self.lora_B = nn.Parameter(b.to(base.weight.dtype).contiguous())
+        # Where training started, when not from B A = 0: the change from the original W is s (B A − B0 A0).
+        self.initial = (self.lora_A.detach().clone(), self.lora_B.detach().clone()) if residual is not None else None
+        if residual is not None:
+            with torch.no_grad():
+                base.weight.copy_(residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.merged:
@@ -38,43 +49,43 @@ class LoRALinear(nn.Module):
         return self.base(x) + self.scaling * (x @ self.lora_A.T) @ self.lora_B.T
 
     def delta_weight(self) -> torch.Tensor:
-        """ΔW = s * B A: [d_out, d_in]."""
+        """s * B A: [d_out, d_in], what merging adds to the (possibly residual) base; PEFT's get_delta_weight."""
         return self.scaling * self.lora_B @ self.lora_A
+
+    def change_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B': [d_out, k], A': [k, d_in]) with s * B' A' the change from the original W once merged:
+        k = r from a zero-B start, k = 2r from PiSSA or OLoRA (the trained B A minus the starting B0 A0)."""
+        if self.initial is None:
+            return self.lora_B.detach(), self.lora_A.detach()
+        a0, b0 = self.initial
+        return torch.cat([self.lora_B.detach(), -b0], dim=1), torch.cat([self.lora_A.detach(), a0], dim=0)
 
     @torch.no_grad()
     def merge(self) -> None:
-        """Fold ΔW into the base weight; the forward then costs what the base layer costs."""
+        """Fold the adapter into the base weight; the forward then costs what the base layer costs."""
         if not self.merged:
             self.base.weight += self.delta_weight()
             self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Take ΔW back out of the base weight."""
+        """Take the adapter back out of the base weight."""
         if self.merged:
             self.base.weight -= self.delta_weight()
             self.merged = False
 
 
-def init_lora_A(A: torch.Tensor, init: str, generator: torch.Generator | None = None) -> None:
-    """Fill A: [r, d_in] in place: 'gaussian' is the article's N(0, 1); 'kaiming' is PEFT's default,
-    kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(d_in), 1/sqrt(d_in))."""
-    with torch.no_grad():
-        if init == "gaussian":
-            A.copy_(torch.randn(A.shape, generator=generator, dtype=A.dtype, device="cpu"))
-        elif init == "kaiming":
-            bound = 1.0 / math.sqrt(A.shape[1])
-            A.copy_((torch.rand(A.shape, generator=generator, dtype=A.dtype, device="cpu") * 2 - 1) * bound)
-        else:
-            raise ValueError(f"init must be 'gaussian' or 'kaiming', got {init!r}")
-
-
 def add_lora(model: nn.Module, targets: Iterable[str], rank: int, alpha: float, init: str = "kaiming",
-             generator: torch.Generator | None = None) -> dict[str, LoRALinear]:
-    """Replace the named `nn.Linear` submodules of `model` by LoRA layers, freeze everything else.
+             generator: torch.Generator | None = None, *, use_rslora: bool = False,
+             use_dora: bool = False) -> dict[str, LoRALinear]:
+    """Replace the named `nn.Linear` submodules of `model` by LoRA layers (DoRA layers with `use_dora`), freeze
+    everything else.
 
     Returns the new layers by name. A name that is missing or not an `nn.Linear` raises ValueError.
     """
+    from .dora import DoRALinear  # dora.py builds on LoRALinear
+
+    layer_class = {False: LoRALinear, True: DoRALinear}[use_dora]
     model.requires_grad_(False)
     adapted = {}
     for name in targets:
@@ -83,7 +94,7 @@ def add_lora(model: nn.Module, targets: Iterable[str], rank: int, alpha: float, 
         layer = getattr(parent, child, None)
         if not isinstance(layer, nn.Linear):
             raise ValueError(f"{name!r} is not an nn.Linear of this model")
-        adapted[name] = LoRALinear(layer, rank, alpha, init, generator)
+        adapted[name] = layer_class(layer, rank, alpha, init, generator, use_rslora)
         setattr(parent, child, adapted[name])
     return adapted
 

@@ -6,6 +6,7 @@ the article's model with hand-written gradients (fast.py), `autograd` any model 
 
 from __future__ import annotations
 
+from . import variants
 from .config import ConfigError, ExperimentConfig
 from .fast import train_fast
 from .training import train
@@ -16,11 +17,15 @@ TRAINERS = {"autograd": train, "fast": train_fast}
 def choose_path(config: ExperimentConfig) -> str:
     """The path that fine-tunes `config`: 'fast' where it applies and was not ruled out, else 'autograd'.
 
-    The fast path applies to LoRA on both layers of the two-layer model, which is every LoRA run here
-    (fast.applies checks the built model again). `path fast` where it does not apply raises ConfigError.
+    The fast path applies to LoRA on both layers of the two-layer model with every variant it stays exact with
+    (variants.VARIANTS: all but DoRA); fast.applies checks the built model again. `path fast` where it does not
+    apply raises ConfigError.
     """
-    fast_applies = config.method == "lora"
-    if config.path == "fast" and not fast_applies:
+    excluded = variants.not_fast(config)
+    fast_applies = config.method == "lora" and not excluded
+    if config.path == "fast" and config.method != "lora":
         raise ConfigError(f"path 'fast' applies only to method 'lora', not {config.method!r}; "
                           "use path auto or autograd")
+    if config.path == "fast" and excluded:
+        raise ConfigError(f"path 'fast' does not apply to {' or '.join(excluded)}; use path auto or autograd")
     return "fast" if fast_applies and config.path != "autograd" else "autograd"

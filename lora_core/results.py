@@ -37,8 +37,9 @@ class LayerParams:
     name: str
     d_in: int
     d_out: int
-    lora: int  # (d_in + d_out) * r
+    lora: int  # the adapter's trainable parameters: (d_in + d_out) * r, plus d_out with DoRA
     full: int  # d_in * d_out
+    magnitude: int = 0  # DoRA's magnitude vector (d_out), included in `lora`
 
 
 @dataclass
@@ -50,7 +51,11 @@ class ParamCounts:
 
 @dataclass
 class LayerSpectra:
-    """Singular values, descending. `delta_factored` is empty when there is no adapter (full fine-tuning)."""
+    """Singular values, descending. `delta_factored` is empty when there is no adapter (full fine-tuning).
+
+    `delta_factored` comes from the adapter's factors (layers.LoRALinear.change_factors): for LoRA, PiSSA and
+    OLoRA it is ΔW from the original W (r values, 2r when B started non-zero); for DoRA it is the direction's
+    update s·B·A only, while `delta_merged` (W_merged − W, dense) includes DoRA's rescaled rows."""
 
     delta_factored: list[float]
     delta_merged: list[float]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from .results import PhaseHistory, Progress
 from .tasks import Split, rng
+from .variants import optimizer_groups
 
 ProgressCallback = Callable[[Progress], "bool | None"]
 CancelCheck = Callable[[], bool]
@@ -92,10 +93,10 @@ def epoch_loop(train_epoch: EpochStep, eval_loss: Callable[[], float], *, n: int
 
 def train(model: nn.Module, train_split: Split, eval_split: Split, *, epochs: int, batch_size: int, lr: float,
           seed: int, phase: str, on_progress: ProgressCallback | None = None,
-          cancel: CancelCheck | None = None) -> tuple[str, PhaseHistory]:
-    """Adam on the model's trainable parameters, MSE loss. Returns (status, history)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+          cancel: CancelCheck | None = None, lr_ratio: float = 1.0) -> tuple[str, PhaseHistory]:
+    """Adam on the model's trainable parameters, MSE loss; LoRA's B factors (and DoRA's magnitudes) at
+    lr * lr_ratio (LoRA+, variants.optimizer_groups). Returns (status, history)."""
+    opt = torch.optim.Adam(optimizer_groups(model, lr, lr_ratio), lr=lr)
     n = train_split.x.shape[0]
 
     def train_epoch(order: Iterable[torch.Tensor]) -> float:

@@ -178,6 +178,8 @@ def _another_value(name, value):
         if name == "device":
             return "cpu" if value != "cpu" else "auto"
         return next(c for c in choices if c != value)
+    if FIELDS[name].type == "bool":
+        return not value
     return value + 1 if FIELDS[name].type == "int" else value * 2
 
 

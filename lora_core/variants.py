@@ -1,0 +1,90 @@
+"""LoRA's variants as one table: what turns each on, whether the fast path stays exact with it, and how PEFT
+spells it. The computations live where they act: the scaling below, the initialisations in inits.py, DoRA's
+layer in dora.py, LoRA+'s learning rates in `optimizer_groups` below.
+
+    rsLoRA  s = α/√r instead of α/r (Kalajdzievski 2023)
+    DoRA    W' = m · (W + sBA) / ‖W + sBA‖ per output row, m trained (Liu et al. 2024)
+    PiSSA   A, B from W's top-r singular triplets, the base frozen as the residual (Meng et al. 2024)
+    OLoRA   A, B from W = QR, the base frozen as the residual (Büyükakyüz 2024)
+    LoRA+   B's learning rate λ times A's (Hayou et al. 2024)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch.nn as nn
+
+if TYPE_CHECKING:
+    from .config import ExperimentConfig
+
+
+def lora_scaling(alpha: float, rank: int, use_rslora: bool = False) -> float:
+    """s, the factor of B A: α / r, or α / √r with rsLoRA (PEFT's `scaling`)."""
+    return alpha / math.sqrt(rank) if use_rslora else alpha / rank
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    on: Callable[[ExperimentConfig], bool]  # whether a LoRA config uses it
+    fast: bool  # whether the fast path (fast.py) stays exact with it
+    what_to_see: str  # what a learner should look for (Playground, README)
+
+
+VARIANTS = (
+    Variant("rsLoRA", lambda c: c.use_rslora, True,
+            "at r = 1 nothing changes; at larger r the update is √r times larger than plain LoRA's at the same α"),
+    Variant("DoRA", lambda c: c.use_dora, False,
+            "ΔW = W' − W is no longer of rank ≤ r: rescaling every row of W adds up to min(d_in, d_out) "
+            "directions, and the magnitude vector adds d_out trainable numbers per layer"),
+    Variant("PiSSA", lambda c: c.init == "pissa", True,
+            "training starts from W's strongest directions, and the change ΔW from the original W has rank "
+            "≤ 2r (the trained s·BA minus the s·B₀A₀ it started from)"),
+    Variant("OLoRA", lambda c: c.init == "olora", True,
+            "like PiSSA, but from an orthonormal basis (QR) of W's first columns"),
+    Variant("LoRA+", lambda c: c.lr_ratio != 1.0, True,
+            "B moves λ times faster than A: with a large ratio the loss falls sooner, or diverges"),
+)
+
+
+def active(config: ExperimentConfig) -> list[Variant]:
+    """The variants a config uses (none for full fine-tuning)."""
+    return [v for v in VARIANTS if v.on(config)] if config.method == "lora" else []
+
+
+def method_name(config: ExperimentConfig) -> str:
+    """'full fine-tuning', 'LoRA', or 'LoRA + DoRA + LoRA+'."""
+    if config.method == "full":
+        return "full fine-tuning"
+    return " + ".join(["LoRA", *(v.name for v in active(config))])
+
+
+def not_fast(config: ExperimentConfig) -> list[str]:
+    """The variants in use with which the fast path would not be exact."""
+    return [v.name for v in active(config) if not v.fast]
+
+
+def peft_config(config: ExperimentConfig) -> dict[str, Any]:
+    """The keys of PEFT's LoraConfig that say which variant an adapter of `config` is."""
+    init = config.init if config.init in ("pissa", "olora") else True  # a random A is overwritten on loading
+    return {"use_rslora": config.use_rslora, "use_dora": config.use_dora, "init_lora_weights": init}
+
+
+def is_b_group(name: str, param: nn.Parameter) -> bool:
+    """PEFT's LoRA+ rule (peft.optimizers.create_loraplus_optimizer): B and every 1-D parameter (DoRA's
+    magnitude) take the higher learning rate."""
+    return "lora_B" in name or param.ndim == 1
+
+
+def optimizer_groups(model: nn.Module, lr: float, lr_ratio: float = 1.0) -> list[dict[str, Any]]:
+    """Adam's parameter groups for the trainable parameters of `model`: [A's and the rest at lr, B's at
+    lr * lr_ratio]; one group when nothing takes the higher rate."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    group_a = [p for n, p in trainable if not is_b_group(n, p)]
+    group_b = [p for n, p in trainable if is_b_group(n, p)]
+    groups = [{"params": group_a, "lr": lr}, {"params": group_b, "lr": lr * lr_ratio}]
+    return [g for g in groups if g["params"]]
