@@ -55,8 +55,11 @@ def estimate(config: ExperimentConfig) -> Estimate:
     # Fine-tuning: a copy of the base; the fast path keeps [x | H0] and the base residual for every row, the
     # full path gradients and moments for every weight. Merging copies the weights once more.
     finetuning = weights + (rows * (c.d_in + c.hidden + c.d_out) if fast else 3 * weights) + weights
-    # Analysis: each layer's dense ΔW and weights in float64 for svdvals, about eight copies of the largest layer.
+    # DoRA builds W + s·B·A per layer in every step; PiSSA's SVD and OLoRA's QR hold two factors of W.
     largest = max(c.d_in * c.hidden, c.hidden * c.d_out)
+    lora = c.method == "lora"
+    finetuning += 2 * largest * (lora and c.use_dora) + 2 * largest * (lora and c.init in ("pissa", "olora"))
+    # Analysis: each layer's dense ΔW and weights in float64 for svdvals, about eight copies of the largest layer.
     analysis_items = 8 * largest * 8 // item + (5 * theta * 4 // item if c.shift == "full_rank" else 0)
     peak_items = tasks + max(pretraining, finetuning + weights, analysis_items + 2 * weights)
     # Multiply-adds. Forward 1x, backward 2x per row; held-out loss after every epoch.
@@ -72,6 +75,10 @@ def estimate(config: ExperimentConfig) -> Estimate:
                                                      * c.hidden * c.d_out + c.n_eval * thin)
     else:
         finetune_macs = c.epochs * (per_epoch + 4 * rows * c.rank * (c.d_in + c.hidden + c.d_out))
+    if lora and c.use_dora:  # per step and layer: B A, the row norms of W + s·B·A, twice (forward, backward)
+        finetune_macs += 2 * c.epochs * steps_per_epoch * (c.rank + 2) * weights
+    if lora and c.init in ("pissa", "olora"):  # a full SVD costs a few times svdvals; QR about 2 m n k
+        finetune_macs += 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
     analysis_macs = 4 * c.n_eval * weights + 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
     if c.shift == "full_rank":
         analysis_macs += _svd_macs(c.d_in, c.d_out)

@@ -56,11 +56,14 @@ def active(config: ExperimentConfig) -> list[Variant]:
     return [v for v in VARIANTS if v.on(config)] if config.method == "lora" else []
 
 
+def adapter_name(config: ExperimentConfig) -> str:
+    """'LoRA', or 'LoRA + DoRA + LoRA+': the adapter the config's LoRA settings make, whatever its method."""
+    return " + ".join(["LoRA", *(v.name for v in VARIANTS if v.on(config))])
+
+
 def method_name(config: ExperimentConfig) -> str:
-    """'full fine-tuning', 'LoRA', or 'LoRA + DoRA + LoRA+'."""
-    if config.method == "full":
-        return "full fine-tuning"
-    return " + ".join(["LoRA", *(v.name for v in active(config))])
+    """'full fine-tuning', or the adapter's name."""
+    return "full fine-tuning" if config.method == "full" else adapter_name(config)
 
 
 def not_fast(config: ExperimentConfig) -> list[str]:
@@ -88,3 +91,14 @@ def optimizer_groups(model: nn.Module, lr: float, lr_ratio: float = 1.0) -> list
     group_b = [p for n, p in trainable if is_b_group(n, p)]
     groups = [{"params": group_a, "lr": lr}, {"params": group_b, "lr": lr * lr_ratio}]
     return [g for g in groups if g["params"]]
+
+
+def delta_kind(config: ExperimentConfig) -> str:
+    """What ΔW = W_merged − W (from the pretrained W) is for this config:
+    'full' (any matrix), 'dora' (rows rescaled: up to full rank), 'from_weights' (PiSSA, OLoRA: s(BA − B₀A₀),
+    rank ≤ 2r) or 'lora' (s·B·A, rank ≤ r)."""
+    if config.method == "full":
+        return "full"
+    if config.use_dora:
+        return "dora"
+    return "from_weights" if config.init in ("pissa", "olora") else "lora"

@@ -6,8 +6,9 @@ import streamlit as st
 
 from lora_core.analysis import loss_improvement, param_counts
 from lora_core.budget import human_bytes
-from lora_core.config import LABELS, ConfigError
+from lora_core.config import LABELS, ConfigError, make_config
 from lora_core.model import layer_shapes
+from lora_core.variants import adapter_name, method_name
 from ui import figures, live, session
 from ui.navigation import page
 from ui.sidebar import show_link_warnings, sidebar
@@ -34,8 +35,9 @@ clicked = row.button("Train", type="primary", disabled=config is None or problem
 # Pressing Stop reruns the page, and a rerun releases the run this session waits for (ui/live.py).
 stopped = row.button("Stop", disabled=not clicked, help="stop the run this page is waiting for")
 if config is not None:
-    counts = param_counts(layer_shapes(config.d_in, config.hidden, config.d_out), config.rank)
-    row.caption(f"LoRA trains {counts.lora_trainable:,} parameters where full fine-tuning trains "
+    counts = param_counts(layer_shapes(config.d_in, config.hidden, config.d_out), config.rank, config.use_dora)
+    row.caption(f"{adapter_name(config)} trains {counts.lora_trainable:,} parameters where "
+                f"full fine-tuning trains "
                 f"{counts.full_trainable:,} ({counts.lora_trainable / counts.full_trainable:.2%})."
                 + (f" Estimated cost: {human_bytes(cost.bytes)} of memory, {cost.macs:.2g} multiply-adds."
                    if cost else ""))
@@ -85,6 +87,7 @@ cards[4].metric("Merge check", figures.number(result.merge_max_abs_diff), border
 fold = loss_improvement(result)
 timing = " · ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in result.timings.items())
 st.caption((f"Fine-tuning and merging lowered the loss on shifted data {fold:,.0f}-fold. " if fold else "")
-           + f"Device: {result.device} · {timing}"
+           + f"{method_name(make_config(**result.config))} on the {result.path} path · Device: {result.device} · "
+           + timing
            + (" · pretrained base reused" if result.pretrain_cached else "")
            + (" · returned from the shared cache" if state.from_cache else ""))

@@ -34,10 +34,12 @@ shapes = {**model, **{k: figures.EXAMPLE_SHAPES[k] for k in chosen}, **extra}
 r_max = max(min(d, k) for d, k in shapes.values())
 st.plotly_chart(figures.params_figure(shapes, rank, r_max), key="params")
 
-counts = param_counts(model, rank)
-st.subheader(f"This model at r = {rank}")
+dora = st.checkbox(LABELS["use_dora"], value=s["use_dora"], help="DoRA also trains a magnitude per output row of "
+                   "each adapted weight: d_out more parameters per layer (the Playground's setting by default)")
+counts = param_counts(model, rank, use_dora=dora)
+st.subheader(f"This model at r = {rank}" + (" with DoRA" if dora else ""))
 cards = st.columns(5)
-cards[0].metric("LoRA parameters", f"{counts.lora_trainable:,}", border=True)
+cards[0].metric("DoRA parameters" if dora else "LoRA parameters", f"{counts.lora_trainable:,}", border=True)
 cards[1].metric("Full parameters", f"{counts.full_trainable:,}", border=True)
 cards[2].metric("Fraction trained", f"{counts.lora_trainable / counts.full_trainable:.2%}", border=True)
 adam = "Adam keeps two float32 moments per trainable parameter"
@@ -45,6 +47,9 @@ cards[3].metric("Adam state, LoRA", figures.human_bytes(adam_state_bytes(counts.
                 border=True, help=adam)
 cards[4].metric("Adam state, full", figures.human_bytes(adam_state_bytes(counts.full_trainable)),
                 border=True, help=adam)
+if dora:
+    st.caption("Of the adapter's parameters, " + " and ".join(f"{layer.magnitude:,} in {layer.name}'s magnitude vector"
+                                                               for layer in counts.layers) + ".")
 problem = config_error(rank=rank)
 if problem:
     st.warning("The Playground would refuse this: " + plain(problem, 300))

@@ -4,6 +4,7 @@ import streamlit as st
 
 from lora_core.analysis import direction_count, factored_gap
 from lora_core.config import SHIFT_LABELS, make_config
+from lora_core.variants import delta_kind, method_name
 from ui import figures, session
 from ui.navigation import need_run, page
 from ui.text import plain
@@ -21,22 +22,19 @@ if not result.spectra:
 
 config = make_config(**result.config)
 rank = config.rank if config.method == "lora" else None
-st.markdown(f"Last run: r = {config.rank}, α = {config.alpha:g}, {SHIFT_LABELS[config.shift]} shift of size "
-            f"{config.shift_scale:g}, model {config.d_in} → {config.hidden} → {config.d_out}. "
-            "ΔW = (α/r) B A has at most r non-zero singular values; the factors give them without forming ΔW, "
-            "the merged weights give them from W_merged − W. The two should agree.")
+kind = delta_kind(config)
+st.markdown(f"Last run: {method_name(config)}, r = {config.rank}, α = {config.alpha:g}, "
+            f"{SHIFT_LABELS[config.shift]} shift of size {config.shift_scale:g}, model {config.d_in} → "
+            f"{config.hidden} → {config.d_out}. ΔW is always W_merged − W with W the pretrained weight. "
+            + figures.DELTA_INTRO[kind])
 
 columns = st.columns(len(result.spectra))
 for column, (layer, s) in zip(columns, result.spectra.items(), strict=True):
     with column:
         st.plotly_chart(figures.delta_figure(result, layer), key=f"delta-{layer}")
-        n = direction_count(s.delta_merged)
-        if s.delta_factored:
-            st.caption(f"ΔW after merging has {n} non-zero singular value(s) (r = {config.rank}); the largest "
-                       f"{len(s.delta_factored)} agree with the factored ones to {factored_gap(s):.1e} "
-                       "relative.")
-        else:
-            st.caption(f"Full fine-tuning: ΔW has {n} non-zero singular values; there are no factors.")
+        st.caption(figures.DELTA_NOTE[kind].format(n=direction_count(s.delta_merged), r=config.rank,
+                                                   k=len(s.delta_factored), most=len(s.weight_before),
+                                                   gap=factored_gap(s) if s.delta_factored else 0.0))
         st.plotly_chart(figures.weight_figure(result, layer), key=f"weight-{layer}")
 
 shift = result.shift_spectrum  # computed inside the run, under its estimate: a view does no SVD

@@ -257,3 +257,51 @@ def test_a_run_over_the_servers_limits_is_refused_before_train_with_its_estimate
     at = start("pages/1_Playground.py", preset="article")
     assert not at.error and not widget(at, "button", "Train").disabled
     assert any("Estimated cost" in c.value for c in at.caption)
+
+
+# ---- LoRA's variants ------------------------------------------------------------------------------------------
+
+def test_method_controls_show_their_maths_and_a_dora_run_tells_its_truth_on_every_page():
+    at = start("pages/1_Playground.py", **SMALL, rank="2", seed="103")
+    for label in ("rsLoRA", "DoRA"):
+        assert widget(at.sidebar, "checkbox", label).value is False
+    assert widget(at.sidebar, "number_input", "LoRA+ ratio η_B/η_A").value == 1.0
+    maths = " ".join(c.value for c in at.sidebar.caption)
+    assert r"\alpha/\sqrt{r}" in maths and r"\lVert W + sBA\rVert" in maths and r"\eta_B" in maths
+    widget(at.sidebar, "checkbox", "DoRA").check().run()
+    assert at.query_params["use-dora"] in ("true", ["true"])
+    metric_text = " ".join(c.value for c in at.caption)
+    assert f"LoRA + DoRA trains {2 * (16 + 16) * 2 + 16 + 16:,} parameters" in metric_text
+    train(at)
+    assert any("LoRA + DoRA on the autograd path" in c.value for c in at.caption)
+    at.switch_page("pages/3_Spectrum.py").run()
+    assert not at.exception
+    notes = " ".join(c.value for c in at.caption)
+    assert "W' − W has 16 non-zero singular values of 16 possible" in notes
+    figs = {c["layout"]["title"]["text"]: c for c in charts(at)}
+    factored = trace(figs["layer1: singular values of ΔW"], "s·B·A from the factors (without DoRA's row scaling)")
+    assert len(factored["y"]) == 2
+    at.switch_page("pages/2_Parameters.py").run()
+    assert widget(at, "checkbox", "DoRA").value is True
+    assert any(m.label == "DoRA parameters" for m in at.metric)
+    assert any("16 in layer1's magnitude vector" in c.value for c in at.caption)
+
+
+def test_pissa_on_the_fast_path_and_its_change_measured_from_the_original_weights():
+    at = start("pages/1_Playground.py", **SMALL, rank="2", seed="104", init="pissa", **{"lr-ratio": "4"})
+    assert widget(at.sidebar, "selectbox", "Initialisation").value == "pissa"
+    train(at)
+    assert any("LoRA + PiSSA + LoRA+ on the fast path" in c.value for c in at.caption)
+    at.switch_page("pages/3_Spectrum.py").run()
+    figs = {c["layout"]["title"]["text"]: c for c in charts(at)}
+    delta = figs["layer2: singular values of ΔW"]
+    factored = trace(delta, "before merging: s·(BA − B₀A₀) from factors")["y"]
+    merged = [v or 0.0 for v in trace(delta, "after merging: W_merged − W")["y"]]
+    assert len(factored) == 4 and direction_count(merged) == 4  # 2r directions from the original W
+    assert factored[0] == pytest.approx(merged[0], rel=1e-3)
+
+
+def test_full_fine_tuning_hides_the_lora_only_controls():
+    at = start("pages/1_Playground.py", **SMALL, method="full")
+    assert not [w for w in at.sidebar.checkbox if w.label in ("rsLoRA", "DoRA")]
+    assert not [w for w in at.sidebar.selectbox if w.label == "Initialisation"]

@@ -41,6 +41,8 @@ print(kib("VmHWM") - before)
     dict(n_samples=300_000),  # many samples: the data and the fast path's activations dominate
     dict(d_in=800, hidden=800, d_out=800, n_samples=20_000, method="full"),  # full fine-tuning: Adam's state
     dict(d_in=2500, hidden=10, d_out=2500, shift="full_rank"),  # a full-rank shift's dense spectrum
+    dict(d_in=1500, hidden=1500, d_out=1500, n_samples=2000, use_dora=True),  # DoRA's dense W + sBA per step
+    dict(d_in=2000, hidden=1000, d_out=2000, rank=8, init="pissa"),  # PiSSA's SVD of each weight
 ])
 def test_peak_memory_is_within_30_percent_of_the_estimate(shape):
     settings = {**shape, "pretrain_epochs": 1, "epochs": 1}

@@ -20,8 +20,9 @@ from lora_core.analysis import (
     lora_param_count,
 )
 from lora_core.budget import human_bytes
-from lora_core.config import LABELS, SHIFT_LABELS, ExperimentConfig
+from lora_core.config import LABELS, SHIFT_LABELS, ExperimentConfig, make_config
 from lora_core.results import LOSS_KEYS, PHASES, ExperimentResult, PhaseHistory
+from lora_core.variants import delta_kind
 
 PHASE_LABELS = {"pretrain": "pretraining", "finetune": "fine-tuning"}
 PHASE_COLORS = {"pretrain": "#4C6EF5", "finetune": "#F76707"}
@@ -30,6 +31,30 @@ LOSS_LABELS = {"base_on_original": "Base model, original data", "base_on_shifted
 LOSS_CARDS = {"base_on_original": "Base · original", "base_on_shifted": "Base · shifted",
               "adapter_on_shifted": "Adapter · shifted", "merged_on_shifted": "Merged · shifted"}
 LOSS_AXIS = "mean squared error (log scale)"
+
+# What ΔW = W_merged − W is, per kind of method (lora_core.variants.delta_kind): the Spectrum page's words.
+DELTA_INTRO = {
+    "lora": "With LoRA, ΔW = s·B·A has at most r non-zero singular values; the factors give them without forming "
+            "ΔW, the merged weights give them from W_merged − W. The two should agree.",
+    "from_weights": "PiSSA and OLoRA start B·A from W itself and train on the residual W − s·B₀A₀, so the change "
+                    "from the pretrained W is s·(B·A − B₀A₀): at most 2r directions, not r. Both lines measure "
+                    "it against the original W, not the residual.",
+    "dora": "DoRA merges W' = m ⊙ (W + s·B·A) / ‖W + s·B·A‖ per row: besides the rank-≤ r update s·B·A (the "
+            "factored line), every row of W is rescaled, so W' − W is no longer of rank ≤ r.",
+    "full": "Full fine-tuning trains every weight: ΔW can be any matrix, and there are no factors.",
+}
+# The factored line's name: for LoRA it is ΔW itself; the other kinds say what the factors give.
+FACTORED_NAME = {"lora": "before merging: from B and A", "from_weights": "before merging: s·(BA − B₀A₀) from factors",
+                 "dora": "s·B·A from the factors (without DoRA's row scaling)"}
+DELTA_NOTE = {
+    "lora": "ΔW after merging has {n} non-zero singular value(s) (r = {r}); the largest {k} agree with the "
+            "factored ones to {gap:.1e} relative.",
+    "from_weights": "ΔW from the original W has {n} non-zero singular value(s) (at most 2r = {k}); they agree with "
+                    "those of s·(B·A − B₀A₀) from the factors to {gap:.1e} relative.",
+    "dora": "W' − W has {n} non-zero singular values of {most} possible, although s·B·A has at most r = {r}: "
+            "the rescaled rows (m / ‖W + s·B·A‖ − 1) · W add the rest.",
+    "full": "Full fine-tuning: ΔW has {n} non-zero singular values of {most} possible; there are no factors.",
+}
 
 # Real layer shapes (d_in x d_out of one weight matrix) to try on the Parameters page.
 EXAMPLE_SHAPES = {
@@ -188,8 +213,9 @@ def delta_figure(result: ExperimentResult, layer: str) -> go.Figure:
     fig.add_trace(go.Scatter(x=_index(s.delta_merged), y=_finite(s.delta_merged), mode="lines+markers",
                              name="after merging: W_merged − W", marker={"size": 5}))
     if s.delta_factored:
+        kind = delta_kind(make_config(**result.config))
         fig.add_trace(go.Scatter(x=_index(s.delta_factored), y=_finite(s.delta_factored), mode="markers",
-                                 name="before merging: from B and A", marker={"size": 14, "symbol": "circle-open",
+                                 name=FACTORED_NAME[kind], marker={"size": 14, "symbol": "circle-open",
                                                                                   "line": {"width": 3}}))
     return _layout(fig, f"{layer}: singular values of ΔW", "index i (largest first)", "singular value σᵢ (log scale)",
                    log_y=True)

@@ -39,8 +39,12 @@ def url_params(settings: dict[str, Any]) -> dict[str, str]:
     """The settings as query parameters: the preset, then every value that differs from it (CLI names)."""
     base = preset_settings(settings["preset"])
     out = {"preset": settings["preset"]} if settings["preset"] != "default" else {}
-    out.update({cli_name(k): str(v) for k, v in settings.items() if k in LABELS and v != base[k]})
+    out.update({cli_name(k): _text(v) for k, v in settings.items() if k in LABELS and v != base[k]})
     return out
+
+
+def _text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def parse_params(params: dict[str, str]) -> tuple[dict[str, Any], list[str]]:

@@ -46,6 +46,8 @@ def _widget(field: str, settings: dict[str, Any]) -> Any:
     """Draw `field`'s widget in the current container; returns its value."""
     meta, kind = FIELDS[field].metadata, FIELDS[field].type
     label, help = LABELS[field], meta["help"]
+    if kind == "bool":
+        return st.checkbox(label, key=_key(field, settings[field]), help=help)
     if meta["choices"]:
         shown = meta["choice_labels"] or {}
         return st.selectbox(label, meta["choices"], key=_key(field, settings[field]), help=help,
@@ -104,6 +106,7 @@ def sidebar() -> ExperimentConfig | None:
     apply_url()
     s = session.current().settings
     top = st.sidebar.container()
+    method = st.sidebar.expander("Method: LoRA, its variants, or full fine-tuning", expanded=True)
     with st.sidebar.expander("Sizes, training and preset"):
         s["preset"] = st.selectbox("Preset", list(PRESETS), key=_key("preset", s["preset"]),
                                    format_func=PRESET_LABELS.get, on_change=_on_preset, help=PRESET_HELP)
@@ -114,6 +117,11 @@ def sidebar() -> ExperimentConfig | None:
         for field in LABELS:
             if FIELDS[field].metadata["group"] == "main" and _shown(field, s):
                 s[field] = _widget(field, s)
+    with method:
+        for field in LABELS:
+            if FIELDS[field].metadata["group"] == "method" and _shown(field, s):
+                s[field] = _widget(field, s)
+                st.caption(FIELDS[field].metadata["maths"])  # one line of maths: what the setting changes
     write_url()
     try:
         return to_config(s)
