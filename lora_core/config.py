@@ -15,6 +15,7 @@ from typing import Any
 
 # Choices, written once and imported wherever a widget, flag or check needs them.
 METHODS = ("lora", "full")
+METHOD_LABELS = {"lora": "LoRA (and its variants)", "full": "full fine-tuning"}
 SHIFTS = ("constant", "low_rank", "full_rank")
 SHIFT_LABELS = {"constant": "constant", "low_rank": "low-rank", "full_rank": "full-rank"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -81,7 +82,8 @@ class ExperimentConfig:
                             only_if=("shift", "low_rank"))
     # Method, model (d_in -> hidden -> d_out, two bias-free linear layers), data and training: the expander
     method: str = _knob("lora", "fine-tuning method: LoRA adapters or all weights", label="Method", choices=METHODS,
-                        group="method", maths=r"LoRA: $W' = W + s\,BA$, only $A$, $B$ train; full: every weight trains")
+                        choice_labels=METHOD_LABELS, group="method",
+                        maths=r"LoRA: $W' = W + s\,BA$, only $A$, $B$ train; full: every weight trains")
     # LoRA's variants (PEFT's names); lora_core/variants.py says how each is computed and which path takes it
     use_rslora: bool = _knob(False, "rsLoRA: scale the update by α/√r instead of α/r", label="rsLoRA",
                              group="method", only_if=("method", "lora"),

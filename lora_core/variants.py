@@ -47,8 +47,13 @@ VARIANTS = (
     Variant("OLoRA", lambda c: c.init == "olora", True,
             "like PiSSA, but from an orthonormal basis (QR) of W's first columns"),
     Variant("LoRA+", lambda c: c.lr_ratio != 1.0, True,
-            "B moves λ times faster than A: with a large ratio the loss falls sooner, or diverges"),
+            "B moves λ times faster than A: a large ratio can lower the loss sooner, or overshoot"),
 )
+
+
+def notes(config: ExperimentConfig) -> list[str]:
+    """'DoRA: what to look for', one per variant in use."""
+    return [f"{v.name}: {v.what_to_see}." for v in active(config)]
 
 
 def active(config: ExperimentConfig) -> list[Variant]:

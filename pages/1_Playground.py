@@ -8,7 +8,7 @@ from lora_core.analysis import loss_improvement, param_counts
 from lora_core.budget import human_bytes
 from lora_core.config import LABELS, ConfigError, make_config
 from lora_core.model import layer_shapes
-from lora_core.variants import adapter_name, method_name
+from lora_core.variants import adapter_name, method_name, notes
 from ui import figures, live, session
 from ui.navigation import page
 from ui.sidebar import show_link_warnings, sidebar
@@ -91,3 +91,5 @@ st.caption((f"Fine-tuning and merging lowered the loss on shifted data {fold:,.0
            + timing
            + (" · pretrained base reused" if result.pretrain_cached else "")
            + (" · returned from the shared cache" if state.from_cache else ""))
+for note in notes(make_config(**result.config)):
+    st.caption("What to look for with " + note)

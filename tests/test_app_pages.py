@@ -292,6 +292,8 @@ def test_pissa_on_the_fast_path_and_its_change_measured_from_the_original_weight
     assert widget(at.sidebar, "selectbox", "Initialisation").value == "pissa"
     train(at)
     assert any("LoRA + PiSSA + LoRA+ on the fast path" in c.value for c in at.caption)
+    looks = [c.value for c in at.caption if c.value.startswith("What to look for with ")]
+    assert [text.split(":")[0] for text in looks] == ["What to look for with PiSSA", "What to look for with LoRA+"]
     at.switch_page("pages/3_Spectrum.py").run()
     figs = {c["layout"]["title"]["text"]: c for c in charts(at)}
     delta = figs["layer2: singular values of ΔW"]

@@ -175,3 +175,23 @@ def test_moving_a_slider_during_training_stops_the_run(server, page):
     assert busy < 0.5, f"the server still uses {busy:.0%} of a CPU: the old run trains on"
     assert page.get_by_text("No run yet").count() == 1
     assert_clean(page)
+
+
+def test_tick_dora_train_and_see_its_full_rank_change_on_the_spectrum(server, page):
+    page.goto(f"{server}/Playground?{urlencode({**SMALL, 'rank': 2, 'seed': 8})}")
+    settle(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    assert sidebar.get_by_text("instead of", exact=False).count() >= 1  # rsLoRA's line of maths
+    sidebar.get_by_text("DoRA", exact=True).click()  # the checkbox's label
+    page.wait_for_url("**use-dora=true*")
+    settle(page)
+    train(page)
+    assert page.get_by_text("LoRA + DoRA on the autograd path", exact=False).count() == 1
+    screenshot(page, "playground-dora")
+    nav(page, "Spectrum")
+    assert page.get_by_text("non-zero singular values of 16 possible", exact=False).count() == 2  # both layers
+    delta = charts(page)["layer1: singular values of ΔW"]
+    factored = next(t["y"] for t in delta["data"] if t["name"].startswith("s·B·A from the factors"))
+    assert len(factored) == 2
+    screenshot(page, "spectrum-dora")
+    assert_clean(page)
