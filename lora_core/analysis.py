@@ -124,3 +124,90 @@ def loss_improvement(result: ExperimentResult) -> float | None:
     if before is None or after is None or not after > 0:
         return None
     return before / after
+
+
+# ---- what a method could reach, what it changed (the Compare page's analyses) ----------------------------------
+
+def end_to_end_error(weight1: torch.Tensor, weight2: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """E = θ'ᵀ − W2·W1: [d_out, d_in], what the model's map still misses of the target map (float64).
+
+    With x ~ N(0, I) and y = x θ', the model's expected loss is ‖E‖²_F / d_out (tasks.py has no noise)."""
+    w1, w2, t = (m.detach().to("cpu", torch.float64) for m in (weight1, weight2, theta))
+    return t.T - w2 @ w1
+
+
+def loss_floor(error_values: Sequence[float], directions: int | None, d_out: int) -> float | None:
+    """The lowest expected loss of a change of the map by at most `directions` directions (Eckart–Young): the
+    energy of E's singular values beyond the first `directions`, over d_out. None when there is no bound."""
+    if directions is None:
+        return None
+    return sum(v * v for v in list(error_values)[directions:]) / d_out
+
+
+def floor_noise(error_values: Sequence[float], directions: int, d_out: int, n_eval: int) -> float:
+    """One standard deviation of the held-out loss at the floor: ‖F x‖² for x ~ N(0, I) has variance
+    2 Σ σ⁴ of F's singular values, here the tail beyond `directions`, averaged over n_eval rows."""
+    tail = list(error_values)[directions:]
+    return math.sqrt(2 * sum(v ** 4 for v in tail) / n_eval) / d_out
+
+
+def amplification_factor(delta: torch.Tensor, weight: torch.Tensor, rank: int) -> float:
+    """Hu et al. 2021 §7.3: ‖ΔW‖_F / ‖Uᵀ W V‖_F with U: [d_out, r], V: [d_in, r] the top-r singular directions
+    of ΔW: how much ΔW amplifies directions that W itself barely uses."""
+    d, w = delta.detach().to("cpu", torch.float64), weight.detach().to("cpu", torch.float64)
+    u, _, vh = torch.linalg.svd(d, full_matrices=False)
+    projected = u[:, :rank].T @ w @ vh[:rank].T
+    norm = torch.linalg.matrix_norm(projected).item()
+    return torch.linalg.matrix_norm(d).item() / norm if norm > 0 else math.inf
+
+
+def factored_amplification(b: torch.Tensor, a: torch.Tensor, scaling: float, weight: torch.Tensor,
+                           rank: int) -> float:
+    """amplification_factor of ΔW = s·B·A (B: [d_out, k], A: [k, d_in]) without forming ΔW: its singular
+    directions are Q_b U_c and Q_a V_c from the thin QRs and the k x k core's SVD (as factored_singular_values)."""
+    b, a, w = (m.detach().to("cpu", torch.float64) for m in (b, a, weight))
+    q_b, r_b = torch.linalg.qr(b)
+    q_a, r_a = torch.linalg.qr(a.T)
+    u_c, s_c, vh_c = torch.linalg.svd(scaling * r_b @ r_a.T)
+    u, v = q_b @ u_c[:, :rank], q_a @ vh_c[:rank].T
+    norm = torch.linalg.matrix_norm(u.T @ w @ v).item()
+    return torch.linalg.vector_norm(s_c).item() / norm if norm > 0 else math.inf
+
+
+def left_vectors(weight: torch.Tensor) -> torch.Tensor:
+    """The left singular vectors of a weight, as columns, largest first (float64)."""
+    return torch.linalg.svd(weight.detach().to("cpu", torch.float64), full_matrices=False)[0]
+
+
+def intruder_count(before_vectors: torch.Tensor, after: torch.Tensor, k: int = 10, epsilon: float = 0.5) -> int:
+    """intruder_dimensions with the pretrained weight's left vectors given (one SVD per base, not per member)."""
+    top = left_vectors(after)[:, :k]
+    best = (top.T @ before_vectors).abs().max(dim=1).values
+    return int((best < epsilon).sum().item())
+
+
+def intruder_dimensions(before: torch.Tensor, after: torch.Tensor, k: int = 10, epsilon: float = 0.5) -> int:
+    """Shuttleworth et al. 2024: how many of the top-k left singular vectors of the fine-tuned weight have a
+    largest |cosine| below `epsilon` with every left singular vector of the pretrained weight."""
+    return intruder_count(left_vectors(before), after, k, epsilon)
+
+
+def _right_vectors(a: torch.Tensor) -> torch.Tensor:
+    """The right singular vectors of A: [r, d_in], as rows, largest first."""
+    return torch.linalg.svd(a.detach().to("cpu", torch.float64), full_matrices=False)[2]
+
+
+def subspace_similarity(a1: torch.Tensor, a2: torch.Tensor, i: int, j: int) -> float:
+    """Hu et al. 2021 §7.2: φ(A1, A2, i, j) = ‖U1⁽ⁱ⁾ᵀ U2⁽ʲ⁾‖²_F / min(i, j), U⁽ⁱ⁾ the top-i right singular
+    vectors of A: [r, d_in]. 1 when one subspace holds the other, 0 when they are orthogonal."""
+    v1, v2 = _right_vectors(a1)[:i].T, _right_vectors(a2)[:j].T
+    return (torch.linalg.matrix_norm(v1.T @ v2) ** 2).item() / min(i, j)
+
+
+def similarity_grid(a1: torch.Tensor, a2: torch.Tensor) -> list[list[float]]:
+    """φ(A1, A2, i, j) for i = 1..r1 (rows) and j = 1..r2 (columns), from one product of the two bases:
+    ‖U1⁽ⁱ⁾ᵀ U2⁽ʲ⁾‖² is the sum of the squared entries of its top-left i x j corner."""
+    overlap = (_right_vectors(a1) @ _right_vectors(a2).T) ** 2  # [r1, r2]
+    corners = overlap.cumsum(0).cumsum(1)
+    r1, r2 = overlap.shape
+    return [[corners[i - 1, j - 1].item() / min(i, j) for j in range(1, r2 + 1)] for i in range(1, r1 + 1)]

@@ -60,7 +60,11 @@ def estimate(config: ExperimentConfig) -> Estimate:
     lora = c.method == "lora"
     finetuning += 2 * largest * (lora and c.use_dora) + 2 * largest * (lora and c.init in ("pissa", "olora"))
     # Analysis: each layer's dense ΔW and weights in float64 for svdvals, about eight copies of the largest layer.
-    analysis_items = 8 * largest * 8 // item + (5 * theta * 4 // item if c.shift == "full_rank" else 0)
+    # The floor: the end-to-end error θ'ᵀ − W2·W1 (or θ' itself) as a dense float64 d_out x d_in matrix and
+    # svdvals' workspace, about three copies, after the spectra.
+    floor_items = 3 * theta * 8 // item if has_floor(c) else 0
+    analysis_items = (8 * largest * 8 // item + (5 * theta * 4 // item if c.shift == "full_rank" else 0)
+                      + floor_items)
     peak_items = tasks + max(pretraining, finetuning + weights, analysis_items + 2 * weights)
     # Multiply-adds. Forward 1x, backward 2x per row; held-out loss after every epoch.
     per_epoch = 3 * c.n_samples * weights + c.n_eval * weights
@@ -79,7 +83,9 @@ def estimate(config: ExperimentConfig) -> Estimate:
         finetune_macs += 2 * c.epochs * steps_per_epoch * (c.rank + 2) * weights
     if lora and c.init in ("pissa", "olora"):  # a full SVD costs a few times svdvals; QR about 2 m n k
         finetune_macs += 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
-    analysis_macs = 4 * c.n_eval * weights + 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
+    analysis_macs = 5 * c.n_eval * weights + 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
+    if has_floor(c):  # the floor's W2·W1 and svdvals
+        analysis_macs += c.d_out * c.hidden * c.d_in + _svd_macs(c.d_out, c.d_in)
     if c.shift == "full_rank":
         analysis_macs += _svd_macs(c.d_in, c.d_out)
     macs = data_macs + pretrain_macs + finetune_macs + analysis_macs
@@ -87,6 +93,14 @@ def estimate(config: ExperimentConfig) -> Estimate:
     seconds = (macs / MACS_PER_SECOND + steps_per_epoch * c.pretrain_epochs * SECONDS_PER_STEP["autograd"]
                + steps_per_epoch * c.epochs * SECONDS_PER_STEP["fast" if fast else "autograd"])
     return Estimate(int(peak_items * item), float(macs), seconds, steps)
+
+
+FLOOR_MAX_ELEMENTS = 4096 * 4096  # the floor needs a dense d_out x d_in SVD: not for wider maps than this
+
+
+def has_floor(config: ExperimentConfig) -> bool:
+    """Whether a run computes its loss floor: not for DoRA (no bound), nor for maps too wide for a dense SVD."""
+    return not (config.method == "lora" and config.use_dora) and config.d_in * config.d_out <= FLOOR_MAX_ELEMENTS
 
 
 def human_bytes(n: float) -> str:

@@ -29,9 +29,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m lora_core", description="Pretrain a two-layer linear model, fine-tune it "
-                     "with LoRA on a shifted task, merge the adapter and measure everything.")
+def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with --preset and one flag per configuration field."""
+    parser = _Parser(prog=prog, description=description)
     parser.add_argument("--preset", default="default", choices=list(PRESETS),
                         help="starting configuration; flags below override it")
     for name, field in FIELDS.items():
@@ -39,6 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
         switch = {"nargs": "?", "const": "true"} if field.type == "bool" else {}
         parser.add_argument(flag(name), dest=name, default=None, metavar=name.upper(), **switch,
                             help=f"{field.metadata['help']} ({bounds_text(name)})")
+    return parser
+
+
+def config_from(args: argparse.Namespace) -> ExperimentConfig:
+    """The preset with every given flag applied; ConfigError names a bad one."""
+    overrides = {name: coerce(name, getattr(args, name)) for name in FIELDS if getattr(args, name) is not None}
+    return preset(args.preset, **overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = config_parser("python -m lora_core", "Pretrain a two-layer linear model, fine-tune it with LoRA on a "
+                           "shifted task, merge the adapter and measure everything. `python -m lora_core sweep "
+                           "--help`: a grid of ranks, methods, α and seeds.")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH ('-' for stdout)")
     parser.add_argument("--save-adapter", metavar="DIR", help="write the trained adapter in PEFT's format to DIR")
     return parser
@@ -49,8 +62,8 @@ def _print_progress(p: Progress) -> None:
           file=sys.stderr, flush=True)
 
 
-def _open_output(path: str | None) -> TextIO | None:
-    """The --json file, opened (and proven writable with one flushed byte) before any work, or ConfigError."""
+def open_output(path: str | None, what: str = "--json") -> TextIO | None:
+    """The --json (or --csv) file, opened and proven writable (one flushed byte) before any work, or ConfigError."""
     if path is None or path == "-":
         return None
     try:
@@ -64,7 +77,7 @@ def _open_output(path: str | None) -> TextIO | None:
             out.close()
             raise
     except OSError as error:
-        raise ConfigError(f"--json {path}: cannot write there ({error.strerror or error})") from None
+        raise ConfigError(f"{what} {path}: cannot write there ({error.strerror or error})") from None
     return out
 
 
@@ -79,19 +92,23 @@ def _check_adapter_folder(folder: str | None, config: ExperimentConfig) -> None:
         raise ConfigError(f"--save-adapter {folder}: exists and is not a folder")
 
 
-def _error_line(error: BaseException) -> str:
+def error_line(error: BaseException) -> str:
     text = str(error).splitlines()[0] if str(error) else ""
     return f"error: {type(error).__name__}: {text}"
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"]:
+        from .sweep_cli import sweep_main
+
+        return sweep_main(argv[1:])
     args = build_parser().parse_args(argv)
     out = None
     try:
-        overrides = {name: coerce(name, getattr(args, name)) for name in FIELDS if getattr(args, name) is not None}
-        config = preset(args.preset, **overrides)
+        config = config_from(args)
         _check_adapter_folder(args.save_adapter, config)
-        out = _open_output(args.json)
+        out = open_output(args.json)
         result = run_experiment(config, on_progress=_print_progress, save_adapter_to=args.save_adapter)
         text = result.to_json(indent=2)
         if out is not None:
@@ -103,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (RuntimeError, OSError, MemoryError) as error:  # e.g. out of memory, a disk that filled up meanwhile
-        print(_error_line(error), file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         return 1
     finally:
         if out is not None and not out.closed:

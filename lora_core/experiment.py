@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
-from . import analysis, cache, fast
+from . import analysis, cache, fast, variants
+from .budget import has_floor
 from .config import ExperimentConfig
 from .devices import cpu_threads, describe_device, pick_device, synchronize, threads_for
 from .export import save_adapter
@@ -84,21 +86,27 @@ def spectra(base: nn.Module, tuned: nn.Module, merged: nn.Module) -> dict[str, L
     return out
 
 
+Inspect = Callable[[ExperimentResult, nn.Module, nn.Module, nn.Module], None]
+
+
 def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | None = None,
-                   save_adapter_to: str | Path | None = None, cancel: CancelCheck | None = None) -> ExperimentResult:
+                   save_adapter_to: str | Path | None = None, cancel: CancelCheck | None = None,
+                   inspect: Inspect | None = None) -> ExperimentResult:
     """Pretrain, fine-tune, merge and measure. `on_progress` sees every epoch; returning False cancels, and
     so does `cancel()` returning True (asked before every mini-batch, so within one step).
 
     With `save_adapter_to`, a finished LoRA run writes its adapter there in PEFT's format (see export.py).
+    `inspect(result, base, tuned, merged)` is called on a finished run, for analyses that need the models
+    (sweep.py).
     """
     device = pick_device(config.device, config.dtype)
     shapes = layer_shapes(config.d_in, config.hidden, config.d_out)
     with cpu_threads(device, threads_for(sum(analysis.full_param_count(*shape) for shape in shapes.values()))):
-        return _run(config, device, on_progress, save_adapter_to, cancel)
+        return _run(config, device, on_progress, save_adapter_to, cancel, inspect)
 
 
 def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCallback | None,
-         save_adapter_to: str | Path | None, cancel: CancelCheck | None) -> ExperimentResult:
+         save_adapter_to: str | Path | None, cancel: CancelCheck | None, inspect: Inspect | None) -> ExperimentResult:
     original, shifted = make_tasks(config, device)
     result = ExperimentResult(
         config=config.to_dict(), status="ok", device=describe_device(device), path="autograd",
@@ -132,28 +140,52 @@ def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCa
 
     start = time.perf_counter()
     try:
-        _measure(result, config, base, tuned, shifted, cancel)
+        merged = _measure(result, config, base, tuned, original, shifted, cancel)
     except Cancelled:
         result.status, result.spectra = "cancelled", {}
         return _stopped(result, "fine-tuning")
+    if inspect is not None:
+        inspect(result, base, tuned, merged)
     result.timings["analysis_s"] = time.perf_counter() - start
     if save_adapter_to is not None and config.method == "lora":
         save_adapter(tuned, save_adapter_to, original=base)
     return result
 
 
-def _measure(result: ExperimentResult, config: ExperimentConfig, base: nn.Module, tuned: nn.Module, shifted: Task,
-             cancel: CancelCheck | None) -> None:
-    """The adapter's and the merged model's losses, the merge check and the spectra, into `result`."""
+def _measure(result: ExperimentResult, config: ExperimentConfig, base: nn.Module, tuned: nn.Module, original: Task,
+             shifted: Task, cancel: CancelCheck | None) -> nn.Module:
+    """The adapter's and the merged model's losses (on the shifted task, and on the original one: forgetting),
+    the merge check, the spectra and the floor, into `result`; returns the merged model."""
     result.losses["adapter_on_shifted"] = mse(tuned, shifted.eval, cancel=cancel)
     merged = merge_lora(copy.deepcopy(tuned))
     result.losses["merged_on_shifted"] = mse(merged, shifted.eval, cancel=cancel)
+    result.losses["merged_on_original"] = mse(merged, original.eval, cancel=cancel)
     if result.losses["merged_on_shifted"] > result.losses["base_on_shifted"]:
         result.message = WORSE_HINT
     if config.method == "lora":
         result.merge_max_abs_diff = analysis.max_abs_diff(tuned, merged, shifted.eval.x)
     result.spectra = spectra(base, tuned, merged)
     result.shift_spectrum = analysis.shift_singular_values(config)
+    result.floor, result.floor_noise = floor(config, base, shifted)
+    return merged
+
+
+def floor(config: ExperimentConfig, base: nn.Module, shifted: Task) -> tuple[float | None, float | None]:
+    """(the lowest expected loss within this method's reach, one standard deviation of the held-out loss there).
+
+    A lower bound; reached when the pretrained layers are invertible (square, full rank), where any change of
+    the map by that many directions is within reach (variants.REACH)."""
+    kind = variants.delta_kind(config)
+    directions = variants.REACH[kind](config)
+    if directions is None or not has_floor(config):
+        return None, None
+    if kind == "full":  # any map of rank <= hidden: the target's own tail
+        values = analysis.singular_values(shifted.theta).tolist()
+    else:
+        values = analysis.singular_values(analysis.end_to_end_error(
+            base.layer1.weight, base.layer2.weight, shifted.theta)).tolist()
+    return (analysis.loss_floor(values, directions, config.d_out),
+            analysis.floor_noise(values, directions, config.d_out, config.n_eval))
 
 
 def _stopped(result: ExperimentResult, phase: str) -> ExperimentResult:

@@ -10,7 +10,7 @@ from typing import Any
 
 PHASES = ("pretrain", "finetune")
 STATUSES = ("ok", "diverged", "cancelled")
-LOSS_KEYS = ("base_on_original", "base_on_shifted", "adapter_on_shifted", "merged_on_shifted")
+LOSS_KEYS = ("base_on_original", "base_on_shifted", "adapter_on_shifted", "merged_on_shifted", "merged_on_original")
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,13 @@ class ExperimentResult:
     message: str = ""  # for a diverged or cancelled run: what happened and what to change
     pretrain_cached: bool = False  # the pretrained base came from the cache
     shift_spectrum: list[float] = field(default_factory=list)  # singular values of Δθ, descending; empty unless ok
+    # The lowest expected loss any change of this method's reach could give (analysis.loss_floor; None for DoRA,
+    # which has no such bound), and one standard deviation of the held-out loss there.
+    floor: float | None = None
+    floor_noise: float | None = None
+    # Filled by a sweep (sweep.py), per layer: Hu et al.'s amplification factor, Shuttleworth et al.'s intruders.
+    amplification: dict[str, float] = field(default_factory=dict)
+    intruders: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(dataclasses.asdict(self))

@@ -107,3 +107,24 @@ def delta_kind(config: ExperimentConfig) -> str:
     if config.use_dora:
         return "dora"
     return "from_weights" if config.init in ("pissa", "olora") else "lora"
+
+
+# How many directions the end-to-end map W2·W1 can change by, per kind of ΔW (delta_kind): adapters of rank r on
+# both layers change it by W2·ΔW1 + ΔW2·W1' (rank ≤ 2r; 4r when PiSSA/OLoRA's ΔW already has 2r); DoRA's row
+# scaling has no such bound (None). Full fine-tuning reaches every map of rank ≤ hidden (analysis.loss_floor of
+# the target itself).
+REACH = {"lora": lambda c: 2 * c.rank, "from_weights": lambda c: 4 * c.rank, "dora": lambda c: None,
+         "full": lambda c: c.hidden}
+
+# A sweep's method names (`sweep --methods`, the Compare page): each a named set of the settings above.
+METHOD_SETS: dict[str, dict[str, Any]] = {
+    "lora": {"method": "lora"},
+    "rslora": {"method": "lora", "use_rslora": True},
+    "dora": {"method": "lora", "use_dora": True},
+    "pissa": {"method": "lora", "init": "pissa"},
+    "olora": {"method": "lora", "init": "olora"},
+    "loraplus": {"method": "lora", "lr_ratio": 16.0},
+    "full": {"method": "full"},
+}
+METHOD_SET_LABELS = {"lora": "LoRA", "rslora": "rsLoRA", "dora": "DoRA", "pissa": "PiSSA", "olora": "OLoRA",
+                     "loraplus": "LoRA+ (λ = 16)", "full": "full fine-tuning"}

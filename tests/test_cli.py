@@ -26,7 +26,8 @@ def test_json_to_stdout_has_the_contract_keys():
     assert data["status"] == "ok" and data["device"] == "cpu" and data["path"] in ("fast", "autograd")
     assert set(data["history"]) == {"pretrain", "finetune"}
     assert len(data["history"]["finetune"]["train_loss"]) == 15 and len(data["history"]["finetune"]["eval_loss"]) == 15
-    assert set(data["losses"]) == {"base_on_original", "base_on_shifted", "adapter_on_shifted", "merged_on_shifted"}
+    assert set(data["losses"]) == {"base_on_original", "base_on_shifted", "adapter_on_shifted", "merged_on_shifted",
+                                   "merged_on_original"}  # the last: forgetting (issue 9)
     assert data["merge_max_abs_diff"] < 1e-3
     assert data["params"]["lora_trainable"] == (12 + 10) * 2 + (10 + 8) * 2
     assert data["params"]["full_trainable"] == 12 * 10 + 10 * 8

@@ -81,6 +81,25 @@ def _report(name: str, artifacts: Path, seconds: list[float], own: list[bool], c
     assert computed == distinct  # identical settings computed once
 
 
+def _in_own_loop(make_coroutine):
+    """Run a coroutine on an event loop of its own thread: after the browser tests, Playwright's sync API keeps
+    an event loop running on this one, where asyncio.run refuses to start."""
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            out["value"] = asyncio.run(make_coroutine())
+        except BaseException as error:  # re-raised in the test's thread
+            out["error"] = error
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
 def test_protocol_sessions_pressing_train_together(launch, tmp_path):
     url, proc, log = launch(tmp_path / "cache", "streamlit-load-protocol.log")
 
@@ -100,7 +119,7 @@ def test_protocol_sessions_pressing_train_together(launch, tmp_path):
         return solo, list(seconds), own, health.worst
 
     try:
-        solo, seconds, own, worst = asyncio.run(asyncio.wait_for(room(), 600))
+        solo, seconds, own, worst = _in_own_loop(lambda: asyncio.wait_for(room(), 600))
         peak = _peak_rss_mib(proc.pid)
     finally:
         computed = _stop(proc, log)

@@ -1,0 +1,201 @@
+"""Sweeps: every member of a grid of ranks × methods × α × seeds fine-tuned from one pretrained base per seed.
+
+    result = run_sweep(preset("default"), ranks=(1, 2, 4), methods=("lora", "rslora", "full"), alphas=(1.0, 4.0))
+
+A member is exactly the single `run_experiment` of its config (the same code, the same base from the cache, the
+same batches), so its trajectory is that run's. The sweep adds what needs several members or the models:
+Hu et al.'s amplification factor and Shuttleworth et al.'s intruder dimensions per member and layer, and the
+subspace similarity φ between members' A (two ranks; two seeds). A method name is a named set of settings
+(variants.METHOD_SETS); full fine-tuning has no rank or α, so it is one member per seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from . import analysis, variants
+from .budget import Estimate, estimate
+from .config import ConfigError, ExperimentConfig
+from .experiment import run_experiment
+from .layers import lora_layers
+from .model import TARGETS
+from .results import ExperimentResult, Progress
+
+INTRUDER_K, INTRUDER_EPSILON = 10, 0.5  # Shuttleworth et al.'s top-k vectors and cosine threshold
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """A sweep's whole input, hashable: what the server's scheduler runs, queues and shares (single flight)."""
+
+    config: ExperimentConfig
+    ranks: tuple[int, ...]
+    methods: tuple[str, ...]
+    alphas: tuple[float, ...]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class SweepProgress:
+    """One finished epoch of one member: `member` counts from 0 of `members`."""
+
+    member: int
+    members: int
+    progress: Progress
+
+
+@dataclass
+class SweepResult:
+    config: dict[str, Any]  # the base configuration the grid varies
+    grid: dict[str, list]  # ranks, methods, alphas, seeds
+    status: str  # "ok", or "cancelled" with the members finished so far
+    members: list[ExperimentResult]  # each with config, history, losses, spectra, floor, amplification, intruders
+    methods: list[str]  # each member's method name (variants.METHOD_SETS)
+    similarity: list[dict[str, Any]] = field(default_factory=list)  # {layer, a, b, values: φ[i][j]}
+    timings: dict[str, float] = field(default_factory=dict)  # total_s
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("members", "methods")}
+        out["members"] = [{"name": member_name(m, r.config), "method": m, **r.to_dict()}
+                          for m, r in zip(self.methods, self.members, strict=True)]
+        return out
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def member_name(method: str, config: dict[str, Any]) -> str:
+    """'lora r=4 α=2 seed 0', or 'full seed 0'."""
+    if method == "full":
+        return f"full seed {config['seed']}"
+    return f"{method} r={config['rank']} α={config['alpha']:g} seed {config['seed']}"
+
+
+def request(config: ExperimentConfig, ranks: Sequence[int], methods: Sequence[str],
+            alphas: Sequence[float] | None = None, seeds: Sequence[int] | None = None) -> SweepRequest:
+    """A validated request: every member's config is built here, so a bad grid fails before any work."""
+    unknown = [m for m in methods if m not in variants.METHOD_SETS]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {', '.join(unknown)}; allowed: {', '.join(variants.METHOD_SETS)}")
+    if not ranks or not methods:
+        raise ConfigError("a sweep needs at least one rank and one method")
+    req = SweepRequest(config, tuple(dict.fromkeys(int(r) for r in ranks)), tuple(dict.fromkeys(methods)),
+                       tuple(dict.fromkeys(float(a) for a in alphas or (config.alpha,))),
+                       tuple(dict.fromkeys(int(s) for s in seeds or (config.seed,))))
+    members(req)
+    return req
+
+
+def members(req: SweepRequest) -> list[tuple[str, ExperimentConfig]]:
+    """(method, config) of every member, seed by seed (one base each), then method, rank and α."""
+    out = []
+    for seed in req.seeds:
+        for method in req.methods:
+            if method == "full":
+                out.append((method, req.config.replace(seed=seed, **variants.METHOD_SETS[method])))
+                continue
+            for rank in req.ranks:
+                for alpha in req.alphas:
+                    try:
+                        out.append((method, req.config.replace(seed=seed, rank=rank, alpha=alpha,
+                                                                **variants.METHOD_SETS[method])))
+                    except ConfigError as e:
+                        raise ConfigError(f"{method} r={rank} α={alpha:g}: {e}") from None
+    return out
+
+
+def sweep_estimate(req: SweepRequest) -> Estimate:
+    """The members' work added up; memory: the largest member's (they run one after another)."""
+    parts = [estimate(config) for _, config in members(req)]
+    return Estimate(max(p.bytes for p in parts), sum(p.macs for p in parts), sum(p.seconds for p in parts),
+                    sum(p.steps for p in parts))
+
+
+def run_sweep(config: ExperimentConfig, ranks: Sequence[int], methods: Sequence[str],
+              alphas: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
+              on_progress: Callable[[SweepProgress], bool | None] | None = None,
+              cancel: Callable[[], bool] | None = None) -> SweepResult:
+    """Fine-tune every member of the grid (see the module's docstring); cancellable between mini-batches."""
+    return run_request(request(config, ranks, methods, alphas, seeds), on_progress, cancel)
+
+
+def run_request(req: SweepRequest, on_progress: Callable[[SweepProgress], bool | None] | None = None,
+                cancel: Callable[[], bool] | None = None) -> SweepResult:
+    start = time.perf_counter()
+    todo = members(req)
+    result = SweepResult(req.config.to_dict(), {"ranks": list(req.ranks), "methods": list(req.methods),
+                                                "alphas": list(req.alphas), "seeds": list(req.seeds)}, "ok", [], [])
+    base_vectors: dict[tuple[int, str], torch.Tensor] = {}  # (seed, layer) -> the base weight's left vectors
+    factors: list[dict[str, torch.Tensor]] = []  # per member: each layer's A, for φ
+
+    for index, (method, config) in enumerate(todo):
+        def progress(p: Progress, index: int = index) -> bool | None:
+            return None if on_progress is None else on_progress(SweepProgress(index, len(todo), p))
+
+        def inspect(run: ExperimentResult, base: nn.Module, tuned: nn.Module, merged: nn.Module,
+                    config: ExperimentConfig = config) -> None:
+            _analyse(run, config, base, tuned, merged, base_vectors)
+            factors.append({name: layer.lora_A.detach().cpu() for name, layer in lora_layers(tuned).items()})
+
+        run = run_experiment(config, on_progress=progress, cancel=cancel, inspect=inspect)
+        if run.status == "cancelled":
+            result.status = "cancelled"
+            break
+        if len(factors) == len(result.members):  # a diverged member has no models to inspect
+            factors.append({})
+        result.members.append(run)
+        result.methods.append(method)
+    result.similarity = _similarities(result, factors)
+    result.timings["total_s"] = time.perf_counter() - start
+    return result
+
+
+def _analyse(run: ExperimentResult, config: ExperimentConfig, base: nn.Module, tuned: nn.Module, merged: nn.Module,
+             base_vectors: dict[tuple[int, str], torch.Tensor]) -> None:
+    """Each layer's amplification factor (from the factors where ΔW is a product of them) and intruders."""
+    for name in TARGETS:
+        before, after = base.get_submodule(name).weight, merged.get_submodule(name).weight
+        layer = tuned.get_submodule(name)
+        if variants.delta_kind(config) in ("lora", "from_weights"):
+            b, a = layer.change_factors()
+            run.amplification[name] = analysis.factored_amplification(b, a, layer.scaling, before, config.rank)
+        else:
+            run.amplification[name] = analysis.amplification_factor(after - before, before, config.rank)
+        key = (config.seed, name)
+        if key not in base_vectors:
+            base_vectors[key] = analysis.left_vectors(before)
+        run.intruders[name] = analysis.intruder_count(base_vectors[key], after, INTRUDER_K, INTRUDER_EPSILON)
+
+
+def _similarities(result: SweepResult, factors: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
+    """φ between the smallest and the largest rank of the first adapter method (first α and seed), and between
+    the first two seeds at the largest rank."""
+    adapters = [(i, m, r) for i, (m, r) in enumerate(zip(result.methods, result.members, strict=True))
+                if m != "full" and factors[i]]
+    if not adapters:
+        return []
+    first = adapters[0][1]
+    alpha, seed = result.grid["alphas"][0], result.grid["seeds"][0]
+    same = [a for a in adapters if a[1] == first and a[2].config["alpha"] == alpha]
+    by_rank = sorted((a for a in same if a[2].config["seed"] == seed), key=lambda a: a[2].config["rank"])
+    pairs = []
+    if len(by_rank) >= 2:
+        pairs.append((by_rank[0], by_rank[-1]))
+    top = max(a[2].config["rank"] for a in same)
+    by_seed = [a for a in same if a[2].config["rank"] == top]
+    if len({a[2].config["seed"] for a in by_seed}) >= 2:
+        pairs.append((by_seed[0], next(a for a in by_seed if a[2].config["seed"] != by_seed[0][2].config["seed"])))
+    out = []
+    for (i, mi, ri), (j, mj, rj) in pairs:
+        for layer in TARGETS:
+            out.append({"layer": layer, "a": member_name(mi, ri.config), "b": member_name(mj, rj.config),
+                        "values": analysis.similarity_grid(factors[i][layer], factors[j][layer])})
+    return out

@@ -1,0 +1,120 @@
+"""`python -m lora_core sweep`: a grid of ranks × methods × α × seeds from one pretrained base per seed.
+
+    python -m lora_core sweep --ranks 1,2,4,8 --methods lora,full --alphas 1,2 --seeds 0,1 --json - --csv out.csv
+
+Every configuration flag of the single run works here too and sets what the grid does not vary. Bad input exits
+with status 2 and one line, before any work; progress goes to stderr, one line per finished member.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import sys
+from collections.abc import Callable
+
+from .cli import EXIT_BAD_INPUT, config_from, config_parser, error_line, open_output
+from .config import ConfigError
+from .model import TARGETS
+from .sweep import SweepProgress, SweepResult, member_name, members, request, run_request
+from .variants import METHOD_SETS
+
+
+def _list(text: str, kind: Callable, what: str) -> list:
+    """'1,2,4' -> [1, 2, 4]; ConfigError naming the flag for anything else."""
+    try:
+        values = [kind(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError(f"--{what} must be a comma-separated list of {kind.__name__}s, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"--{what} needs at least one value")
+    return values
+
+
+def _integer(text: str) -> int:
+    value = float(text)
+    if not value.is_integer():
+        raise ValueError
+    return int(value)
+
+
+_integer.__name__ = "integer"
+
+
+def build_parser():
+    parser = config_parser("python -m lora_core sweep", "Fine-tune a grid of ranks, methods, α and seeds from one "
+                           "pretrained base per seed and compare them (JSON and CSV).")
+    parser.add_argument("--ranks", default="1,2,4,8", help="comma-separated ranks (default 1,2,4,8)")
+    parser.add_argument("--methods", default="lora", help="comma-separated methods: " + ", ".join(METHOD_SETS))
+    parser.add_argument("--alphas", help="comma-separated α values (default: the configuration's α)")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: the configuration's seed)")
+    parser.add_argument("--json", metavar="PATH", help="write the sweep as JSON to PATH ('-' for stdout)")
+    parser.add_argument("--csv", metavar="PATH", help="write one row per member as CSV to PATH ('-' for stdout)")
+    return parser
+
+
+CSV_FIELDS = ["name", "method", "rank", "alpha", "seed", "status", "path", "base_on_shifted", "adapter_on_shifted",
+              "merged_on_shifted", "merged_on_original", "floor", "floor_noise",
+              *(f"amplification_{layer}" for layer in TARGETS), *(f"intruders_{layer}" for layer in TARGETS),
+              "finetune_s"]
+
+
+def csv_text(result: SweepResult) -> str:
+    """One row per member (CSV_FIELDS)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_FIELDS)
+    writer.writeheader()
+    for method, run in zip(result.methods, result.members, strict=True):
+        c = run.config
+        writer.writerow({"name": member_name(method, c), "method": method, "rank": c["rank"], "alpha": c["alpha"],
+                         "seed": c["seed"], "status": run.status, "path": run.path,
+                         **{k: run.losses.get(k) for k in CSV_FIELDS if k in run.losses},
+                         "floor": run.floor, "floor_noise": run.floor_noise,
+                         **{f"amplification_{k}": v for k, v in run.amplification.items()},
+                         **{f"intruders_{k}": v for k, v in run.intruders.items()},
+                         "finetune_s": run.timings.get("finetune_s")})
+    return out.getvalue()
+
+
+def sweep_main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    outputs = []
+    try:
+        config = config_from(args)
+        req = request(config, _list(args.ranks, _integer, "ranks"), _list(args.methods, str.strip, "methods"),
+                      _list(args.alphas, float, "alphas") if args.alphas else None,
+                      _list(args.seeds, _integer, "seeds") if args.seeds else None)
+        json_out, csv_out = open_output(args.json), open_output(args.csv, "--csv")
+        outputs = [o for o in (json_out, csv_out) if o is not None]
+        total = len(members(req))
+        print(f"sweep of {total} members", file=sys.stderr, flush=True)
+
+        def progress(p: SweepProgress) -> None:
+            if p.progress.phase == "finetune" and p.progress.epoch == p.progress.epochs:
+                print(f"member {p.member + 1}/{p.members} fine-tuned", file=sys.stderr, flush=True)
+
+        result = run_request(req, on_progress=progress)
+        for out, text, flag in ((json_out, result.to_json(indent=2) + "\n", args.json),
+                                (csv_out, csv_text(result), args.csv)):
+            if out is not None:
+                out.write(text)
+                out.close()
+            elif flag == "-":
+                sys.stdout.write(text)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (RuntimeError, OSError, MemoryError) as error:
+        print(error_line(error), file=sys.stderr)
+        return 1
+    finally:
+        for out in outputs:
+            if not out.closed:
+                with contextlib.suppress(OSError):
+                    out.close()
+    best = min(zip(result.methods, result.members, strict=True),
+               key=lambda m: m[1].losses.get("merged_on_shifted") or float("inf"))
+    print(f"{len(result.members)} members in {result.timings['total_s']:.2f} s; lowest merged loss "
+          f"{best[1].losses['merged_on_shifted']:.4g} ({member_name(best[0], best[1].config)})", file=sys.stderr)
+    return 0 if result.status == "ok" else 1
