@@ -5,6 +5,9 @@ Callers own jobs by a name (a browser session's id): `submit` adds the owner to 
 starts a new one; `release` takes the owner away, and a job nobody owns any more is cancelled, queued or
 running (a running one stops before its next mini-batch and frees its worker and its memory). Progress is kept
 on the job, so any number of owners can draw it at their own pace. No Streamlit here.
+
+A job's `config` is any hashable description of work: an ExperimentConfig (run_experiment) or a sweep's request
+(sweep.SweepRequest); `run` and `estimate` are given for it, so single runs and sweeps share one queue.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 from .budget import Estimate, estimate
@@ -21,6 +24,7 @@ from .config import ExperimentConfig
 from .results import ExperimentResult, Progress
 
 Runner = Callable[..., ExperimentResult]  # run_experiment's signature: (config, on_progress=, cancel=)
+Estimator = Callable[[Hashable], Estimate]
 RESULTS_KEPT = 64  # finished results kept for every caller
 
 
@@ -59,8 +63,9 @@ def default_memory_budget() -> int:
 
 
 class Scheduler:
-    def __init__(self, run: Runner, workers: int = 1, memory_budget: int = 8 * 2**30) -> None:
-        self.run, self.workers, self.memory_budget = run, workers, memory_budget
+    def __init__(self, run: Runner, workers: int = 1, memory_budget: int = 8 * 2**30,
+                 estimate: Estimator = estimate) -> None:
+        self.run, self.workers, self.memory_budget, self.estimate = run, workers, memory_budget, estimate
         self._lock = threading.Condition()
         self._queue: deque[Job] = deque()
         self._live: dict[ExperimentConfig, Job] = {}  # queued or running, not cancelled: what single flight joins
@@ -80,12 +85,13 @@ class Scheduler:
         with self._lock:
             if config in self._results:
                 self._results.move_to_end(config)
-                job = Job(config, estimate(config), {owner}, "done", result=self._results[config], from_cache=True)
+                job = Job(config, self.estimate(config), {owner}, "done", result=self._results[config],
+                          from_cache=True)
                 job.done.set()
                 return job
             job = self._live.get(config)
             if job is None:
-                job = Job(config, estimate(config))
+                job = Job(config, self.estimate(config))
                 self._live[config] = job
                 self._queue.append(job)
                 self._lock.notify_all()

@@ -112,6 +112,17 @@ def members(req: SweepRequest) -> list[tuple[str, ExperimentConfig]]:
     return out
 
 
+def grid_of(req: SweepRequest) -> dict[str, list]:
+    """The request's grid as the result records it."""
+    return {"ranks": list(req.ranks), "methods": list(req.methods), "alphas": list(req.alphas),
+            "seeds": list(req.seeds)}
+
+
+def answers(result: SweepResult, req: SweepRequest) -> bool:
+    """Whether `result` is the sweep of `req` (same settings, same grid)."""
+    return result.config == req.config.to_dict() and result.grid == grid_of(req)
+
+
 def sweep_estimate(req: SweepRequest) -> Estimate:
     """The members' work added up; memory: the largest member's (they run one after another)."""
     parts = [estimate(config) for _, config in members(req)]
@@ -131,8 +142,7 @@ def run_request(req: SweepRequest, on_progress: Callable[[SweepProgress], bool |
                 cancel: Callable[[], bool] | None = None) -> SweepResult:
     start = time.perf_counter()
     todo = members(req)
-    result = SweepResult(req.config.to_dict(), {"ranks": list(req.ranks), "methods": list(req.methods),
-                                                "alphas": list(req.alphas), "seeds": list(req.seeds)}, "ok", [], [])
+    result = SweepResult(req.config.to_dict(), grid_of(req), "ok", [], [])
     base_vectors: dict[tuple[int, str], torch.Tensor] = {}  # (seed, layer) -> the base weight's left vectors
     factors: list[dict[str, torch.Tensor]] = []  # per member: each layer's A, for φ
 
@@ -198,4 +208,25 @@ def _similarities(result: SweepResult, factors: list[dict[str, torch.Tensor]]) -
         for layer in TARGETS:
             out.append({"layer": layer, "a": member_name(mi, ri.config), "b": member_name(mj, rj.config),
                         "values": analysis.similarity_grid(factors[i][layer], factors[j][layer])})
+    return out
+
+
+ROW_FIELDS = ["name", "method", "rank", "alpha", "seed", "status", "path", "base_on_shifted", "adapter_on_shifted",
+              "merged_on_shifted", "merged_on_original", "floor", "floor_noise",
+              *(f"amplification_{layer}" for layer in TARGETS), *(f"intruders_{layer}" for layer in TARGETS),
+              "finetune_s"]
+
+
+def rows(result: SweepResult) -> list[dict[str, Any]]:
+    """One flat row per member (ROW_FIELDS): the CSV's and the Compare page's table."""
+    out = []
+    for method, run in zip(result.methods, result.members, strict=True):
+        c = run.config
+        out.append({"name": member_name(method, c), "method": method, "rank": c["rank"], "alpha": c["alpha"],
+                    "seed": c["seed"], "status": run.status, "path": run.path,
+                    **{k: run.losses.get(k) for k in ROW_FIELDS if k in run.losses},
+                    "floor": run.floor, "floor_noise": run.floor_noise,
+                    **{f"amplification_{k}": run.amplification.get(k) for k in TARGETS},
+                    **{f"intruders_{k}": run.intruders.get(k) for k in TARGETS},
+                    "finetune_s": run.timings.get("finetune_s")})
     return out

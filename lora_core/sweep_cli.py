@@ -16,8 +16,7 @@ from collections.abc import Callable
 
 from .cli import EXIT_BAD_INPUT, config_from, config_parser, error_line, open_output
 from .config import ConfigError
-from .model import TARGETS
-from .sweep import SweepProgress, SweepResult, member_name, members, request, run_request
+from .sweep import ROW_FIELDS, SweepProgress, SweepResult, member_name, members, request, rows, run_request
 from .variants import METHOD_SETS
 
 
@@ -54,26 +53,12 @@ def build_parser():
     return parser
 
 
-CSV_FIELDS = ["name", "method", "rank", "alpha", "seed", "status", "path", "base_on_shifted", "adapter_on_shifted",
-              "merged_on_shifted", "merged_on_original", "floor", "floor_noise",
-              *(f"amplification_{layer}" for layer in TARGETS), *(f"intruders_{layer}" for layer in TARGETS),
-              "finetune_s"]
-
-
 def csv_text(result: SweepResult) -> str:
-    """One row per member (CSV_FIELDS)."""
+    """One row per member (sweep.ROW_FIELDS)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, CSV_FIELDS)
+    writer = csv.DictWriter(out, ROW_FIELDS)
     writer.writeheader()
-    for method, run in zip(result.methods, result.members, strict=True):
-        c = run.config
-        writer.writerow({"name": member_name(method, c), "method": method, "rank": c["rank"], "alpha": c["alpha"],
-                         "seed": c["seed"], "status": run.status, "path": run.path,
-                         **{k: run.losses.get(k) for k in CSV_FIELDS if k in run.losses},
-                         "floor": run.floor, "floor_noise": run.floor_noise,
-                         **{f"amplification_{k}": v for k, v in run.amplification.items()},
-                         **{f"intruders_{k}": v for k, v in run.intruders.items()},
-                         "finetune_s": run.timings.get("finetune_s")})
+    writer.writerows(rows(result))
     return out.getvalue()
 
 

@@ -16,11 +16,12 @@ import streamlit as st
 from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from lora_core.budget import APP_RUN_MACS, Estimate, check
-from lora_core.config import ExperimentConfig
+from lora_core.budget import APP_RUN_MACS, Estimate, check, estimate
+from lora_core.config import ConfigError, ExperimentConfig
 from lora_core.experiment import run_experiment
 from lora_core.results import PHASES, ExperimentResult, PhaseHistory
 from lora_core.scheduler import Job, Scheduler, default_memory_budget, default_workers
+from lora_core.sweep import SweepProgress, SweepRequest, SweepResult, member_name, members, run_request, sweep_estimate
 from lora_core.training import warm_up as warm_up_torch
 
 from . import figures, session
@@ -47,15 +48,22 @@ def warm_up() -> threading.Thread:
     return thread
 
 
+# The kinds of work the server's one scheduler runs: how to run each and how to estimate it.
+WORK = {ExperimentConfig: (run_experiment, estimate), SweepRequest: (run_request, sweep_estimate)}
+
+
 @st.cache_resource(show_spinner=False)
 def scheduler() -> Scheduler:
     """The server's scheduler. It is shut down before Python waits for its threads at exit (SIGTERM included),
     so that a running job stops within a step and the process exits cleanly."""
-    def run_logged(config: ExperimentConfig, **kwargs) -> ExperimentResult:
-        LOG.info("lora-explorer: computing a run (r=%s, seed=%s)", config.rank, config.seed)
-        return run_experiment(config, **kwargs)
+    def run_logged(work: ExperimentConfig | SweepRequest, **kwargs) -> ExperimentResult | SweepResult:
+        config = work if isinstance(work, ExperimentConfig) else work.config
+        LOG.info("lora-explorer: computing a %s (r=%s, seed=%s)", "run" if work is config else "sweep",
+                 config.rank, config.seed)
+        return WORK[type(work)][0](work, **kwargs)
 
-    sched = Scheduler(run_logged, default_workers(), default_memory_budget())
+    sched = Scheduler(run_logged, default_workers(), default_memory_budget(),
+                      estimate=lambda work: WORK[type(work)][1](work))
     threading._register_atexit(sched.shutdown)  # what concurrent.futures uses for the same reason
     return sched
 
@@ -63,6 +71,17 @@ def scheduler() -> Scheduler:
 def admit(config: ExperimentConfig) -> Estimate:
     """The run's estimate, or ConfigError saying why this server will not run it and what to change."""
     return check(config, max_bytes=scheduler().memory_budget, max_macs=APP_RUN_MACS)
+
+
+def admit_sweep(req: SweepRequest) -> Estimate:
+    """The sweep's estimate (its members added up), or ConfigError: a sweep is one job under one run's limits."""
+    cost = sweep_estimate(req)
+    if cost.bytes > scheduler().memory_budget or cost.macs > APP_RUN_MACS:
+        raise ConfigError(f"this grid would take about {cost.macs:.2g} multiply-adds (roughly "
+                          f"{cost.seconds:.0f} s here) and {figures.human_bytes(cost.bytes)}, more than this server "
+                          f"allows one job ({APP_RUN_MACS:.2g}); choose fewer ranks, methods, α or seeds, or "
+                          "smaller settings")
+    return cost
 
 
 def _session_id() -> str:
@@ -79,15 +98,50 @@ def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult | N
     growing loss chart into `chart`. Returns (result, came from the kept results); the result is None when
     this page stopped waiting (a newer script run of the session, a closed tab) or the run failed (raises)."""
     admit(config)
+    planned = (config.pretrain_epochs, config.epochs)
+    drawn = {"at": 0.0, "n": 0}
+
+    def draw(job: Job, bar, progress: list, run_id: str) -> None:
+        last = progress[-1]
+        bar.progress(min(len(progress) / sum(planned), 1.0), text=f"{figures.PHASE_LABELS[last.phase]}: epoch "
+                     f"{last.epoch} of {last.epochs}, held-out loss {last.eval_loss:.4g}")
+        if time.perf_counter() - drawn["at"] >= DRAW_INTERVAL_S:
+            drawn["n"] += 1
+            chart.plotly_chart(_live_figure(job, progress), key=f"live-{run_id}-{drawn['n']}")
+            drawn["at"] = time.perf_counter()
+
+    return _follow(config, status, draw)
+
+
+def sweep(req: SweepRequest, status) -> tuple[SweepResult | None, bool]:
+    """Run (or fetch) a sweep, drawing its place and then a progress bar over the whole grid into `status`."""
+    admit_sweep(req)
+    names = [member_name(method, c.to_dict()) for method, c in members(req)]
+    epochs = [c.epochs for _, c in members(req)]
+    done_before = [sum(epochs[:i]) for i in range(len(epochs))]
+
+    def draw(job: Job, bar, progress: list[SweepProgress], run_id: str) -> None:
+        p = progress[-1]
+        fine_tuned = done_before[p.member] + (p.progress.epoch if p.progress.phase == "finetune" else 0)
+        bar.progress(min(fine_tuned / sum(epochs), 1.0), text=f"member {p.member + 1} of {p.members} "
+                     f"({names[p.member]}): {figures.PHASE_LABELS[p.progress.phase]} epoch {p.progress.epoch} of "
+                     f"{p.progress.epochs}")
+
+    return _follow(req, status, draw)
+
+
+def _follow(work: ExperimentConfig | SweepRequest, status, draw) -> tuple:
+    """Submit `work` to the scheduler and follow it: its place in the queue, then `draw(job, bar, progress,
+    run_id)` on every update, until it is done. (result or None, came from the kept results)."""
     sched, state, owner = scheduler(), session.current(), _session_id()
-    job = sched.submit(config, owner)
+    job = sched.submit(work, owner)
     if job.from_cache:
         return job.result, True
     run_id = uuid.uuid4().hex
     state.active_run = run_id
     waited = False
     try:
-        waited = _wait(job, sched, run_id, owner, status, chart)
+        waited = _wait(job, sched, run_id, owner, status, draw)
     finally:
         if not job.done.is_set():
             sched.release(job, owner)
@@ -101,11 +155,10 @@ def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult | N
     return job.result, False
 
 
-def _wait(job: Job, sched: Scheduler, run_id: str, owner: str, status, chart) -> bool:
+def _wait(job: Job, sched: Scheduler, run_id: str, owner: str, status, draw) -> bool:
     """Draw the job's place, then its progress, until it is done (True) or this page stops waiting (False)."""
-    planned = (job.config.pretrain_epochs, job.config.epochs)
     bar = status.progress(0.0, text="starting…")
-    drawn_at, drawn_n, shown = 0.0, 0, None
+    shown = None
     while not job.done.wait(POLL_S):
         # Reading session state is where Streamlit stops a superseded script run (it raises there), so a moved
         # slider interrupts this wait at once; a closed tab's session is gone from the runtime.
@@ -121,13 +174,8 @@ def _wait(job: Job, sched: Scheduler, run_id: str, owner: str, status, chart) ->
         progress = list(job.progress)
         if not progress or len(progress) == shown:
             continue
-        shown, last = len(progress), progress[-1]
-        bar.progress(min(len(progress) / sum(planned), 1.0), text=f"{figures.PHASE_LABELS[last.phase]}: epoch "
-                     f"{last.epoch} of {last.epochs}, held-out loss {last.eval_loss:.4g}")
-        if time.perf_counter() - drawn_at >= DRAW_INTERVAL_S:
-            drawn_n += 1
-            chart.plotly_chart(_live_figure(job, progress), key=f"live-{run_id}-{drawn_n}")
-            drawn_at = time.perf_counter()
+        shown = len(progress)
+        draw(job, bar, progress, run_id)
     return True
 
 

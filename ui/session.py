@@ -13,6 +13,7 @@ import streamlit as st
 
 from lora_core.config import SHIFT_LABELS
 from lora_core.results import ExperimentResult
+from lora_core.sweep import SweepResult
 
 from .settings import preset_settings
 
@@ -28,6 +29,9 @@ class Session:
     last_run: str | None = None  # the label of the run the pages show
     from_cache: bool = False  # the last run came from the shared cache
     active_run: str | None = None  # the run this session's newest script run started; an older one stops
+    sweep: SweepResult | None = None  # the Compare page's last sweep
+    grid_written: dict[str, str] | None = None  # the Compare page's grid parameters it last wrote
+    grid_warnings: list[str] = field(default_factory=list)  # what the last link's grid had that was ignored
 
     def record(self, result: ExperimentResult) -> None:
         """Make `result` the last run and add it to the runs (once per distinct config)."""

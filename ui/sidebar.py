@@ -30,9 +30,9 @@ def _key(field: str, value: Any) -> str:
 
 
 def _forget_widgets() -> None:
-    for k in list(st.session_state):
-        if str(k).startswith("w_"):
-            del st.session_state[k]
+    """Drop the settings' widget states (not other widgets', such as the Compare page's grid)."""
+    for name in ("preset", *LABELS):
+        st.session_state.pop(f"w_{name}", None)
 
 
 def _on_preset() -> None:
@@ -74,10 +74,11 @@ def _shown(field: str, settings: dict[str, Any]) -> bool:
     return only_if is None or settings[only_if[0]] == only_if[1]
 
 
-def apply_url() -> None:
-    """If the URL is not the one this page last wrote (a shared link, a reload), load settings from it."""
+def apply_url(extra_keys: tuple[str, ...] = ()) -> None:
+    """If the URL is not the one this page last wrote (a shared link, a reload), load settings from it.
+    `extra_keys` belong to the page (the Compare page's grid), not to the settings."""
     s = session.current()
-    params = {k: st.query_params[k] for k in st.query_params}
+    params = {k: st.query_params[k] for k in st.query_params if k not in extra_keys}
     if params == s.url_written:
         return
     if params:
@@ -85,11 +86,12 @@ def apply_url() -> None:
         _forget_widgets()
 
 
-def write_url() -> None:
+def write_url(extra: dict[str, str] | None = None) -> None:
+    """The settings (and the page's `extra` parameters) into the URL."""
     s = session.current()
     params = url_params(s.settings)
-    if params != {k: st.query_params[k] for k in st.query_params}:
-        st.query_params.from_dict(params)
+    if {**params, **(extra or {})} != {k: st.query_params[k] for k in st.query_params}:
+        st.query_params.from_dict({**params, **(extra or {})})
     s.url_written = params
 
 
@@ -101,9 +103,10 @@ def show_link_warnings() -> None:
                    + "\n".join(f"- {plain(w)}" for w in warnings), icon="⚠️")
 
 
-def sidebar() -> ExperimentConfig | None:
-    """Draw the Playground's controls, update the settings and the URL; the config, or None after an error."""
-    apply_url()
+def sidebar(extra: dict[str, str] | None = None) -> ExperimentConfig | None:
+    """Draw the Playground's controls, update the settings and the URL (with the page's `extra` parameters);
+    the config, or None after an error."""
+    apply_url(tuple(extra or ()))
     s = session.current().settings
     top = st.sidebar.container()
     method = st.sidebar.expander("Method: LoRA, its variants, or full fine-tuning", expanded=True)
@@ -122,7 +125,7 @@ def sidebar() -> ExperimentConfig | None:
             if FIELDS[field].metadata["group"] == "method" and _shown(field, s):
                 s[field] = _widget(field, s)
                 st.caption(FIELDS[field].metadata["maths"])  # one line of maths: what the setting changes
-    write_url()
+    write_url(extra)
     try:
         return to_config(s)
     except ConfigError as e:

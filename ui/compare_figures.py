@@ -1,0 +1,157 @@
+"""The Compare page's figures and table: functions of a SweepResult, no Streamlit.
+
+Members are grouped into lines by method and α (averaged over seeds); full fine-tuning, which has no rank,
+is a horizontal line. Losses are held-out mean squared errors on log axes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from lora_core.model import TARGETS
+from lora_core.sweep import SweepResult, member_name, rows
+from lora_core.variants import METHOD_SET_LABELS
+
+from .figures import _finite, _layout
+
+LOSS_AXIS = "merged model's held-out loss (MSE, log scale)"
+RANK_AXIS = "rank r (log scale)"
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(kept) / len(kept) if kept else None
+
+
+def _by_line(result: SweepResult, value) -> tuple[dict[str, dict[int, float | None]], dict[str, float | None]]:
+    """({'LoRA α=1': {rank: mean over seeds of value(member)}}, {'full fine-tuning': mean value})."""
+    lines: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    flat: dict[str, list] = defaultdict(list)
+    for method, run in zip(result.methods, result.members, strict=True):
+        if method == "full":
+            flat[METHOD_SET_LABELS[method]].append(value(run))
+        else:
+            lines[f"{METHOD_SET_LABELS[method]} α={run.config['alpha']:g}"][run.config["rank"]].append(value(run))
+    return ({name: {r: _mean(v) for r, v in sorted(points.items())} for name, points in lines.items()},
+            {name: _mean(v) for name, v in flat.items()})
+
+
+def _ranks_axis(fig: go.Figure, result: SweepResult) -> None:
+    fig.update_xaxes(type="log", tickvals=result.grid["ranks"], ticktext=[str(r) for r in result.grid["ranks"]])
+
+
+def _flat_lines(fig: go.Figure, flat: dict[str, float | None], dash: str = "dot") -> None:
+    for name, value in flat.items():
+        if value is not None and value > 0:
+            fig.add_hline(y=value, line_dash=dash, line_color="black", annotation_text=name,
+                          annotation_position="top left")
+
+
+def loss_by_rank(result: SweepResult) -> go.Figure:
+    """Final merged loss against r per method and α, with each reach's floor and full fine-tuning drawn in."""
+    lines, flat = _by_line(result, lambda run: run.losses.get("merged_on_shifted"))
+    fig = go.Figure()
+    for name, points in lines.items():
+        fig.add_trace(go.Scatter(x=list(points), y=_finite(points.values()), mode="lines+markers", name=name))
+    floors: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
+    for method, run in zip(result.methods, result.members, strict=True):
+        if method != "full" and run.floor is not None:
+            reach = "4r" if run.config["init"] in ("pissa", "olora") else "2r"
+            floors[f"floor: best possible with {reach} directions"][run.config["rank"]].append(run.floor)
+    for name, points in floors.items():
+        means = {r: _mean(v) for r, v in sorted(points.items())}
+        fig.add_trace(go.Scatter(x=list(means), y=_finite(means.values()), mode="lines", name=name,
+                                 line={"dash": "dash", "color": "gray"}))
+    _flat_lines(fig, flat)
+    _layout(fig, "Final loss against rank, and the best any adapter of that rank could do", RANK_AXIS, LOSS_AXIS,
+            log_y=True)
+    _ranks_axis(fig, result)
+    return fig
+
+
+def member_curves(result: SweepResult, names: Sequence[str]) -> go.Figure:
+    """The fine-tuning held-out loss per epoch of the chosen members."""
+    fig = go.Figure()
+    for method, run in zip(result.methods, result.members, strict=True):
+        name = member_name(method, run.config)
+        if name in names:
+            losses = run.history["finetune"].eval_loss
+            fig.add_trace(go.Scatter(x=list(range(1, len(losses) + 1)), y=_finite(losses), mode="lines", name=name))
+    return _layout(fig, "Fine-tuning, held-out loss per epoch", "fine-tuning epoch",
+                   "held-out loss (MSE, log scale)", log_y=True)
+
+
+def scaling_heatmaps(result: SweepResult) -> go.Figure:
+    """Final loss over r × α for LoRA (α/r) and rsLoRA (α/√r) side by side: log10 of the merged loss."""
+    panels = {"lora": "LoRA: s = α/r", "rslora": "rsLoRA: s = α/√r"}
+    fig = make_subplots(rows=1, cols=2, subplot_titles=list(panels.values()), shared_yaxes=True)
+    ranks, alphas = result.grid["ranks"], result.grid["alphas"]
+    for col, method in enumerate(panels, start=1):
+        cells: dict[tuple[int, float], list] = defaultdict(list)
+        for m, run in zip(result.methods, result.members, strict=True):
+            if m == method:
+                cells[(run.config["rank"], run.config["alpha"])].append(run.losses.get("merged_on_shifted"))
+        z = [[_log10(_mean(cells.get((r, a), []))) for a in alphas] for r in ranks]
+        fig.add_trace(go.Heatmap(z=z, x=[f"{a:g}" for a in alphas], y=[str(r) for r in ranks],
+                                 coloraxis="coloraxis", name=panels[method],
+                                 hovertemplate="r=%{y}, α=%{x}: log10 loss %{z:.2f}<extra></extra>"), row=1, col=col)
+    fig.update_layout(coloraxis={"colorscale": "Viridis", "colorbar": {"title": "log10 loss"}},
+                      title="Final loss over rank × α: α/r against α/√r", margin={"t": 90})
+    fig.update_xaxes(title_text="α", type="category")
+    fig.update_yaxes(title_text="rank r", type="category", row=1, col=1)
+    return fig
+
+
+def _log10(value: float | None) -> float | None:
+    return math.log10(value) if value is not None and value > 0 else None
+
+
+def similarity_heatmap(entry: dict) -> go.Figure:
+    """φ(A1, A2, i, j) of one pair of members (Hu et al. §7.2)."""
+    values = entry["values"]
+    fig = go.Figure(go.Heatmap(z=values, x=list(range(1, len(values[0]) + 1)), y=list(range(1, len(values) + 1)),
+                               zmin=0, zmax=1, colorscale="Viridis", colorbar={"title": "φ"},
+                               hovertemplate="i=%{y}, j=%{x}: φ = %{z:.2f}<extra></extra>"))
+    return _layout(fig, f"Subspace similarity of {entry['layer']}'s A: {entry['a']} vs {entry['b']}",
+                   f"j: top-j directions of {entry['b']}", f"i: top-i directions of {entry['a']}")
+
+
+def forgetting_figure(result: SweepResult) -> go.Figure:
+    """The merged model's loss on the ORIGINAL task against r (the base's own loss there as a reference)."""
+    lines, flat = _by_line(result, lambda run: run.losses.get("merged_on_original"))
+    fig = go.Figure()
+    for name, points in lines.items():
+        fig.add_trace(go.Scatter(x=list(points), y=_finite(points.values()), mode="lines+markers", name=name))
+    _flat_lines(fig, flat)
+    base = _mean([run.losses.get("base_on_original") for run in result.members])
+    _flat_lines(fig, {"base model before fine-tuning": base}, dash="dash")
+    _layout(fig, "Forgetting: the merged model on the original task", RANK_AXIS,
+            "held-out loss on the original task (MSE, log scale)", log_y=True)
+    _ranks_axis(fig, result)
+    return fig
+
+
+def intruders_figure(result: SweepResult) -> go.Figure:
+    """Intruder dimensions (both layers together) against r."""
+    lines, flat = _by_line(result, lambda run: sum(run.intruders.get(layer, 0) for layer in TARGETS))
+    fig = go.Figure()
+    for name, points in lines.items():
+        fig.add_trace(go.Scatter(x=list(points), y=list(points.values()), mode="lines+markers", name=name))
+    for name, value in flat.items():
+        if value is not None:
+            fig.add_hline(y=value, line_dash="dot", line_color="black", annotation_text=name,
+                          annotation_position="top left")
+    _layout(fig, "Intruder dimensions: new directions among the top 10 of each fine-tuned weight", RANK_AXIS,
+            "intruder dimensions, layer1 + layer2 (count)")
+    _ranks_axis(fig, result)
+    return fig
+
+
+def members_table(result: SweepResult) -> pd.DataFrame:
+    return pd.DataFrame(rows(result))
