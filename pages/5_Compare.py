@@ -6,7 +6,7 @@ import logging
 import streamlit as st
 
 from lora_core.config import ConfigError, max_rank
-from lora_core.sweep import answers, member_name, members, request
+from lora_core.sweep import INTRUDER_EPSILON, INTRUDER_K, answers, member_name, members, request
 from lora_core.variants import METHOD_SET_LABELS
 from ui import compare_figures as cf
 from ui import grid as g
@@ -90,10 +90,14 @@ picked = st.multiselect("Members to overlay", names, default=names[:4], key="w_c
 st.plotly_chart(cf.member_curves(result, picked), key="curves")
 if {"lora", "rslora"} & set(result.methods) and len(result.grid["alphas"]) > 1:
     st.plotly_chart(cf.scaling_heatmaps(result), key="heatmaps")
-    st.caption("Under α/r the best α grows with r; under α/√r (rsLoRA) one α works across ranks.")
-left, right = st.columns(2)
-left.plotly_chart(cf.forgetting_figure(result), key="forgetting")
-right.plotly_chart(cf.intruders_figure(result), key="intruders")
+    st.caption("Each cell is a member's final loss (log10, averaged over seeds). rsLoRA scales B A by α/√r "
+               "instead of α/r, so that the update does not shrink as r grows: compare where the best α lies at "
+               "each rank in the two panels.")
+st.plotly_chart(cf.forgetting_figure(result), key="forgetting")
+st.plotly_chart(cf.intruders_figure(result), key="intruders")
+st.caption(f"Intruder dimensions (Shuttleworth et al. 2024): of the top {INTRUDER_K} left singular vectors of "
+           f"each fine-tuned weight, those whose |cosine| with every singular vector of the pretrained weight "
+           f"stays below {INTRUDER_EPSILON}.")
 for i, entry in enumerate(e for e in result.similarity if e["layer"] == "layer1"):
     st.plotly_chart(cf.similarity_heatmap(entry), key=f"phi-{i}")
 table = cf.members_table(result)

@@ -46,11 +46,14 @@ def _ranks_axis(fig: go.Figure, result: SweepResult) -> None:
     fig.update_xaxes(type="log", tickvals=result.grid["ranks"], ticktext=[str(r) for r in result.grid["ranks"]])
 
 
-def _flat_lines(fig: go.Figure, flat: dict[str, float | None], dash: str = "dot") -> None:
+def _flat_lines(fig: go.Figure, result: SweepResult, flat: dict[str, float | None], dash: str = "dot",
+                log: bool = True) -> None:
+    """A value without a rank (full fine-tuning, the base model) as a level line across the ranks."""
+    ranks = result.grid["ranks"]
     for name, value in flat.items():
-        if value is not None and value > 0:
-            fig.add_hline(y=value, line_dash=dash, line_color="black", annotation_text=name,
-                          annotation_position="top left")
+        if value is not None:
+            fig.add_trace(go.Scatter(x=[min(ranks), max(ranks)], y=_finite([value] * 2) if log else [value] * 2,
+                                     mode="lines", name=name, line={"dash": dash, "color": "black", "width": 2}))
 
 
 def loss_by_rank(result: SweepResult) -> go.Figure:
@@ -68,7 +71,7 @@ def loss_by_rank(result: SweepResult) -> go.Figure:
         means = {r: _mean(v) for r, v in sorted(points.items())}
         fig.add_trace(go.Scatter(x=list(means), y=_finite(means.values()), mode="lines", name=name,
                                  line={"dash": "dash", "color": "gray"}))
-    _flat_lines(fig, flat)
+    _flat_lines(fig, result, flat)
     _layout(fig, "Final loss against rank, and the best any adapter of that rank could do", RANK_AXIS, LOSS_AXIS,
             log_y=True)
     _ranks_axis(fig, result)
@@ -118,8 +121,11 @@ def similarity_heatmap(entry: dict) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=values, x=list(range(1, len(values[0]) + 1)), y=list(range(1, len(values) + 1)),
                                zmin=0, zmax=1, colorscale="Viridis", colorbar={"title": "φ"},
                                hovertemplate="i=%{y}, j=%{x}: φ = %{z:.2f}<extra></extra>"))
-    return _layout(fig, f"Subspace similarity of {entry['layer']}'s A: {entry['a']} vs {entry['b']}",
-                   f"j: top-j directions of {entry['b']}", f"i: top-i directions of {entry['a']}")
+    _layout(fig, f"Subspace similarity of {entry['layer']}'s A: {entry['a']} vs {entry['b']}",
+            f"j: top-j directions of {entry['b']}", f"i: top-i directions of {entry['a']}")
+    fig.update_xaxes(dtick=1)
+    fig.update_yaxes(dtick=1)
+    return fig
 
 
 def forgetting_figure(result: SweepResult) -> go.Figure:
@@ -128,9 +134,9 @@ def forgetting_figure(result: SweepResult) -> go.Figure:
     fig = go.Figure()
     for name, points in lines.items():
         fig.add_trace(go.Scatter(x=list(points), y=_finite(points.values()), mode="lines+markers", name=name))
-    _flat_lines(fig, flat)
+    _flat_lines(fig, result, flat)
     base = _mean([run.losses.get("base_on_original") for run in result.members])
-    _flat_lines(fig, {"base model before fine-tuning": base}, dash="dash")
+    _flat_lines(fig, result, {"base model before fine-tuning": base}, dash="dash")
     _layout(fig, "Forgetting: the merged model on the original task", RANK_AXIS,
             "held-out loss on the original task (MSE, log scale)", log_y=True)
     _ranks_axis(fig, result)
@@ -143,11 +149,8 @@ def intruders_figure(result: SweepResult) -> go.Figure:
     fig = go.Figure()
     for name, points in lines.items():
         fig.add_trace(go.Scatter(x=list(points), y=list(points.values()), mode="lines+markers", name=name))
-    for name, value in flat.items():
-        if value is not None:
-            fig.add_hline(y=value, line_dash="dot", line_color="black", annotation_text=name,
-                          annotation_position="top left")
-    _layout(fig, "Intruder dimensions: new directions among the top 10 of each fine-tuned weight", RANK_AXIS,
+    _flat_lines(fig, result, flat, log=False)
+    _layout(fig, "Intruder dimensions per rank", RANK_AXIS,
             "intruder dimensions, layer1 + layer2 (count)")
     _ranks_axis(fig, result)
     return fig

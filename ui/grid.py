@@ -34,6 +34,16 @@ def grid_params(grid: dict[str, list[Any]]) -> dict[str, str]:
     return {key: ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in grid[key]) for key in GRID_KEYS}
 
 
+def _value(kind: type, raw: str) -> Any:
+    """'4' or '4.0' -> 4 for an int (never 1.5 -> 1), '0.5' -> 0.5 for a float, else the stripped text."""
+    if kind is int:
+        number = float(raw)
+        if not number.is_integer():
+            raise ValueError
+        return int(number)
+    return kind(raw.strip())
+
+
 def parse_grid(params: dict[str, str]) -> tuple[dict[str, list[Any]], list[str]]:
     """The grid from query parameters (defaults for what is absent), and one warning per value dropped."""
     grid, warnings = {k: list(v) for k, v in DEFAULT_GRID.items()}, []
@@ -43,7 +53,7 @@ def parse_grid(params: dict[str, str]) -> tuple[dict[str, list[Any]], list[str]]
         values = []
         for raw in str(params[key]).split(","):
             try:
-                value = KIND[key](float(raw)) if KIND[key] is int else KIND[key](raw.strip())
+                value = _value(KIND[key], raw)
             except ValueError:
                 value = None
             if value not in CHOICES[key]:

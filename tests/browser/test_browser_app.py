@@ -10,7 +10,8 @@ from urllib.parse import urlencode
 # A model that trains in a fraction of a second and still tells the story (CLI names, as in a shared link).
 SMALL = {"d-in": 16, "hidden": 16, "d-out": 16, "n-samples": 256, "n-eval": 64, "pretrain-epochs": 15, "epochs": 15,
          "batch-size": 32, "seed": 7}
-PAGES = {"Home": "", "Playground": "Playground", "Parameters": "Parameters", "Spectrum": "Spectrum", "Runs": "Runs"}
+PAGES = {"Home": "", "Playground": "Playground", "Parameters": "Parameters", "Spectrum": "Spectrum", "Runs": "Runs",
+         "Compare": "Compare"}
 CHARTS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(el => ({
     title: (el.layout.title.text ?? "").replace(/<[^>]+>/g, ""),
     data: el.data.map(t => ({name: t.name, y: Array.from(t.y ?? [])}))}))"""
@@ -194,4 +195,22 @@ def test_tick_dora_train_and_see_its_full_rank_change_on_the_spectrum(server, pa
     factored = next(t["y"] for t in delta["data"] if t["name"].startswith("s·B·A from the factors"))
     assert len(factored) == 2
     screenshot(page, "spectrum-dora")
+    assert_clean(page)
+
+
+def test_compare_a_grid_in_the_browser(server, page):
+    grid = {"methods": "lora,rslora,full", "ranks": "1,2,4", "alphas": "1,8", "shift": "low_rank", "shift-rank": 3}
+    page.goto(f"{server}/Compare?{urlencode({**SMALL, **grid})}")
+    settle(page)
+    assert page.get_by_text("13 members", exact=False).count() == 1
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("members in", exact=False).first.wait_for(timeout=120_000)
+    settle(page)
+    figs = charts(page)
+    by_rank = figs["Final loss against rank, and the best any adapter of that rank could do"]
+    names = [t["name"] for t in by_rank["data"]]
+    assert {"LoRA α=1", "rsLoRA α=8", "floor: best possible with 2r directions"} <= set(names)
+    assert all(len(t["y"]) == 3 for t in by_rank["data"] if t["name"] != "full fine-tuning")
+    assert "Final loss over rank × α: α/r against α/√r" in figs
+    screenshot(page, "compare")
     assert_clean(page)

@@ -1,0 +1,104 @@
+"""The Compare page through AppTest: choose a grid, press Run, read the figures' data back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ui.grid import DEFAULT_GRID, grid_params, parse_grid
+
+APP = "../app.py"
+SMALL = {"d-in": "16", "hidden": "16", "d-out": "16", "n-samples": "256", "n-eval": "256", "pretrain-epochs": "15",
+         "epochs": "15", "batch-size": "32"}
+
+
+def compare(**params: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update(params)
+    at.run()
+    at.switch_page("pages/5_Compare.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def multiselect(at: AppTest, label: str):
+    return next(w for w in at.multiselect if w.label == label)
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    return {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)
+            for c in at.get("plotly_chart")}
+
+
+def trace(chart: dict, name: str) -> dict:
+    return next(t for t in chart["data"] if t.get("name") == name)
+
+
+def run(at: AppTest) -> AppTest:
+    next(b for b in at.button if b.label == "Run").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_rank_one_ends_on_its_floor_and_no_member_goes_below_it():
+    # the default model with a rank-4 shift, long enough for r = 1 to settle (the issue's measurement)
+    at = compare(shift="low_rank", **{"shift-rank": "4", "epochs": "200", "methods": "lora", "ranks": "1,2,3",
+                                      "alphas": "2"})
+    assert multiselect(at, "Ranks r").value == [1, 2, 3] and multiselect(at, "Methods").value == ["lora"]
+    run(at)
+    sweep = at.session_state["lora_explorer"].sweep
+    by_rank = charts(at)["Final loss against rank, and the best any adapter of that rank could do"]
+    reached = trace(by_rank, "LoRA α=2")
+    floor = trace(by_rank, "floor: best possible with 2r directions")
+    assert reached["x"] == [1, 2, 3] and floor["x"] == [1, 2, 3]
+    r1 = sweep.members[0]
+    assert abs(reached["y"][0] - r1.floor) <= 4 * r1.floor_noise  # r = 1 ends on its floor
+    for member in sweep.members:
+        assert member.losses["merged_on_shifted"] >= member.floor - 4 * member.floor_noise
+    assert floor["y"][0] == pytest.approx(r1.floor)
+
+
+def test_a_default_grid_draws_every_figure_and_offers_the_downloads():
+    at = compare(**SMALL, shift="low_rank", **{"shift-rank": "4"})
+    assert {k: multiselect(at, v).value for k, v in
+            {"methods": "Methods", "ranks": "Ranks r", "alphas": "α values", "seeds": "Seeds"}.items()} == \
+        DEFAULT_GRID
+    assert any("25 members" in c.value for c in at.caption)
+    run(at)
+    figs = charts(at)
+    heat = figs["Final loss over rank × α: α/r against α/√r"]
+    assert [t["name"] for t in heat["data"]] == ["LoRA: s = α/r", "rsLoRA: s = α/√r"]
+    assert len(heat["data"][0]["z"]) == 4 and len(heat["data"][0]["z"][0]) == 3  # ranks × α
+    forgetting = figs["Forgetting: the merged model on the original task"]
+    assert trace(forgetting, "LoRA α=1")["x"] == [1, 2, 4, 8]
+    sweep = at.session_state["lora_explorer"].sweep
+    full = sweep.members[-1].losses["merged_on_original"]
+    assert trace(forgetting, "full fine-tuning")["y"][0] == pytest.approx(full)
+    intruders = trace(figs["Intruder dimensions per rank"], "rsLoRA α=4")
+    assert all(0 <= y <= 20 for y in intruders["y"])
+    phi = next(v for k, v in figs.items() if k.startswith("Subspace similarity of layer1's A"))
+    assert len(phi["data"][0]["z"]) == 1 and len(phi["data"][0]["z"][0]) == 8  # r = 1 against r = 8
+    curves = figs["Fine-tuning, held-out loss per epoch"]
+    assert len(curves["data"]) == 4 and all(len(t["y"]) == 15 for t in curves["data"])
+    table = at.dataframe[0].value
+    assert len(table) == 25 and {"floor", "merged_on_original", "intruders_layer1"} <= set(table.columns)
+    assert {b.label for b in at.get("download_button")} == {"Download the table (CSV)", "Download the sweep (JSON)"}
+    assert at.query_params["ranks"] in ("1,2,4,8", ["1,2,4,8"])
+
+
+def test_a_bad_grid_link_is_named_and_an_impossible_grid_refused():
+    at = compare(**SMALL, ranks="1,2,999", methods="lora,magic")
+    assert any("ranks=999" in w.value and "methods=magic" in w.value for w in at.warning)
+    assert multiselect(at, "Ranks r").value == [1, 2]
+    multiselect(at, "Ranks r").set_value([1, 2, 32]).run()  # 32 > the 16-wide model allows
+    assert any("cannot run" in e.value and "r=32" in e.value for e in at.error)
+    assert next(b for b in at.button if b.label == "Run").disabled
+
+
+def test_grid_parameters_round_trip():
+    grid = {"methods": ["dora", "full"], "ranks": [2, 16], "alphas": [0.5, 8.0], "seeds": [3]}
+    assert parse_grid(grid_params(grid)) == (grid, [])
+    parsed, warnings = parse_grid({"alphas": "1,nan,3", "seeds": "1.5,2"})
+    assert parsed["alphas"] == [1.0] and parsed["seeds"] == [2] and len(warnings) == 3
