@@ -63,8 +63,10 @@ def estimate(config: ExperimentConfig) -> Estimate:
     # The floor: the end-to-end error θ'ᵀ − W2·W1 (or θ' itself) as a dense float64 d_out x d_in matrix and
     # svdvals' workspace, about three copies, after the spectra.
     floor_items = 3 * theta * 8 // item if has_floor(c) else 0
+    # DoRA's merge builds W' = m ⊙ (W + sBA) / ‖·‖ densely: a few more temporaries of the largest layer.
+    dora_items = 2 * largest * 8 // item if lora and c.use_dora else 0
     analysis_items = (8 * largest * 8 // item + (5 * theta * 4 // item if c.shift == "full_rank" else 0)
-                      + floor_items)
+                      + floor_items + dora_items)
     peak_items = tasks + max(pretraining, finetuning + weights, analysis_items + 2 * weights)
     # Multiply-adds. Forward 1x, backward 2x per row; held-out loss after every epoch.
     per_epoch = 3 * c.n_samples * weights + c.n_eval * weights

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from . import analysis, cache, fast, variants
+from .batched import Trained
 from .budget import has_floor
 from .config import ExperimentConfig
 from .devices import cpu_threads, describe_device, pick_device, synchronize, threads_for
@@ -24,7 +25,7 @@ from .model import TARGETS, TwoLayerLinear, layer_shapes
 from .paths import TRAINERS, choose_path
 from .results import LOSS_KEYS, ExperimentResult, LayerSpectra, PhaseHistory
 from .tasks import Task, make_tasks, rng
-from .training import CancelCheck, Cancelled, ProgressCallback, mse, train
+from .training import CancelCheck, Cancelled, ProgressCallback, mse, report, train
 
 # What to tell a person whose run diverged.
 DIVERGED_HINT = "the loss became infinite or NaN: lower the learning rate or α and train again"
@@ -53,9 +54,22 @@ class FineTuned(NamedTuple):
 
 
 def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress: ProgressCallback | None = None,
-             cancel: CancelCheck | None = None) -> FineTuned:
+             cancel: CancelCheck | None = None, trained: Trained | None = None) -> FineTuned:
     """Fine-tune a copy of `base` on the shifted task, on the path `paths.choose_path` picks, with the LoRA
-    variants the config turns on (variants.py)."""
+    variants the config turns on (variants.py). With `trained` (a sweep's batched fine-tune, batched.py), the
+    adapter is built the same way, its trained parameters installed and its history replayed; path 'batched'."""
+    if trained is not None:
+        model = copy.deepcopy(base)
+        add_lora(model, TARGETS, config.rank, config.alpha, config.init, rng(config.seed, "adapter"),
+                 use_rslora=config.use_rslora, use_dora=config.use_dora)
+        with torch.no_grad():
+            for name, tensor in trained.tensors.items():
+                model.get_parameter(name).copy_(tensor)
+        history = PhaseHistory()
+        for epoch, losses in enumerate(zip(trained.history.train_loss, trained.history.eval_loss, strict=True), 1):
+            if report(on_progress, history, "finetune", epoch, config.epochs, *losses) == "cancelled":
+                return FineTuned("cancelled", history, model, "batched")
+        return FineTuned(trained.status, history, model, "batched")
     path = choose_path(config)
     model = copy.deepcopy(base)
     if config.method == "full":
@@ -91,22 +105,23 @@ Inspect = Callable[[ExperimentResult, nn.Module, nn.Module, nn.Module], None]
 
 def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | None = None,
                    save_adapter_to: str | Path | None = None, cancel: CancelCheck | None = None,
-                   inspect: Inspect | None = None) -> ExperimentResult:
+                   inspect: Inspect | None = None, trained: Trained | None = None) -> ExperimentResult:
     """Pretrain, fine-tune, merge and measure. `on_progress` sees every epoch; returning False cancels, and
     so does `cancel()` returning True (asked before every mini-batch, so within one step).
 
     With `save_adapter_to`, a finished LoRA run writes its adapter there in PEFT's format (see export.py).
     `inspect(result, base, tuned, merged)` is called on a finished run, for analyses that need the models
-    (sweep.py).
+    (sweep.py); `trained` installs a fine-tune done elsewhere (see finetune).
     """
     device = pick_device(config.device, config.dtype)
     shapes = layer_shapes(config.d_in, config.hidden, config.d_out)
     with cpu_threads(device, threads_for(sum(analysis.full_param_count(*shape) for shape in shapes.values()))):
-        return _run(config, device, on_progress, save_adapter_to, cancel, inspect)
+        return _run(config, device, on_progress, save_adapter_to, cancel, inspect, trained)
 
 
 def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCallback | None,
-         save_adapter_to: str | Path | None, cancel: CancelCheck | None, inspect: Inspect | None) -> ExperimentResult:
+         save_adapter_to: str | Path | None, cancel: CancelCheck | None, inspect: Inspect | None,
+         trained: Trained | None) -> ExperimentResult:
     original, shifted = make_tasks(config, device)
     result = ExperimentResult(
         config=config.to_dict(), status="ok", device=describe_device(device), path="autograd",
@@ -132,7 +147,7 @@ def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCa
 
     start = time.perf_counter()
     result.status, result.history["finetune"], tuned, result.path = finetune(config, base, shifted, on_progress,
-                                                                             cancel)
+                                                                             cancel, trained)
     synchronize(device)
     result.timings["finetune_s"] = time.perf_counter() - start
     if result.status != "ok":
@@ -186,6 +201,15 @@ def floor(config: ExperimentConfig, base: nn.Module, shifted: Task) -> tuple[flo
             base.layer1.weight, base.layer2.weight, shifted.theta)).tolist()
     return (analysis.loss_floor(values, directions, config.d_out),
             analysis.floor_noise(values, directions, config.d_out, config.n_eval))
+
+
+def prepared(config: ExperimentConfig, device: torch.device, on_progress: ProgressCallback | None = None,
+             cancel: CancelCheck | None = None) -> tuple[str, Task, Task, nn.Module]:
+    """(status, original task, shifted task, pretrained base) as a run of `config` starts: the base from the
+    cache when it is there (sweep.py trains several members on it at once)."""
+    original, shifted = make_tasks(config, device)
+    status, _, base, _ = cache.cached_pretrain(config, original, device, pretrain, on_progress, cancel)
+    return status, original, shifted, base
 
 
 def _stopped(result: ExperimentResult, phase: str) -> ExperimentResult:

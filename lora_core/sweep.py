@@ -21,10 +21,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import analysis, variants
+from . import analysis, batched, variants
 from .budget import Estimate, estimate
 from .config import ConfigError, ExperimentConfig
-from .experiment import run_experiment
+from .devices import cpu_threads, pick_device, threads_for
+from .experiment import prepared, run_experiment
 from .layers import lora_layers
 from .model import TARGETS
 from .results import ExperimentResult, Progress
@@ -146,16 +147,22 @@ def run_request(req: SweepRequest, on_progress: Callable[[SweepProgress], bool |
     base_vectors: dict[tuple[int, str], torch.Tensor] = {}  # (seed, layer) -> the base weight's left vectors
     factors: list[dict[str, torch.Tensor]] = []  # per member: each layer's A, for φ
 
+    def progress_of(index: int) -> Callable[[Progress], bool | None]:
+        return lambda p: None if on_progress is None else on_progress(SweepProgress(index, len(todo), p))
+
+    trained = _train_batches(todo, progress_of, cancel)
     for index, (method, config) in enumerate(todo):
-        def progress(p: Progress, index: int = index) -> bool | None:
-            return None if on_progress is None else on_progress(SweepProgress(index, len(todo), p))
+        # a member trained in a batch replays nothing: its epochs were reported as they were trained
+        progress = None if index in trained else progress_of(index)
 
         def inspect(run: ExperimentResult, base: nn.Module, tuned: nn.Module, merged: nn.Module,
                     config: ExperimentConfig = config) -> None:
             _analyse(run, config, base, tuned, merged, base_vectors)
             factors.append({name: layer.lora_A.detach().cpu() for name, layer in lora_layers(tuned).items()})
 
-        run = run_experiment(config, on_progress=progress, cancel=cancel, inspect=inspect)
+        run = run_experiment(config, on_progress=progress, cancel=cancel, inspect=inspect, trained=trained.get(index))
+        if index in trained:  # its fine-tune ran in the batch: its share of the batch's time
+            run.timings["finetune_s"] = trained[index].seconds
         if run.status == "cancelled":
             result.status = "cancelled"
             break
@@ -166,6 +173,27 @@ def run_request(req: SweepRequest, on_progress: Callable[[SweepProgress], bool |
     result.similarity = _similarities(result, factors)
     result.timings["total_s"] = time.perf_counter() - start
     return result
+
+
+def _train_batches(todo: list[tuple[str, ExperimentConfig]], progress_of: Callable,
+                   cancel: Callable[[], bool] | None) -> dict[int, batched.Trained]:
+    """Fine-tune, per seed, the members batched.applies to as one batch; {member index: Trained}."""
+    out: dict[int, batched.Trained] = {}
+    for seed in dict.fromkeys(c.seed for _, c in todo):
+        group = [(i, c) for i, (_, c) in enumerate(todo) if c.seed == seed and batched.wanted(c)]
+        if not group or not batched.applies([c for _, c in group]):
+            continue
+        config = group[0][1]
+        device = pick_device(config.device, config.dtype)
+        status, _, shifted, base = prepared(config, device, cancel=cancel)
+        if status != "ok":  # cancelled or diverged pretraining: each member's own run says so
+            continue
+        indices = [i for i, _ in group]
+        with cpu_threads(device, threads_for(len(group) * (config.d_in + config.d_out) * config.hidden)):
+            runs = batched.train_members([c for _, c in group], base, shifted,
+                                         lambda j, p, indices=indices: progress_of(indices[j])(p), cancel)
+        out.update({i: run for (i, _), run in zip(group, runs, strict=True) if run.status != "cancelled"})
+    return out
 
 
 def _analyse(run: ExperimentResult, config: ExperimentConfig, base: nn.Module, tuned: nn.Module, merged: nn.Module,

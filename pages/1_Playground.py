@@ -76,11 +76,11 @@ if result.status == "diverged":
 elif result.message:
     st.warning(result.message)
 
-cards = st.columns(5)
+cards = st.columns(len(figures.LOSS_LABELS) + 1)
 for card, key in zip(cards, figures.LOSS_LABELS, strict=False):
     card.metric(figures.LOSS_CARDS[key], figures.number(result.losses.get(key)), border=True,
                 help=f"{figures.LOSS_LABELS[key]}: mean squared error on held-out samples")
-cards[4].metric("Merge check", figures.number(result.merge_max_abs_diff), border=True,
+cards[-1].metric("Merge check", figures.number(result.merge_max_abs_diff), border=True,
                 help="max |adapter − merged|: the largest difference between the outputs of the adapter model and "
                      "of the merged model on held-out shifted data; merging is exact up to float rounding")
 
@@ -91,5 +91,9 @@ st.caption((f"Fine-tuning and merging lowered the loss on shifted data {fold:,.0
            + timing
            + (" · pretrained base reused" if result.pretrain_cached else "")
            + (" · returned from the shared cache" if state.from_cache else ""))
+if result.floor is not None:
+    st.caption(f"Floor: no change of this method's reach can do better than {figures.number(result.floor)} "
+               f"(± {figures.number(result.floor_noise)} on the held-out samples; a lower bound, reached when the "
+               "layers are square and invertible). Compare sweeps it over ranks.")
 for note in notes(make_config(**result.config)):
     st.caption("What to look for with " + note)

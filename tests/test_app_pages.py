@@ -100,6 +100,10 @@ def test_metric_cards_and_merge_check(trained):
     cards = {m.label: m.value for m in trained.metric}
     assert float(cards["Merged · shifted"]) < float(cards["Base · shifted"]) / 10
     assert float(cards["Adapter · shifted"]) == pytest.approx(float(cards["Merged · shifted"]), rel=1e-2)
+    result = trained.session_state["lora_explorer"].last()
+    assert float(cards["Merged · original"]) == pytest.approx(result.losses["merged_on_original"], rel=1e-2)
+    assert any(c.value.startswith("Floor: no change of this method's reach can do better than")
+               for c in trained.caption)
     assert float(cards["Merge check"]) < 1e-3
     assert any("-fold" in c.value for c in trained.caption)
 

@@ -217,3 +217,24 @@ def test_sweep_command_refuses_bad_input_with_one_line(args, words):
     proc = _sweep_cli(*args)
     assert proc.returncode == 2
     assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_batched_members_follow_their_single_runs_and_the_padding_stays_zero():
+    """DoRA members of ranks 1 and 4 in one batch (the rank-1 one padded to 4): each ends where it ends alone."""
+    import torch
+
+    from lora_core import batched
+    from lora_core.experiment import prepared
+
+    configs = [preset("default", **SMALL, use_dora=True, rank=r, alpha=a, lr_ratio=q)
+               for r, a, q in ((1, 2.0, 1.0), (4, 8.0, 1.0), (2, 2.0, 4.0))]
+    assert batched.applies(configs) and all(batched.wanted(c) for c in configs)
+    _, _, shifted, base = prepared(configs[0], torch.device("cpu"))
+    runs = batched.train_members(configs, base, shifted)
+    for config, run in zip(configs, runs, strict=True):
+        alone = run_experiment(config)
+        assert run.status == "ok" and run.tensors["layer1.lora_A"].shape[0] == config.rank
+        assert run.history.eval_loss == pytest.approx(alone.history["finetune"].eval_loss, rel=1e-4)
+        member = run_experiment(config, trained=run)
+        assert member.path == "batched"
+        assert member.losses["merged_on_shifted"] == pytest.approx(alone.losses["merged_on_shifted"], rel=1e-4)

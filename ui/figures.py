@@ -27,9 +27,11 @@ from lora_core.variants import delta_kind
 PHASE_LABELS = {"pretrain": "pretraining", "finetune": "fine-tuning"}
 PHASE_COLORS = {"pretrain": "#4C6EF5", "finetune": "#F76707"}
 LOSS_LABELS = {"base_on_original": "Base model, original data", "base_on_shifted": "Base model, shifted data",
-               "adapter_on_shifted": "Adapter, before merging", "merged_on_shifted": "Merged model"}
+               "adapter_on_shifted": "Adapter, before merging", "merged_on_shifted": "Merged model",
+               "merged_on_original": "Merged model, original data (forgetting)"}
 LOSS_CARDS = {"base_on_original": "Base · original", "base_on_shifted": "Base · shifted",
-              "adapter_on_shifted": "Adapter · shifted", "merged_on_shifted": "Merged · shifted"}
+              "adapter_on_shifted": "Adapter · shifted", "merged_on_shifted": "Merged · shifted",
+              "merged_on_original": "Merged · original"}
 LOSS_AXIS = "mean squared error (log scale)"
 
 # What ΔW = W_merged − W is, per kind of method (lora_core.variants.delta_kind): the Spectrum page's words.

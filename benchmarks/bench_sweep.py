@@ -1,0 +1,78 @@
+"""Sweeps against single runs, in one process, with the pretrained base cached (the issue's two measurements).
+
+    python benchmarks/bench_sweep.py                 # the default preset's 48 members (seconds)
+    python benchmarks/bench_sweep.py --article       # also the article's shapes (first run pretrains ~2.5 min)
+
+A. Default preset (64 → 64 → 64, 30 epochs), 6 adapter methods (LoRA, rsLoRA, DoRA, PiSSA, OLoRA, LoRA+) × ranks
+   1, 2, 4, 8, 16, 32, 48, 64 = 48 members, end to end (fine-tuning and every analysis), base cached.
+B. The article's shapes (1001 → 1000 → 1000, 100 epochs), ranks 1, 2, 4, 8, 16 × α/r and α/√r = 10 members,
+   against one member's run (r = 1, α/r) end to end, base cached.
+Printed: wall times, the ratio, and how the time splits between paths. Repeats take the best of --repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lora_core import cache
+from lora_core.config import preset
+from lora_core.experiment import run_experiment
+from lora_core.sweep import run_sweep
+from lora_core.training import warm_up
+
+
+def best_of(repeats: int, work) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = work()
+        times.append(time.perf_counter() - start)
+    return min(times), out
+
+
+def split(result) -> str:
+    by_path: dict[str, float] = {}
+    for run in result.members:
+        by_path[run.path] = by_path.get(run.path, 0.0) + run.timings["finetune_s"]
+    analysis = sum(run.timings["analysis_s"] for run in result.members)
+    return ", ".join(f"{path} fine-tunes {t:.2f} s" for path, t in by_path.items()) + f", analyses {analysis:.2f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--article", action="store_true", help="also run B at the article's shapes")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--cache", help="folder for the pretrained bases (default: a temporary one)")
+    args = parser.parse_args()
+    os.environ[cache.CACHE_ENV] = args.cache or tempfile.mkdtemp(prefix="lora-sweep-")
+    warm_up()
+
+    config = preset("default", device="cpu")
+    run_experiment(config)  # the base, cached
+    methods = ("lora", "rslora", "dora", "pissa", "olora", "loraplus")
+    seconds, result = best_of(args.repeats, lambda: run_sweep(config, ranks=(1, 2, 4, 8, 16, 32, 48, 64),
+                                                              methods=methods))
+    print(f"A. default preset, {len(result.members)} members: {seconds:.2f} s end to end ({split(result)})")
+
+    if args.article:
+        config = preset("article", device="cpu")
+        start = time.perf_counter()
+        run_experiment(config)
+        print(f"B. article base ready in {time.perf_counter() - start:.1f} s")
+        one, single = best_of(args.repeats, lambda: run_experiment(config))
+        grid, result = best_of(1, lambda: run_sweep(config, ranks=(1, 2, 4, 8, 16), methods=("lora", "rslora")))
+        print(f"B. article shapes, one member (r = 1): {one:.2f} s end to end (fine-tune "
+              f"{single.timings['finetune_s']:.2f} s, analysis {single.timings['analysis_s']:.2f} s)")
+        print(f"B. article shapes, {len(result.members)} members: {grid:.2f} s end to end ({split(result)}); "
+              f"{grid / one:.1f}x one member")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Fine-tuning many adapters of a sweep at once, on one base, as one batched model: the members' ranks padded to
+the largest (the padding starts at zero and stays there: its gradients are zero, and Adam leaves a parameter
+with zero gradient where it is), the loss the sum of the members' own mean losses, so each member's gradient is
+the one it would get alone.
+
+Every LoRA method of a sweep fits: rsLoRA is a per-member scaling, LoRA+ a per-member learning rate of B (and of
+DoRA's magnitudes, as PEFT groups them), DoRA a per-member row scaling (identity for the others), PiSSA and OLoRA
+a per-member residual base. Each member starts from exactly the factors and base its single run builds
+(layers.add_lora), sees the same mini-batches (training.batches), and follows torch.optim.Adam's update; only
+float rounding differs from its single run (tests/test_sweep.py: final losses to 1e-4 relative).
+
+Batching pays where a step's fixed cost (Python, autograd, dispatch) dominates, that is for small layers:
+every member computes its own x Wᵀ here, so `applies` keeps it to models of at most BATCH_MAX_WEIGHTS weights.
+And it pays only against the autograd path: one batched step costs about 1 ms on the default preset, where the
+fast path (fast.py) steps one member in 60 µs. So a sweep batches the members that would run on the autograd
+path (`wanted`: DoRA); the others run one by one on the fast path, which is exact and cheaper still.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+from .config import ExperimentConfig
+from .dora import DoRALinear
+from .fast import BETA1, BETA2, EPS
+from .layers import add_lora
+from .model import TARGETS
+from .paths import choose_path
+from .results import PhaseHistory, Progress
+from .tasks import Task, rng
+from .training import CancelCheck, Cancelled, batches, checked, shuffle_generator
+
+BATCH_MAX_WEIGHTS = 2**16  # both layers' weights; about two 181-wide square layers
+
+
+class Trained(NamedTuple):
+    """A member's fine-tune done elsewhere: what experiment.finetune installs instead of training."""
+
+    status: str
+    history: PhaseHistory
+    tensors: dict[str, torch.Tensor]  # the trained parameters by name, e.g. 'layer1.lora_A'
+    seconds: float = 0.0  # this member's share of the batch's wall time
+
+
+def wanted(config: ExperimentConfig) -> bool:
+    """Whether a member is better trained in a batch than alone: a LoRA member the fast path cannot take."""
+    return config.method == "lora" and choose_path(config) == "autograd"
+
+
+def applies(configs: list[ExperimentConfig]) -> bool:
+    """Whether these members can train as one batch: LoRA members of one base, small layers, one of each
+    setting the batches and the base depend on."""
+    first = configs[0]
+    same = all(c.method == "lora" and c.seed == first.seed and c.batch_size == first.batch_size
+               and c.epochs == first.epochs and c.lr == first.lr and c.dtype == first.dtype
+               and c.device == first.device for c in configs)
+    return len(configs) > 1 and same and first.d_in * first.hidden + first.hidden * first.d_out <= BATCH_MAX_WEIGHTS
+
+
+class _Stack:
+    """One layer of every member: bases W [M, out, in], factors A [M, R, in], B [M, out, R], magnitudes m [M, out],
+    scalings s [M, 1, 1], which members use DoRA [M, 1, 1]."""
+
+    def __init__(self, layers: list[nn.Module], rank: int) -> None:
+        def pad(t: torch.Tensor, rows: int | None, cols: int | None) -> torch.Tensor:
+            out = t.new_zeros(rows or t.shape[0], cols or t.shape[1])
+            out[:t.shape[0], :t.shape[1]] = t.detach()
+            return out
+
+        self.weight = torch.stack([layer.base.weight.detach() for layer in layers])
+        self.A = torch.stack([pad(layer.lora_A, rank, None) for layer in layers]).requires_grad_()
+        self.B = torch.stack([pad(layer.lora_B, None, rank) for layer in layers]).requires_grad_()
+        self.m = torch.stack([layer.lora_magnitude.detach() if isinstance(layer, DoRALinear)
+                              else layer.base.weight.new_ones(layer.base.out_features) for layer in layers])
+        self.m.requires_grad_()
+        like = self.weight
+        self.s = torch.tensor([layer.scaling for layer in layers], dtype=like.dtype, device=like.device).view(-1, 1, 1)
+        self.dora = torch.tensor([isinstance(layer, DoRALinear) for layer in layers], device=like.device).view(-1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [M or 1, b, in] -> [M, b, out], each member's layer as its own LoRALinear/DoRALinear computes it."""
+        base = x @ self.weight.transpose(1, 2)
+        lora = (x @ self.A.transpose(1, 2)) @ self.B.transpose(1, 2)
+        with torch.no_grad():  # DoRA's row norms, detached as in dora.py
+            norm = torch.linalg.norm(self.weight + self.s * (self.B @ self.A), dim=2)
+        scale = torch.where(self.dora, (self.m / norm).unsqueeze(1), torch.ones_like(self.m).unsqueeze(1))
+        return base + (scale - 1) * base + scale * lora * self.s
+
+
+class _Adam:
+    """torch.optim.Adam's single-tensor update on stacked parameters, with a learning rate per member."""
+
+    def __init__(self, params: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.params = params  # (parameter [M, ...], learning rate [M, 1, ...])
+        self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p, _ in params]
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        bc1, bc2_sqrt = 1 - BETA1 ** self.steps, math.sqrt(1 - BETA2 ** self.steps)
+        for (p, lr), (exp_avg, exp_avg_sq) in zip(self.params, self.state, strict=True):
+            exp_avg.lerp_(p.grad, 1 - BETA1)
+            exp_avg_sq.mul_(BETA2).addcmul_(p.grad, p.grad, value=1 - BETA2)
+            denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(EPS)
+            p.sub_(lr / bc1 * exp_avg / denom)
+            p.grad = None
+
+
+def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
+                  on_progress: Callable[[int, Progress], bool | None] | None = None,
+                  cancel: CancelCheck | None = None) -> list[Trained]:
+    """Fine-tune every member of `configs` (for which `applies` holds) from `base` on `task`, together."""
+    models = []
+    for c in configs:
+        model = copy.deepcopy(base)
+        add_lora(model, TARGETS, c.rank, c.alpha, c.init, rng(c.seed, "adapter"), use_rslora=c.use_rslora,
+                 use_dora=c.use_dora)
+        models.append(model)
+    rank = max(c.rank for c in configs)
+    stacks = [_Stack([m.get_submodule(name) for m in models], rank) for name in TARGETS]
+    first = configs[0]
+    dtype, device = stacks[0].weight.dtype, stacks[0].weight.device
+    lr_a = torch.full((len(configs), 1, 1), first.lr, dtype=dtype, device=device)
+    lr_b = torch.tensor([first.lr * c.lr_ratio for c in configs], dtype=dtype, device=device).view(-1, 1, 1)
+    adam = _Adam([p for s in stacks for p in ((s.A, lr_a), (s.B, lr_b), (s.m, lr_b.view(-1, 1)))])
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return stacks[1].forward(stacks[0].forward(x.unsqueeze(0)))
+
+    def losses(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each member's mean squared error: [M]."""
+        return ((forward(x) - y.unsqueeze(0)) ** 2).mean(dim=(1, 2))
+
+    n = task.train.x.shape[0]
+    start = time.perf_counter()
+    histories = [PhaseHistory() for _ in configs]
+    status = ["ok"] * len(configs)
+    generator = shuffle_generator(first.seed, "finetune")
+    try:
+        for epoch in range(1, first.epochs + 1):
+            total = torch.zeros(len(configs), dtype=dtype, device=device)
+            for idx in checked(list(batches(n, first.batch_size, generator)), cancel):
+                idx = idx.to(device)
+                loss = losses(task.train.x[idx], task.train.y[idx])
+                loss.sum().backward()
+                adam.step()
+                total += loss.detach() * len(idx)
+            with torch.no_grad():
+                evals = _held_out(losses, task, cancel)
+            trains = (total / n).tolist()
+            for i, c in enumerate(configs):
+                if status[i] != "ok":
+                    continue
+                histories[i].train_loss.append(trains[i])
+                histories[i].eval_loss.append(evals[i])
+                if on_progress is not None and on_progress(i, Progress("finetune", epoch, c.epochs, trains[i],
+                                                                       evals[i])) is False:
+                    raise Cancelled
+                if not (math.isfinite(trains[i]) and math.isfinite(evals[i])):
+                    status[i] = "diverged"
+    except Cancelled:
+        status = ["cancelled" if s == "ok" else s for s in status]
+    share = (time.perf_counter() - start) / len(configs)
+    return [Trained(status[i], histories[i], {
+        f"{name}.{param}": tensor for name, s in zip(TARGETS, stacks, strict=True)
+        for param, tensor in (("lora_A", s.A[i, :c.rank]), ("lora_B", s.B[i, :, :c.rank]),
+                              *((("lora_magnitude", s.m[i]),) if c.use_dora else ()))}, share)
+        for i, c in enumerate(configs)]
+
+
+def _held_out(losses: Callable, task: Task, cancel: CancelCheck | None, chunk: int = 8192) -> list[float]:
+    """Each member's held-out mean squared error, in chunks as training.mse does."""
+    x, y = task.eval.x, task.eval.y
+    total = None
+    for start in checked(range(0, x.shape[0], chunk), cancel):
+        part = losses(x[start:start + chunk], y[start:start + chunk]) * y[start:start + chunk].numel()
+        total = part if total is None else total + part
+    return (total / y.numel()).tolist()
