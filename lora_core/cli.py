@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+import torch
+
 from .config import FIELDS, PRESETS, ConfigError, ExperimentConfig, bounds_text, cli_name, coerce, preset
 from .experiment import run_experiment
 from .results import Progress
@@ -93,7 +95,11 @@ def _check_adapter_folder(folder: str | None, config: ExperimentConfig) -> None:
 
 
 def error_line(error: BaseException) -> str:
+    """One line for a failure during the run; a GPU out of memory says what to change."""
     text = str(error).splitlines()[0] if str(error) else ""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return (f"error: the GPU ran out of memory ({text}); lower the samples or the layer sizes, or run on the "
+                "CPU with --device cpu")
     return f"error: {type(error).__name__}: {text}"
 
 

@@ -95,3 +95,17 @@ def test_bad_input_in_a_real_process_prints_no_traceback():
     proc = run_cli(*SMALL, "--alpha", "-3")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == "error: alpha must be a finite number greater than 0 and at most 3.4e+38, got -3.0\n"
+
+
+def test_a_gpu_out_of_memory_is_one_line_saying_what_to_change(monkeypatch, capsys):
+    import torch
+
+    from lora_core import cli
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+
+    monkeypatch.setattr(cli, "run_experiment", out_of_memory)
+    assert main([*SMALL]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "GPU ran out of memory" in err and "--device cpu" in err
