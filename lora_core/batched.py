@@ -35,7 +35,7 @@ from .model import TARGETS
 from .paths import choose_path
 from .results import PhaseHistory, Progress
 from .tasks import Task, rng
-from .training import CancelCheck, Cancelled, batches, checked, shuffle_generator
+from .training import EVAL_CHUNK, CancelCheck, Cancelled, batches, checked, report, shuffle_generator
 
 BATCH_MAX_WEIGHTS = 2**16  # both layers' weights; about two 181-wide square layers
 
@@ -154,18 +154,16 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
                 adam.step()
                 total += loss.detach() * len(idx)
             with torch.no_grad():
-                evals = _held_out(losses, task, cancel)
+                evals = _held_out(losses, task, cancel, len(configs))
             trains = (total / n).tolist()
             for i, c in enumerate(configs):
                 if status[i] != "ok":
                     continue
-                histories[i].train_loss.append(trains[i])
-                histories[i].eval_loss.append(evals[i])
-                if on_progress is not None and on_progress(i, Progress("finetune", epoch, c.epochs, trains[i],
-                                                                       evals[i])) is False:
+                tell = None if on_progress is None else (lambda p, i=i: on_progress(i, p))
+                stop = report(tell, histories[i], "finetune", epoch, c.epochs, trains[i], evals[i])
+                if stop == "cancelled":
                     raise Cancelled
-                if not (math.isfinite(trains[i]) and math.isfinite(evals[i])):
-                    status[i] = "diverged"
+                status[i] = stop or "ok"
     except Cancelled:
         status = ["cancelled" if s == "ok" else s for s in status]
     share = (time.perf_counter() - start) / len(configs)
@@ -176,9 +174,10 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
         for i, c in enumerate(configs)]
 
 
-def _held_out(losses: Callable, task: Task, cancel: CancelCheck | None, chunk: int = 8192) -> list[float]:
-    """Each member's held-out mean squared error, in chunks as training.mse does."""
+def _held_out(losses: Callable, task: Task, cancel: CancelCheck | None, members: int) -> list[float]:
+    """Each member's held-out mean squared error, in chunks as training.mse does, EVAL_CHUNK rows in all."""
     x, y = task.eval.x, task.eval.y
+    chunk = max(1, EVAL_CHUNK // members)
     total = None
     for start in checked(range(0, x.shape[0], chunk), cancel):
         part = losses(x[start:start + chunk], y[start:start + chunk]) * y[start:start + chunk].numel()

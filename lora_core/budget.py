@@ -11,7 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from .config import BYTES_PER_ITEM, ConfigError, ExperimentConfig
+from .config import BYTES_PER_ITEM, INITS_FROM_WEIGHTS, ConfigError, ExperimentConfig
 from .paths import choose_path
 from .training import EVAL_CHUNK
 
@@ -58,15 +58,16 @@ def estimate(config: ExperimentConfig) -> Estimate:
     # DoRA builds W + s·B·A per layer in every step; PiSSA's SVD and OLoRA's QR hold two factors of W.
     largest = max(c.d_in * c.hidden, c.hidden * c.d_out)
     lora = c.method == "lora"
-    finetuning += 2 * largest * (lora and c.use_dora) + 2 * largest * (lora and c.init in ("pissa", "olora"))
+    finetuning += 2 * largest * (lora and c.use_dora) + 2 * largest * (lora and c.init in INITS_FROM_WEIGHTS)
     # Analysis: each layer's dense ΔW and weights in float64 for svdvals, about eight copies of the largest layer.
     # The floor: the end-to-end error θ'ᵀ − W2·W1 (or θ' itself) as a dense float64 d_out x d_in matrix and
     # svdvals' workspace, about three copies, after the spectra.
     floor_items = 3 * theta * 8 // item if has_floor(c) else 0
     # DoRA's merge builds W' = m ⊙ (W + sBA) / ‖·‖ densely: a few more temporaries of the largest layer.
     dora_items = 2 * largest * 8 // item if lora and c.use_dora else 0
-    analysis_items = (8 * largest * 8 // item + (5 * theta * 4 // item if c.shift == "full_rank" else 0)
-                      + floor_items + dora_items)
+    # The full-rank shift's dense spectrum and the floor's come one after the other: the larger one counts.
+    shift_items = 5 * theta * 4 // item if c.shift == "full_rank" else 0
+    analysis_items = 8 * largest * 8 // item + max(shift_items, floor_items) + dora_items
     peak_items = tasks + max(pretraining, finetuning + weights, analysis_items + 2 * weights)
     # Multiply-adds. Forward 1x, backward 2x per row; held-out loss after every epoch.
     per_epoch = 3 * c.n_samples * weights + c.n_eval * weights
@@ -83,7 +84,7 @@ def estimate(config: ExperimentConfig) -> Estimate:
         finetune_macs = c.epochs * (per_epoch + 4 * rows * c.rank * (c.d_in + c.hidden + c.d_out))
     if lora and c.use_dora:  # per step and layer: B A, the row norms of W + s·B·A, twice (forward, backward)
         finetune_macs += 2 * c.epochs * steps_per_epoch * (c.rank + 2) * weights
-    if lora and c.init in ("pissa", "olora"):  # a full SVD costs a few times svdvals; QR about 2 m n k
+    if lora and c.init in INITS_FROM_WEIGHTS:  # a full SVD costs a few times svdvals; QR about 2 m n k
         finetune_macs += 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
     analysis_macs = 5 * c.n_eval * weights + 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
     if has_floor(c):  # the floor's W2·W1 and svdvals

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .layers import LoRALinear
 
@@ -37,9 +38,10 @@ class DoRALinear(LoRALinear):
         if self.merged:
             return self.base(x)
         base = self.base(x)
+        direct = base if self.base.bias is None else F.linear(x, self.base.weight)  # DoRA leaves a bias alone
         scale = (self.lora_magnitude / self.weight_norm()).view(1, -1)
         lora = (x @ self.lora_A.T) @ self.lora_B.T
-        return base + (scale - 1) * base + scale * lora * self.scaling
+        return base + (scale - 1) * direct + scale * lora * self.scaling
 
     def merged_weight(self) -> torch.Tensor:
         """W' = (m / n) ⊙ (W + s·B·A): [d_out, d_in], what merging writes into the base."""

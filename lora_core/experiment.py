@@ -188,8 +188,8 @@ def _measure(result: ExperimentResult, config: ExperimentConfig, base: nn.Module
 def floor(config: ExperimentConfig, base: nn.Module, shifted: Task) -> tuple[float | None, float | None]:
     """(the lowest expected loss within this method's reach, one standard deviation of the held-out loss there).
 
-    A lower bound; reached when the pretrained layers are invertible (square, full rank), where any change of
-    the map by that many directions is within reach (variants.REACH)."""
+    A lower bound (variants.REACH); for LoRA started at B = 0 it is reached when the pretrained layers are
+    invertible (square, full rank), where any change of the map by 2r directions is within reach."""
     kind = variants.delta_kind(config)
     directions = variants.REACH[kind](config)
     if directions is None or not has_floor(config):

@@ -21,8 +21,10 @@ from pathlib import Path
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from .config import INITS_FROM_WEIGHTS
 from .dora import DoRALinear
 from .layers import lora_layers
+from .variants import peft_flags
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -51,7 +53,7 @@ def save_adapter(model: nn.Module, folder: str | Path, original: nn.Module | Non
     use_rslora = _one({layer.use_rslora for layer in layers.values()}, "scaling rule")
     use_dora = _one({isinstance(layer, DoRALinear) for layer in layers.values()}, "kind of layer")
     init = _one({layer.init for layer in layers.values()}, "initialisation")
-    from_weights = init in ("pissa", "olora")
+    from_weights = init in INITS_FROM_WEIGHTS
     if from_weights and original is None:
         raise ValueError(f"an adapter initialised with {init} needs the original model to be saved")
     folder = Path(folder)
@@ -59,8 +61,7 @@ def save_adapter(model: nn.Module, folder: str | Path, original: nn.Module | Non
     config = {
         "peft_type": "LORA", "task_type": None, "base_model_name_or_path": None, "inference_mode": True,
         "r": rank, "lora_alpha": alpha, "target_modules": sorted(layers), "lora_dropout": 0.0,
-        "bias": "none", "fan_in_fan_out": False, "init_lora_weights": init if from_weights else True,
-        "use_rslora": use_rslora, "use_dora": use_dora,
+        "bias": "none", "fan_in_fan_out": False, **peft_flags(use_rslora, use_dora, init),
     }
     (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
     tensors = {}

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from . import analysis, batched, variants
 from .budget import Estimate, estimate
-from .config import ConfigError, ExperimentConfig
+from .config import BYTES_PER_ITEM, ConfigError, ExperimentConfig
 from .devices import cpu_threads, pick_device, threads_for
 from .experiment import prepared, run_experiment
 from .layers import lora_layers
@@ -100,14 +100,14 @@ def members(req: SweepRequest) -> list[tuple[str, ExperimentConfig]]:
     out = []
     for seed in req.seeds:
         for method in req.methods:
+            settings = variants.method_settings(method, req.config)
             if method == "full":
-                out.append((method, req.config.replace(seed=seed, **variants.METHOD_SETS[method])))
+                out.append((method, req.config.replace(seed=seed, **settings)))
                 continue
             for rank in req.ranks:
                 for alpha in req.alphas:
                     try:
-                        out.append((method, req.config.replace(seed=seed, rank=rank, alpha=alpha,
-                                                                **variants.METHOD_SETS[method])))
+                        out.append((method, req.config.replace(seed=seed, rank=rank, alpha=alpha, **settings)))
                     except ConfigError as e:
                         raise ConfigError(f"{method} r={rank} α={alpha:g}: {e}") from None
     return out
@@ -125,9 +125,15 @@ def answers(result: SweepResult, req: SweepRequest) -> bool:
 
 
 def sweep_estimate(req: SweepRequest) -> Estimate:
-    """The members' work added up; memory: the largest member's (they run one after another)."""
-    parts = [estimate(config) for _, config in members(req)]
-    return Estimate(max(p.bytes for p in parts), sum(p.macs for p in parts), sum(p.seconds for p in parts),
+    """The members' work added up; memory: the largest member's (they run one after another) plus, for the
+    members trained as one batch, their stacked weights and moments and a batch of activations each."""
+    todo = members(req)
+    parts = [estimate(config) for _, config in todo]
+    item = BYTES_PER_ITEM[req.config.dtype]
+    c = req.config
+    batch = sum(batched.wanted(config) for _, config in todo)
+    extra = batch * item * (8 * (c.d_in * c.hidden + c.hidden * c.d_out) + 4 * c.batch_size * (c.hidden + c.d_out))
+    return Estimate(max(p.bytes for p in parts) + extra, sum(p.macs for p in parts), sum(p.seconds for p in parts),
                     sum(p.steps for p in parts))
 
 
@@ -202,11 +208,13 @@ def _analyse(run: ExperimentResult, config: ExperimentConfig, base: nn.Module, t
     for name in TARGETS:
         before, after = base.get_submodule(name).weight, merged.get_submodule(name).weight
         layer = tuned.get_submodule(name)
-        if variants.delta_kind(config) in ("lora", "from_weights"):
+        kind = variants.delta_kind(config)
+        if kind in ("lora", "from_weights"):
             b, a = layer.change_factors()
             run.amplification[name] = analysis.factored_amplification(b, a, layer.scaling, before, config.rank)
-        else:
+        elif kind == "dora":
             run.amplification[name] = analysis.amplification_factor(after - before, before, config.rank)
+        # full fine-tuning has no rank to take the top directions of: no amplification factor
         key = (config.seed, name)
         if key not in base_vectors:
             base_vectors[key] = analysis.left_vectors(before)
@@ -250,7 +258,9 @@ def rows(result: SweepResult) -> list[dict[str, Any]]:
     out = []
     for method, run in zip(result.methods, result.members, strict=True):
         c = run.config
-        out.append({"name": member_name(method, c), "method": method, "rank": c["rank"], "alpha": c["alpha"],
+        adapter = method != "full"  # full fine-tuning has no rank or α
+        out.append({"name": member_name(method, c), "method": method, "rank": c["rank"] if adapter else None,
+                    "alpha": c["alpha"] if adapter else None,
                     "seed": c["seed"], "status": run.status, "path": run.path,
                     **{k: run.losses.get(k) for k in ROW_FIELDS if k in run.losses},
                     "floor": run.floor, "floor_noise": run.floor_noise,

@@ -98,8 +98,11 @@ def sweep_main(argv: list[str]) -> int:
             if not out.closed:
                 with contextlib.suppress(OSError):
                     out.close()
-    best = min(zip(result.methods, result.members, strict=True),
-               key=lambda m: m[1].losses.get("merged_on_shifted") or float("inf"))
-    print(f"{len(result.members)} members in {result.timings['total_s']:.2f} s; lowest merged loss "
-          f"{best[1].losses['merged_on_shifted']:.4g} ({member_name(best[0], best[1].config)})", file=sys.stderr)
+    finished = [(m, r) for m, r in zip(result.methods, result.members, strict=True)
+                if r.status == "ok" and r.losses.get("merged_on_shifted") is not None]
+    lowest = "no member finished"
+    if finished:
+        method, run = min(finished, key=lambda m: m[1].losses["merged_on_shifted"])
+        lowest = f"lowest merged loss {run.losses['merged_on_shifted']:.4g} ({member_name(method, run.config)})"
+    print(f"{len(result.members)} members in {result.timings['total_s']:.2f} s; {lowest}", file=sys.stderr)
     return 0 if result.status == "ok" else 1

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch.nn as nn
 
+from .config import INITS_FROM_WEIGHTS
+
 if TYPE_CHECKING:
     from .config import ExperimentConfig
 
@@ -76,10 +78,10 @@ def not_fast(config: ExperimentConfig) -> list[str]:
     return [v.name for v in active(config) if not v.fast]
 
 
-def peft_config(config: ExperimentConfig) -> dict[str, Any]:
-    """The keys of PEFT's LoraConfig that say which variant an adapter of `config` is."""
-    init = config.init if config.init in ("pissa", "olora") else True  # a random A is overwritten on loading
-    return {"use_rslora": config.use_rslora, "use_dora": config.use_dora, "init_lora_weights": init}
+def peft_flags(use_rslora: bool, use_dora: bool, init: str) -> dict[str, Any]:
+    """The keys of PEFT's LoraConfig that say which variant an adapter is (export.py writes them)."""
+    init_lora_weights = init if init in INITS_FROM_WEIGHTS else True  # a random A is overwritten on loading
+    return {"use_rslora": use_rslora, "use_dora": use_dora, "init_lora_weights": init_lora_weights}
 
 
 def is_b_group(name: str, param: nn.Parameter) -> bool:
@@ -106,7 +108,7 @@ def delta_kind(config: ExperimentConfig) -> str:
         return "full"
     if config.use_dora:
         return "dora"
-    return "from_weights" if config.init in ("pissa", "olora") else "lora"
+    return "from_weights" if config.init in INITS_FROM_WEIGHTS else "lora"
 
 
 # How many directions the end-to-end map W2·W1 can change by, per kind of ΔW (delta_kind): adapters of rank r on
@@ -127,4 +129,12 @@ METHOD_SETS: dict[str, dict[str, Any]] = {
     "full": {"method": "full"},
 }
 METHOD_SET_LABELS = {"lora": "LoRA", "rslora": "rsLoRA", "dora": "DoRA", "pissa": "PiSSA", "olora": "OLoRA",
-                     "loraplus": "LoRA+ (λ = 16)", "full": "full fine-tuning"}
+                     "loraplus": f"LoRA+ (λ = {METHOD_SETS['loraplus']['lr_ratio']:g})", "full": "full fine-tuning"}
+
+
+def method_settings(name: str, config: ExperimentConfig) -> dict[str, Any]:
+    """The settings of sweep method `name` on top of `config`: every variant's setting is set, so a member
+    called 'lora' is plain LoRA whatever the Playground had ticked (its random initialisation is kept)."""
+    plain = {"use_rslora": False, "use_dora": False, "lr_ratio": 1.0, "path": "auto",
+             "init": config.init if config.init not in INITS_FROM_WEIGHTS else "kaiming"}
+    return {**plain, **METHOD_SETS[name]}

@@ -93,7 +93,7 @@ st.caption((f"Fine-tuning and merging lowered the loss on shifted data {fold:,.0
            + (" · returned from the shared cache" if state.from_cache else ""))
 if result.floor is not None:
     st.caption(f"Floor: no change of this method's reach can do better than {figures.number(result.floor)} "
-               f"(± {figures.number(result.floor_noise)} on the held-out samples; a lower bound, reached when the "
-               "layers are square and invertible). Compare sweeps it over ranks.")
+               f"(± {figures.number(result.floor_noise)} on the held-out samples): {figures.FLOOR_NOTE}. "
+               "The Compare page sweeps it over ranks.")
 for note in notes(make_config(**result.config)):
     st.caption("What to look for with " + note)

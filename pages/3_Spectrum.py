@@ -33,7 +33,8 @@ for column, (layer, s) in zip(columns, result.spectra.items(), strict=True):
     with column:
         st.plotly_chart(figures.delta_figure(result, layer), key=f"delta-{layer}")
         st.caption(figures.DELTA_NOTE[kind].format(n=direction_count(s.delta_merged), r=config.rank,
-                                                   k=len(s.delta_factored), most=len(s.weight_before),
+                                                   k=len(s.delta_factored), two_r=2 * config.rank,
+                                                   most=len(s.weight_before),
                                                    gap=factored_gap(s) if s.delta_factored else 0.0))
         st.plotly_chart(figures.weight_figure(result, layer), key=f"weight-{layer}")
 

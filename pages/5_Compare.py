@@ -9,8 +9,8 @@ from lora_core.config import ConfigError, max_rank
 from lora_core.sweep import INTRUDER_EPSILON, INTRUDER_K, answers, member_name, members, request
 from lora_core.variants import METHOD_SET_LABELS
 from ui import compare_figures as cf
+from ui import figures, live, session
 from ui import grid as g
-from ui import live, session
 from ui.navigation import page
 from ui.sidebar import sidebar
 from ui.text import plain
@@ -28,7 +28,7 @@ for key in g.GRID_KEYS:
     st.session_state.setdefault(f"w_grid_{key}", g.DEFAULT_GRID[key])
 grid = {key: st.session_state[f"w_grid_{key}"] for key in g.GRID_KEYS}
 state.grid_written = g.grid_params(grid)
-config = sidebar(extra=state.grid_written)
+config = sidebar(extra=state.grid_written, methods=False)
 
 st.title("Compare")
 st.markdown("Fine-tune a grid of methods × ranks × α × seeds from one pretrained base per seed (the sidebar's "
@@ -81,9 +81,8 @@ if result is None:
 if req is not None and not answers(result, req):
     st.info("These results are from a different grid or settings. Press **Run** to sweep this one.")
 
-st.caption(f"{len(result.members)} members in {result.timings['total_s']:.1f} s. The floor is a lower bound "
-           "(reached when the layers are square and invertible); DoRA has none. Losses are held-out mean "
-           "squared errors.")
+st.caption(f"{len(result.members)} members in {result.timings['total_s']:.1f} s. The floor: {figures.FLOOR_NOTE}; "
+           "DoRA has none. Losses are held-out mean squared errors.")
 st.plotly_chart(cf.loss_by_rank(result), key="by-rank")
 names = [member_name(m, r.config) for m, r in zip(result.methods, result.members, strict=True)]
 picked = st.multiselect("Members to overlay", names, default=names[:4], key="w_compare_curves")

@@ -51,7 +51,7 @@ def test_rank_one_ends_on_its_floor_and_no_member_goes_below_it():
     sweep = at.session_state["lora_explorer"].sweep
     by_rank = charts(at)["Final loss against rank, and the best any adapter of that rank could do"]
     reached = trace(by_rank, "LoRA α=2")
-    floor = trace(by_rank, "floor: best possible with 2r directions")
+    floor = trace(by_rank, "floor: lower bound with 2r directions")
     assert reached["x"] == [1, 2, 3] and floor["x"] == [1, 2, 3]
     r1 = sweep.members[0]
     assert abs(reached["y"][0] - r1.floor) <= 4 * r1.floor_noise  # r = 1 ends on its floor

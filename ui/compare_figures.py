@@ -14,13 +14,15 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lora_core.config import make_config
 from lora_core.model import TARGETS
 from lora_core.sweep import SweepResult, member_name, rows
-from lora_core.variants import METHOD_SET_LABELS
+from lora_core.variants import METHOD_SET_LABELS, delta_kind
 
 from .figures import _finite, _layout
 
 LOSS_AXIS = "merged model's held-out loss (MSE, log scale)"
+FLOOR_REACH = {"lora": "2r", "from_weights": "4r"}  # variants.REACH in words, for the adapter kinds with a floor
 RANK_AXIS = "rank r (log scale)"
 
 
@@ -34,6 +36,8 @@ def _by_line(result: SweepResult, value) -> tuple[dict[str, dict[int, float | No
     lines: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
     flat: dict[str, list] = defaultdict(list)
     for method, run in zip(result.methods, result.members, strict=True):
+        if run.status != "ok":  # a diverged member has no final values to draw
+            continue
         if method == "full":
             flat[METHOD_SET_LABELS[method]].append(value(run))
         else:
@@ -65,8 +69,8 @@ def loss_by_rank(result: SweepResult) -> go.Figure:
     floors: dict[str, dict[int, list]] = defaultdict(lambda: defaultdict(list))
     for method, run in zip(result.methods, result.members, strict=True):
         if method != "full" and run.floor is not None:
-            reach = "4r" if run.config["init"] in ("pissa", "olora") else "2r"
-            floors[f"floor: best possible with {reach} directions"][run.config["rank"]].append(run.floor)
+            kind = delta_kind(make_config(**run.config))
+            floors[f"floor: lower bound with {FLOOR_REACH[kind]} directions"][run.config["rank"]].append(run.floor)
     for name, points in floors.items():
         means = {r: _mean(v) for r, v in sorted(points.items())}
         fig.add_trace(go.Scatter(x=list(means), y=_finite(means.values()), mode="lines", name=name,

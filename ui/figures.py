@@ -45,14 +45,18 @@ DELTA_INTRO = {
             "factored line), every row of W is rescaled, so W' − W is no longer of rank ≤ r.",
     "full": "Full fine-tuning trains every weight: ΔW can be any matrix, and there are no factors.",
 }
+# What the floor is, wherever it is shown (analysis.loss_floor, experiment.floor).
+FLOOR_NOTE = ("a lower bound from the number of directions the method can change; with LoRA started at B = 0 it "
+              "is reached when the layers are square and invertible")
+
 # The factored line's name: for LoRA it is ΔW itself; the other kinds say what the factors give.
 FACTORED_NAME = {"lora": "before merging: from B and A", "from_weights": "before merging: s·(BA − B₀A₀) from factors",
                  "dora": "s·B·A from the factors (without DoRA's row scaling)"}
 DELTA_NOTE = {
     "lora": "ΔW after merging has {n} non-zero singular value(s) (r = {r}); the largest {k} agree with the "
             "factored ones to {gap:.1e} relative.",
-    "from_weights": "ΔW from the original W has {n} non-zero singular value(s) (at most 2r = {k}); they agree with "
-                    "those of s·(B·A − B₀A₀) from the factors to {gap:.1e} relative.",
+    "from_weights": "ΔW from the original W has {n} non-zero singular value(s) (at most 2r = {two_r}); they agree "
+                    "with those of s·(B·A − B₀A₀) from the factors to {gap:.1e} relative.",
     "dora": "W' − W has {n} non-zero singular values of {most} possible, although s·B·A has at most r = {r}: "
             "the rescaled rows (m / ‖W + s·B·A‖ − 1) · W add the rest.",
     "full": "Full fine-tuning: ΔW has {n} non-zero singular values of {most} possible; there are no factors.",

@@ -31,7 +31,6 @@ if not LOG.handlers:
     LOG.addHandler(logging.StreamHandler())
     LOG.setLevel(logging.INFO)
 POLL_S = 0.1  # how often a waiting page looks at its job (and whether its session is still there)
-SWITCH_INTERVAL_S = 0.001
 DRAW_INTERVAL_S = 0.5  # redraw the live chart at most this often: a redraw costs tens of ms of Python
 
 
@@ -117,13 +116,13 @@ def sweep(req: SweepRequest, status) -> tuple[SweepResult | None, bool]:
     """Run (or fetch) a sweep, drawing its place and then a progress bar over the whole grid into `status`."""
     admit_sweep(req)
     names = [member_name(method, c.to_dict()) for method, c in members(req)]
-    epochs = [c.epochs for _, c in members(req)]
-    done_before = [sum(epochs[:i]) for i in range(len(epochs))]
+    epochs = sum(c.epochs for _, c in members(req))
 
     def draw(job: Job, bar, progress: list[SweepProgress], run_id: str) -> None:
+        # Every fine-tuning epoch is reported once (batched members together, in any order): count them.
         p = progress[-1]
-        fine_tuned = done_before[p.member] + (p.progress.epoch if p.progress.phase == "finetune" else 0)
-        bar.progress(min(fine_tuned / sum(epochs), 1.0), text=f"member {p.member + 1} of {p.members} "
+        fine_tuned = sum(q.progress.phase == "finetune" for q in progress)
+        bar.progress(min(fine_tuned / epochs, 1.0), text=f"member {p.member + 1} of {p.members} "
                      f"({names[p.member]}): {figures.PHASE_LABELS[p.progress.phase]} epoch {p.progress.epoch} of "
                      f"{p.progress.epochs}")
 

@@ -103,13 +103,15 @@ def show_link_warnings() -> None:
                    + "\n".join(f"- {plain(w)}" for w in warnings), icon="⚠️")
 
 
-def sidebar(extra: dict[str, str] | None = None) -> ExperimentConfig | None:
+def sidebar(extra: dict[str, str] | None = None, methods: bool = True) -> ExperimentConfig | None:
     """Draw the Playground's controls, update the settings and the URL (with the page's `extra` parameters);
-    the config, or None after an error."""
+    the config, or None after an error. `methods=False` leaves out the Method box (the Compare page's grid
+    sets the method of each member)."""
     apply_url(tuple(extra or ()))
     s = session.current().settings
     top = st.sidebar.container()
-    method = st.sidebar.expander("Method: LoRA, its variants, or full fine-tuning", expanded=True)
+    method = (st.sidebar.expander("Method: LoRA, its variants, or full fine-tuning", expanded=True) if methods
+              else st.sidebar.empty().container())
     with st.sidebar.expander("Sizes, training and preset"):
         s["preset"] = st.selectbox("Preset", list(PRESETS), key=_key("preset", s["preset"]),
                                    format_func=PRESET_LABELS.get, on_change=_on_preset, help=PRESET_HELP)
@@ -122,7 +124,7 @@ def sidebar(extra: dict[str, str] | None = None) -> ExperimentConfig | None:
                 s[field] = _widget(field, s)
     with method:
         for field in LABELS:
-            if FIELDS[field].metadata["group"] == "method" and _shown(field, s):
+            if methods and FIELDS[field].metadata["group"] == "method" and _shown(field, s):
                 s[field] = _widget(field, s)
                 st.caption(FIELDS[field].metadata["maths"])  # one line of maths: what the setting changes
     write_url(extra)

@@ -209,7 +209,7 @@ def test_compare_a_grid_in_the_browser(server, page):
     figs = charts(page)
     by_rank = figs["Final loss against rank, and the best any adapter of that rank could do"]
     names = [t["name"] for t in by_rank["data"]]
-    assert {"LoRA α=1", "rsLoRA α=8", "floor: best possible with 2r directions"} <= set(names)
+    assert {"LoRA α=1", "rsLoRA α=8", "floor: lower bound with 2r directions"} <= set(names)
     assert all(len(t["y"]) == 3 for t in by_rank["data"] if t["name"] != "full fine-tuning")
     assert "Final loss over rank × α: α/r against α/√r" in figs
     screenshot(page, "compare")
