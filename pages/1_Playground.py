@@ -76,7 +76,7 @@ if result.status == "diverged":
 elif result.message:
     st.warning(result.message)
 
-cards = st.columns(len(figures.LOSS_LABELS) + 1)
+cards = [c for _ in range(2) for c in st.columns(3)]  # two rows of three: the numbers stay readable
 for card, key in zip(cards, figures.LOSS_LABELS, strict=False):
     card.metric(figures.LOSS_CARDS[key], figures.number(result.losses.get(key)), border=True,
                 help=f"{figures.LOSS_LABELS[key]}: mean squared error on held-out samples")
