@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         from .sweep_cli import sweep_main
 
         return sweep_main(argv[1:])
+    if argv[:1] == ["inspect"]:
+        from .inspector_cli import inspect_main
+
+        return inspect_main(argv[1:])
     args = build_parser().parse_args(argv)
     out = None
     try:
