@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
+import io
 import sys
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -92,6 +94,15 @@ def _check_adapter_folder(folder: str | None, config: ExperimentConfig) -> None:
         raise ConfigError("--save-adapter needs --method lora (full fine-tuning has no adapter)")
     if Path(folder).exists() and not Path(folder).is_dir():
         raise ConfigError(f"--save-adapter {folder}: exists and is not a folder")
+
+
+def csv_text(fields: list[str], rows: list[dict]) -> str:
+    """Rows of a table as CSV text with a header (the sweep's members, the inspector's modules)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def error_line(error: BaseException) -> str:

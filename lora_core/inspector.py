@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,7 +26,8 @@ from safetensors.torch import load
 from .analysis import factored_singular_values
 from .variants import lora_scaling
 
-MAX_BYTES = 1 << 30  # the largest adapter file read (1 GiB); settable per call
+# The largest adapter read: 1 GiB, or $LORA_EXPLORER_ADAPTER_MAX_MIB (whoever starts the server sets it); per call too.
+MAX_BYTES = int(float(os.environ.get("LORA_EXPLORER_ADAPTER_MAX_MIB", 1024)) * 2**20)
 ENERGY_SHARES = (0.9, 0.99)  # "what rank would keep 90 / 99 % of the energy"
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|"
                   r"lora_magnitude_vector)(?:\.[^.]+)?(?:\.weight)?$")

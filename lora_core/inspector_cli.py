@@ -9,12 +9,10 @@ is read if there is one) or a .zip of both. Bad input exits with status 2 and on
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 
-from .cli import EXIT_BAD_INPUT, _Parser, open_output
+from .cli import EXIT_BAD_INPUT, _Parser, csv_text, open_output
 from .config import ConfigError
 from .inspector import CSV_FIELDS, MAX_BYTES, AdapterError, AdapterReport, from_path, rows
 
@@ -28,14 +26,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-mib", type=float, default=MAX_BYTES / 2**20, help="the largest file read, in MiB "
                         f"(default {MAX_BYTES / 2**20:,.0f})")
     return parser
-
-
-def csv_text(report: AdapterReport) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows(report))
-    return out.getvalue()
 
 
 def summary(report: AdapterReport) -> str:
@@ -53,7 +43,7 @@ def inspect_main(argv: list[str]) -> int:
         max_bytes = int(args.max_mib * 2**20)
         report = from_path(args.source, max_bytes)
         outputs = [(args.json, "--json", json.dumps(report.to_dict(), indent=2) + "\n"),
-                   (args.csv, "--csv", csv_text(report))]
+                   (args.csv, "--csv", csv_text(CSV_FIELDS, rows(report)))]
         for path, flag, text in outputs:
             if path == "-":
                 sys.stdout.write(text)

@@ -9,14 +9,12 @@ with status 2 and one line, before any work; progress goes to stderr, one line p
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import sys
 from collections.abc import Callable
 
-from .cli import EXIT_BAD_INPUT, config_from, config_parser, error_line, open_output
+from .cli import EXIT_BAD_INPUT, config_from, config_parser, csv_text, error_line, open_output
 from .config import ConfigError
-from .sweep import ROW_FIELDS, SweepProgress, SweepResult, member_name, members, request, rows, run_request
+from .sweep import ROW_FIELDS, SweepProgress, member_name, members, request, rows, run_request
 from .variants import METHOD_SETS
 
 
@@ -53,15 +51,6 @@ def build_parser():
     return parser
 
 
-def csv_text(result: SweepResult) -> str:
-    """One row per member (sweep.ROW_FIELDS)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, ROW_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows(result))
-    return out.getvalue()
-
-
 def sweep_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     outputs = []
@@ -81,7 +70,7 @@ def sweep_main(argv: list[str]) -> int:
 
         result = run_request(req, on_progress=progress)
         for out, text, flag in ((json_out, result.to_json(indent=2) + "\n", args.json),
-                                (csv_out, csv_text(result), args.csv)):
+                                (csv_out, csv_text(ROW_FIELDS, rows(result)), args.csv)):
             if out is not None:
                 out.write(text)
                 out.close()

@@ -13,6 +13,7 @@ PAGES = {  # the sidebar's navigation (Streamlit's own would call the home page 
     "pages/3_Spectrum.py": ("Spectrum", ":material/stacked_line_chart:"),
     "pages/4_Runs.py": ("Runs", ":material/table_chart:"),
     "pages/5_Compare.py": ("Compare", ":material/compare_arrows:"),
+    "pages/6_Inspector.py": ("Inspector", ":material/search:"),
 }
 PLAYGROUND = "pages/1_Playground.py"
 

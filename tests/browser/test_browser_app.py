@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 SMALL = {"d-in": 16, "hidden": 16, "d-out": 16, "n-samples": 256, "n-eval": 64, "pretrain-epochs": 15, "epochs": 15,
          "batch-size": 32, "seed": 7}
 PAGES = {"Home": "", "Playground": "Playground", "Parameters": "Parameters", "Spectrum": "Spectrum", "Runs": "Runs",
-         "Compare": "Compare"}
+         "Compare": "Compare", "Inspector": "Inspector"}
 CHARTS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(el => ({
     title: (el.layout.title.text ?? "").replace(/<[^>]+>/g, ""),
     data: el.data.map(t => ({name: t.name, y: Array.from(t.y ?? [])}))}))"""
@@ -213,4 +213,31 @@ def test_compare_a_grid_in_the_browser(server, page):
     assert all(len(t["y"]) == 3 for t in by_rank["data"] if t["name"] != "full fine-tuning")
     assert "Final loss over rank × α: α/r against α/√r" in figs
     screenshot(page, "compare")
+    assert_clean(page)
+
+
+def test_upload_an_adapter_to_the_inspector(server, page, tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "adapter"
+    flags = [f"--{k}={v}" for k, v in SMALL.items()]
+    subprocess.run([sys.executable, "-m", "lora_core", *flags, "--rank", "3", "--save-adapter", str(folder)],
+                   check=True, capture_output=True, timeout=120)
+    page.goto(f"{server}/Inspector")
+    settle(page)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        [str(folder / "adapter_model.safetensors"), str(folder / "adapter_config.json")])
+    page.get_by_text("Adapter parameters").first.wait_for(timeout=60_000)
+    settle(page)
+    figs = charts(page)
+    spectra = figs["Singular values of ΔW = s·B·A"]
+    assert {t["name"] for t in spectra["data"]} == {"layer1", "layer2"}
+    assert all(len(t["y"]) == 3 for t in spectra["data"])
+    screenshot(page, "inspector")
+    assert_clean(page)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([])
+    (tmp_path / "evil.bin").write_bytes(b"\x80\x04K.")
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(tmp_path / "evil.bin")])
+    page.get_by_text("could run code", exact=False).first.wait_for(timeout=30_000)
     assert_clean(page)
