@@ -179,14 +179,19 @@ def left_vectors(weight: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svd(weight.detach().to("cpu", torch.float64), full_matrices=False)[0]
 
 
-def intruder_count(before_vectors: torch.Tensor, after: torch.Tensor, k: int = 10, epsilon: float = 0.5) -> int:
+INTRUDER_K, INTRUDER_EPSILON = 10, 0.5  # Shuttleworth et al.'s top-k vectors and cosine threshold
+
+
+def intruder_count(before_vectors: torch.Tensor, after: torch.Tensor, k: int = INTRUDER_K,
+                   epsilon: float = INTRUDER_EPSILON) -> int:
     """intruder_dimensions with the pretrained weight's left vectors given (one SVD per base, not per member)."""
     top = left_vectors(after)[:, :k]
     best = (top.T @ before_vectors).abs().max(dim=1).values
     return int((best < epsilon).sum().item())
 
 
-def intruder_dimensions(before: torch.Tensor, after: torch.Tensor, k: int = 10, epsilon: float = 0.5) -> int:
+def intruder_dimensions(before: torch.Tensor, after: torch.Tensor, k: int = INTRUDER_K,
+                        epsilon: float = INTRUDER_EPSILON) -> int:
     """Shuttleworth et al. 2024: how many of the top-k left singular vectors of the fine-tuned weight have a
     largest |cosine| below `epsilon` with every left singular vector of the pretrained weight."""
     return intruder_count(left_vectors(before), after, k, epsilon)

@@ -18,7 +18,6 @@ path (`wanted`: DoRA); the others run one by one on the fast path, which is exac
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -30,11 +29,11 @@ import torch.nn as nn
 from .config import ExperimentConfig
 from .dora import DoRALinear
 from .fast import BETA1, BETA2, EPS
-from .layers import add_lora
+from .layers import adapted
 from .model import TARGETS
 from .paths import choose_path
 from .results import PhaseHistory, Progress
-from .tasks import Task, rng
+from .tasks import Task
 from .training import EVAL_CHUNK, CancelCheck, Cancelled, batches, checked, report, shuffle_generator
 
 BATCH_MAX_WEIGHTS = 2**16  # both layers' weights; about two 181-wide square layers
@@ -118,12 +117,7 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
                   on_progress: Callable[[int, Progress], bool | None] | None = None,
                   cancel: CancelCheck | None = None) -> list[Trained]:
     """Fine-tune every member of `configs` (for which `applies` holds) from `base` on `task`, together."""
-    models = []
-    for c in configs:
-        model = copy.deepcopy(base)
-        add_lora(model, TARGETS, c.rank, c.alpha, c.init, rng(c.seed, "adapter"), use_rslora=c.use_rslora,
-                 use_dora=c.use_dora)
-        models.append(model)
+    models = [adapted(base, c) for c in configs]
     rank = max(c.rank for c in configs)
     stacks = [_Stack([m.get_submodule(name) for m in models], rank) for name in TARGETS]
     first = configs[0]

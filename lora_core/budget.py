@@ -11,6 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from . import variants
 from .config import BYTES_PER_ITEM, INITS_FROM_WEIGHTS, ConfigError, ExperimentConfig
 from .paths import choose_path
 from .training import EVAL_CHUNK
@@ -102,8 +103,10 @@ FLOOR_MAX_ELEMENTS = 4096 * 4096  # the floor needs a dense d_out x d_in SVD: no
 
 
 def has_floor(config: ExperimentConfig) -> bool:
-    """Whether a run computes its loss floor: not for DoRA (no bound), nor for maps too wide for a dense SVD."""
-    return not (config.method == "lora" and config.use_dora) and config.d_in * config.d_out <= FLOOR_MAX_ELEMENTS
+    """Whether a run computes its loss floor: not where its method has no bound (variants.REACH: DoRA), nor for
+    maps too wide for a dense SVD."""
+    bounded = variants.REACH[variants.delta_kind(config)](config) is not None
+    return bounded and config.d_in * config.d_out <= FLOOR_MAX_ELEMENTS
 
 
 def human_bytes(n: float) -> str:

@@ -20,7 +20,7 @@ from .budget import has_floor
 from .config import ExperimentConfig
 from .devices import cpu_threads, describe_device, pick_device, synchronize, threads_for
 from .export import save_adapter
-from .layers import LoRALinear, add_lora, merge_lora
+from .layers import LoRALinear, adapted, merge_lora
 from .model import TARGETS, TwoLayerLinear, layer_shapes
 from .paths import TRAINERS, choose_path
 from .results import LOSS_KEYS, ExperimentResult, LayerSpectra, PhaseHistory
@@ -59,9 +59,7 @@ def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress:
     variants the config turns on (variants.py). With `trained` (a sweep's batched fine-tune, batched.py), the
     adapter is built the same way, its trained parameters installed and its history replayed; path 'batched'."""
     if trained is not None:
-        model = copy.deepcopy(base)
-        add_lora(model, TARGETS, config.rank, config.alpha, config.init, rng(config.seed, "adapter"),
-                 use_rslora=config.use_rslora, use_dora=config.use_dora)
+        model = adapted(base, config)
         with torch.no_grad():
             for name, tensor in trained.tensors.items():
                 model.get_parameter(name).copy_(tensor)
@@ -71,12 +69,10 @@ def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress:
                 return FineTuned("cancelled", history, model, "batched")
         return FineTuned(trained.status, history, model, "batched")
     path = choose_path(config)
-    model = copy.deepcopy(base)
     if config.method == "full":
-        model.requires_grad_(True)
+        model = copy.deepcopy(base).requires_grad_(True)
     else:
-        add_lora(model, TARGETS, config.rank, config.alpha, config.init, rng(config.seed, "adapter"),
-                 use_rslora=config.use_rslora, use_dora=config.use_dora)
+        model = adapted(base, config)
         if path == "fast" and not fast.applies(model):
             raise RuntimeError("choose_path picked the fast path for a model fast.py was not written for")
     lr_ratio = config.lr_ratio if config.method == "lora" else 1.0
@@ -190,10 +186,10 @@ def floor(config: ExperimentConfig, base: nn.Module, shifted: Task) -> tuple[flo
 
     A lower bound (variants.REACH); for LoRA started at B = 0 it is reached when the pretrained layers are
     invertible (square, full rank), where any change of the map by 2r directions is within reach."""
+    if not has_floor(config):
+        return None, None
     kind = variants.delta_kind(config)
     directions = variants.REACH[kind](config)
-    if directions is None or not has_floor(config):
-        return None, None
     if kind == "full":  # any map of rank <= hidden: the target's own tail
         values = analysis.singular_values(shifted.theta).tolist()
     else:

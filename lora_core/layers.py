@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from .inits import init_factors
+from .model import TARGETS
+from .tasks import rng
 from .variants import lora_scaling
+
+if TYPE_CHECKING:
+    from .config import ExperimentConfig
 
 
 class LoRALinear(nn.Module):
@@ -97,6 +104,15 @@ def add_lora(model: nn.Module, targets: Iterable[str], rank: int, alpha: float, 
         adapted[name] = layer_class(layer, rank, alpha, init, generator, use_rslora)
         setattr(parent, child, adapted[name])
     return adapted
+
+
+def adapted(base: nn.Module, config: ExperimentConfig) -> nn.Module:
+    """A copy of `base` with the adapter `config` asks for on both layers (its rank, α, initialisation from the
+    run's adapter stream, rsLoRA, DoRA), as every path starts from it."""
+    model = copy.deepcopy(base)
+    add_lora(model, TARGETS, config.rank, config.alpha, config.init, rng(config.seed, "adapter"),
+             use_rslora=config.use_rslora, use_dora=config.use_dora)
+    return model
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:

@@ -30,8 +30,6 @@ from .layers import lora_layers
 from .model import TARGETS
 from .results import ExperimentResult, Progress
 
-INTRUDER_K, INTRUDER_EPSILON = 10, 0.5  # Shuttleworth et al.'s top-k vectors and cosine threshold
-
 
 @dataclass(frozen=True)
 class SweepRequest:
@@ -205,10 +203,10 @@ def _train_batches(todo: list[tuple[str, ExperimentConfig]], progress_of: Callab
 def _analyse(run: ExperimentResult, config: ExperimentConfig, base: nn.Module, tuned: nn.Module, merged: nn.Module,
              base_vectors: dict[tuple[int, str], torch.Tensor]) -> None:
     """Each layer's amplification factor (from the factors where ΔW is a product of them) and intruders."""
+    kind = variants.delta_kind(config)
     for name in TARGETS:
         before, after = base.get_submodule(name).weight, merged.get_submodule(name).weight
         layer = tuned.get_submodule(name)
-        kind = variants.delta_kind(config)
         if kind in ("lora", "from_weights"):
             b, a = layer.change_factors()
             run.amplification[name] = analysis.factored_amplification(b, a, layer.scaling, before, config.rank)
@@ -218,7 +216,7 @@ def _analyse(run: ExperimentResult, config: ExperimentConfig, base: nn.Module, t
         key = (config.seed, name)
         if key not in base_vectors:
             base_vectors[key] = analysis.left_vectors(before)
-        run.intruders[name] = analysis.intruder_count(base_vectors[key], after, INTRUDER_K, INTRUDER_EPSILON)
+        run.intruders[name] = analysis.intruder_count(base_vectors[key], after)
 
 
 def _similarities(result: SweepResult, factors: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:

@@ -5,8 +5,9 @@ import logging
 
 import streamlit as st
 
+from lora_core.analysis import INTRUDER_EPSILON, INTRUDER_K
 from lora_core.config import ConfigError, max_rank
-from lora_core.sweep import INTRUDER_EPSILON, INTRUDER_K, answers, member_name, members, request
+from lora_core.sweep import answers, member_name, members, request
 from lora_core.variants import METHOD_SET_LABELS
 from ui import compare_figures as cf
 from ui import figures, live, session
