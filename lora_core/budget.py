@@ -120,15 +120,20 @@ def human_bytes(n: float) -> str:
 
 def check(config: ExperimentConfig, *, max_bytes: float, max_macs: float) -> Estimate:
     """The estimate of `config`, or ConfigError saying what it would need, the limit and what to change."""
-    e = estimate(config)
+    return within(estimate(config), "this run", max_bytes=max_bytes, max_macs=max_macs,
+                  less_memory="lower the training or held-out samples or the layer sizes",
+                  less_work="lower the epochs, the samples or the layer sizes")
+
+
+def within(e: Estimate, what: str, *, max_bytes: float, max_macs: float, less_memory: str,
+           less_work: str) -> Estimate:
+    """`e`, or ConfigError saying what `what` (a run, a grid) would need, the limit and what to change."""
     if e.bytes > max_bytes:
-        raise ConfigError(f"this run would need about {human_bytes(e.bytes)} of memory, more than the "
-                          f"{human_bytes(max_bytes)} this server allows a run; lower the training or held-out "
-                          "samples or the layer sizes")
+        raise ConfigError(f"{what} would need about {human_bytes(e.bytes)} of memory, more than the "
+                          f"{human_bytes(max_bytes)} this server allows a run; {less_memory}")
     if e.macs > max_macs:
-        raise ConfigError(f"this run would take about {e.macs:.2g} multiply-adds (roughly {_duration(e.seconds)} "
-                          f"here), more than the {max_macs:.2g} this server allows a run; lower the epochs, "
-                          "the samples or the layer sizes")
+        raise ConfigError(f"{what} would take about {e.macs:.2g} multiply-adds (roughly {_duration(e.seconds)} "
+                          f"here), more than the {max_macs:.2g} this server allows a run; {less_work}")
     return e
 
 

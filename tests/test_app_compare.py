@@ -102,3 +102,10 @@ def test_grid_parameters_round_trip():
     assert parse_grid(grid_params(grid)) == (grid, [])
     parsed, warnings = parse_grid({"alphas": "1,nan,3", "seeds": "1.5,2"})
     assert parsed["alphas"] == [1.0] and parsed["seeds"] == [2] and len(warnings) == 3
+
+
+def test_a_grid_over_the_servers_limit_says_what_to_change():
+    at = compare(preset="article", epochs="2000", ranks="1,2,4,8", methods="lora,rslora")
+    errors = " ".join(e.value for e in at.error)
+    assert "this grid would take about" in errors and "multiply" in errors and "fewer ranks" in errors
+    assert next(b for b in at.button if b.label == "Run").disabled

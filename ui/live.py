@@ -16,8 +16,8 @@ import streamlit as st
 from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from lora_core.budget import APP_RUN_MACS, Estimate, check, estimate
-from lora_core.config import ConfigError, ExperimentConfig
+from lora_core.budget import APP_RUN_MACS, Estimate, check, estimate, within
+from lora_core.config import ExperimentConfig
 from lora_core.experiment import run_experiment
 from lora_core.results import PHASES, ExperimentResult, PhaseHistory
 from lora_core.scheduler import Job, Scheduler, default_memory_budget, default_workers
@@ -74,13 +74,9 @@ def admit(config: ExperimentConfig) -> Estimate:
 
 def admit_sweep(req: SweepRequest) -> Estimate:
     """The sweep's estimate (its members added up), or ConfigError: a sweep is one job under one run's limits."""
-    cost = sweep_estimate(req)
-    if cost.bytes > scheduler().memory_budget or cost.macs > APP_RUN_MACS:
-        raise ConfigError(f"this grid would take about {cost.macs:.2g} multiply-adds (roughly "
-                          f"{cost.seconds:.0f} s here) and {figures.human_bytes(cost.bytes)}, more than this server "
-                          f"allows one job ({APP_RUN_MACS:.2g}); choose fewer ranks, methods, α or seeds, or "
-                          "smaller settings")
-    return cost
+    fewer = "choose fewer ranks, methods, α or seeds, or smaller settings"
+    return within(sweep_estimate(req), "this grid", max_bytes=scheduler().memory_budget, max_macs=APP_RUN_MACS,
+                  less_memory=fewer, less_work=fewer)
 
 
 def _session_id() -> str:
