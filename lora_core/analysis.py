@@ -36,14 +36,28 @@ def dora_magnitude_count(d_out: int) -> int:
     return d_out
 
 
-def param_counts(shapes: dict[str, tuple[int, int]], rank: int, use_dora: bool = False) -> ParamCounts:
-    """Per-layer and total counts for layers given as {name: (d_in, d_out)}; with DoRA, each layer's adapter
-    also trains its magnitude vector."""
-    layers = [LayerParams(name, d_in, d_out,
-                          lora_param_count(d_in, d_out, rank) + (dora_magnitude_count(d_out) if use_dora else 0),
-                          full_param_count(d_in, d_out), dora_magnitude_count(d_out) if use_dora else 0)
-              for name, (d_in, d_out) in shapes.items()]
+def param_counts(shapes: dict[str, tuple[int, int]], rank: int, use_dora: bool = False,
+                 targets: tuple[str, ...] | None = None, biases: bool = False) -> ParamCounts:
+    """Per-layer and total counts for layers given as {name: (d_in, d_out)}, an adapter on each of `targets` (all
+    layers when None); with DoRA, each adapter also trains its magnitude vector. With `biases`, every layer has
+    one, which full fine-tuning trains too."""
+    layers = []
+    for name, (d_in, d_out) in shapes.items():
+        adapted = targets is None or name in targets
+        magnitude = dora_magnitude_count(d_out) if use_dora and adapted else 0
+        lora = lora_param_count(d_in, d_out, rank) + magnitude if adapted else 0
+        bias = d_out if biases else 0
+        layers.append(LayerParams(name, d_in, d_out, lora, full_param_count(d_in, d_out) + bias, magnitude, bias))
     return ParamCounts(sum(layer.lora for layer in layers), sum(layer.full for layer in layers), layers)
+
+
+def config_param_counts(config: ExperimentConfig) -> ParamCounts:
+    """`param_counts` of a config's model: every layer, adapters on the layers its task adapts."""
+    from .task_kinds import kind  # task_kinds builds on the tasks this module imports
+
+    task = kind(config)
+    return param_counts(task.layer_shapes(config), config.rank, config.use_dora, task.targets(config),
+                        biases=task.biases)
 
 
 def factored_singular_values(B: torch.Tensor, A: torch.Tensor, scaling: float = 1.0) -> torch.Tensor:

@@ -33,6 +33,7 @@ from .layers import adapted
 from .model import TARGETS
 from .paths import choose_path
 from .results import PhaseHistory, Progress
+from .task_kinds import kind
 from .tasks import Task
 from .training import EVAL_CHUNK, CancelCheck, Cancelled, batches, checked, report, shuffle_generator
 
@@ -50,7 +51,7 @@ class Trained(NamedTuple):
 
 def wanted(config: ExperimentConfig) -> bool:
     """Whether a member is better trained in a batch than alone: a LoRA member the fast path cannot take."""
-    return config.method == "lora" and choose_path(config) == "autograd"
+    return config.method == "lora" and choose_path(config) == "autograd" and kind(config).linear_model
 
 
 def applies(configs: list[ExperimentConfig]) -> bool:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from . import variants
 from .config import BYTES_PER_ITEM, INITS_FROM_WEIGHTS, ConfigError, ExperimentConfig
 from .paths import choose_path
+from .task_kinds import kind
 from .training import EVAL_CHUNK
 
 # Limits a run of the app must stay under; whoever starts the server may change them. The CLI keeps only the
@@ -41,6 +42,11 @@ def _svd_macs(m: int, n: int) -> float:
 
 def estimate(config: ExperimentConfig) -> Estimate:
     """The run's peak memory, multiply-adds and rough time (see the module's docstring)."""
+    return ESTIMATES[config.task](config)
+
+
+def _linear_estimate(config: ExperimentConfig) -> Estimate:
+    """The linear task's estimate: its sizes are all settings."""
     c = config
     item = BYTES_PER_ITEM[c.dtype]
     fast = choose_path(c) == "fast"
@@ -99,13 +105,40 @@ def estimate(config: ExperimentConfig) -> Estimate:
     return Estimate(int(peak_items * item), float(macs), seconds, steps)
 
 
+def _digits_estimate(config: ExperimentConfig) -> Estimate:
+    """The digits task's estimate: 1,797 images of 64 pixels, a ReLU network on the autograd path."""
+    c = config
+    task = kind(c)
+    item = BYTES_PER_ITEM[c.dtype]
+    train_rows, eval_rows = task.rows(c)
+    rows = train_rows + eval_rows
+    shapes = task.layer_shapes(c)
+    weights = sum(d_in * d_out + d_out for d_in, d_out in shapes.values())  # with biases
+    largest = max(d_in * d_out for d_in, d_out in shapes.values())
+    widest = max(d_out for _, d_out in shapes.values())
+    # Memory, in items: the data (read in float64, both tasks' images), the model with gradients and Adam's
+    # moments, a copy per phase, an evaluation chunk's activations, and the spectra's float64 copies.
+    data = rows * 65 * 8 // item + 2 * rows * 64
+    training = 6 * weights + min(EVAL_CHUNK, rows) * 2 * widest + 3 * largest * 2 * (c.use_dora or 0)
+    analysis_items = 8 * largest * 8 // item + 2 * weights
+    peak_items = data + max(training, analysis_items)
+    per_epoch = 3 * train_rows * weights + 2 * eval_rows * weights  # forward and backward; loss and accuracy
+    svds = sum(3 * _svd_macs(d_out, d_in) for d_in, d_out in shapes.values())
+    macs = (c.pretrain_epochs + c.epochs) * per_epoch + 12 * eval_rows * weights + svds
+    steps = math.ceil(train_rows / c.batch_size) * (c.pretrain_epochs + c.epochs)
+    seconds = macs / MACS_PER_SECOND + steps * SECONDS_PER_STEP["autograd"]
+    return Estimate(int(peak_items * item), float(macs), seconds, steps)
+
+
+ESTIMATES = {"linear": _linear_estimate, "digits": _digits_estimate}  # by config.task
+
 FLOOR_MAX_ELEMENTS = 4096 * 4096  # the floor needs a dense d_out x d_in SVD: not for wider maps than this
 
 
 def has_floor(config: ExperimentConfig) -> bool:
     """Whether a run computes its loss floor: not where its method has no bound (variants.REACH: DoRA), nor for
     maps too wide for a dense SVD."""
-    bounded = variants.REACH[variants.delta_kind(config)](config) is not None
+    bounded = kind(config).linear_model and variants.REACH[variants.delta_kind(config)](config) is not None
     return bounded and config.d_in * config.d_out <= FLOOR_MAX_ELEMENTS
 
 

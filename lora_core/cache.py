@@ -3,11 +3,12 @@ method or the shift never pretrains again.
 
 A base depends on the model sizes, the original task (seed, n_samples, n_eval, dtype) and the pretraining
 settings (pretrain_epochs, batch_size, lr), on the device type (CUDA rounds differently from the CPU), the torch
-version and the code that pretrains. All of that is the key. On disk each base is one safetensors file in the
-cache folder (`~/.cache/lora-explorer` or the folder in $LORA_EXPLORER_CACHE; `off` keeps the cache in memory
-only) holding `layer1.weight`, `layer2.weight` and, as JSON in its metadata, the key and the pretraining
-history. The folder is safe to delete. A file that cannot be read, or whose key or contents do not match, is
-removed and the base trained again; diverged or cancelled pretraining is never stored.
+version and the code that pretrains. All of that is the key; a setting that does not matter for the task (the
+linear task's sizes for the digits) is None in it. On disk each base is one safetensors file in the cache folder
+(`~/.cache/lora-explorer` or the folder in $LORA_EXPLORER_CACHE; `off` keeps the cache in memory only) holding
+the model's state (`layer1.weight`, ...) and, as JSON in its metadata, the key and the pretraining history. The
+folder is safe to delete. A file that cannot be read, or whose key or contents do not match, is removed and the
+base trained again; diverged or cancelled pretraining is never stored.
 """
 
 from __future__ import annotations
@@ -33,22 +34,24 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from . import digits as digits_module
+from . import mlp as mlp_module
 from . import model as model_module
+from . import task_kinds as task_kinds_module
 from . import tasks as tasks_module
 from . import training as training_module
-from .config import BASE_FIELDS, ExperimentConfig
-from .model import TARGETS, TwoLayerLinear, layer_shapes
+from .config import BASE_FIELDS, ExperimentConfig, matters
 from .results import PhaseHistory
+from .task_kinds import kind
 from .tasks import Task
 from .training import CancelCheck, ProgressCallback, report
 
 CACHE_ENV = "LORA_EXPLORER_CACHE"
 DEFAULT_DIR = "~/.cache/lora-explorer"
-FORMAT = 1  # bump when the file layout changes
+FORMAT = 2  # bump when the file layout changes (2: the model's whole state, any task)
 # Every config field that changes the original task or its pretraining (declared `base` in config.py); the
 # device enters the key as the type it resolved to ('auto' -> 'cpu'), so it is not taken from the config.
 KEY_FIELDS = tuple(name for name in BASE_FIELDS if name != "device")
-WEIGHTS = tuple(f"{layer}.weight" for layer in TARGETS)
 MEMORY_BYTES = 1 << 30  # the in-memory cache drops its oldest bases beyond this many bytes of weights
 
 Pretrain = Callable[[ExperimentConfig, Task, torch.device, "ProgressCallback | None", "CancelCheck | None"],
@@ -58,7 +61,7 @@ Pretrain = Callable[[ExperimentConfig, Task, torch.device, "ProgressCallback | N
 @dataclass
 class Entry:
     history: PhaseHistory
-    weights: dict[str, torch.Tensor]  # WEIGHTS -> tensor on the device of the key
+    weights: dict[str, torch.Tensor]  # the model's state_dict, on the device of the key
 
 
 _memory: OrderedDict[str, Entry] = OrderedDict()
@@ -88,7 +91,7 @@ def _code_version(build: Pretrain) -> str:
     """A digest of the code that makes a base, so a changed task, model, loop or pretrain function rebuilds.
     Read once per process: the source files do not change under a running program."""
     digest = hashlib.sha256()
-    for source in (tasks_module, model_module, training_module, build):
+    for source in (tasks_module, model_module, digits_module, mlp_module, task_kinds_module, training_module, build):
         try:
             digest.update(inspect.getsource(source).encode())
         except (OSError, TypeError):  # no source to read (a frozen install): fall back to the name
@@ -98,7 +101,8 @@ def _code_version(build: Pretrain) -> str:
 
 def pretrain_key(config: ExperimentConfig, device: torch.device, build: Pretrain) -> dict[str, Any]:
     """Everything a pretrained base depends on, as a JSON-able dict."""
-    key: dict[str, Any] = {name: getattr(config, name) for name in KEY_FIELDS}
+    values = config.to_dict()
+    key: dict[str, Any] = {name: values[name] if matters(name, values) else None for name in KEY_FIELDS}
     key.update(device=device.type, torch=torch.__version__.split("+")[0], format=FORMAT, code=_code_version(build))
     return key
 
@@ -116,32 +120,33 @@ def cached_pretrain(config: ExperimentConfig, task: Task, device: torch.device, 
     epoch by epoch, so a live chart still shows pretraining, and a callback that returns False still cancels.
     """
     key = pretrain_key(config, device, build)
-    entry = lookup(key, device)
+    # The initial draw is overwritten on a hit; its own generator leaves torch's global random state alone.
+    model = kind(config).build_model(config, torch.Generator().manual_seed(0)).to(device)
+    entry = lookup(key, device, {n: (tuple(t.shape), t.dtype) for n, t in model.state_dict().items()})
     if entry is None:
         status, history, model = build(config, task, device, on_progress, cancel)
         if status == "ok":
             store(key, history, model)
         return status, history, model, False
-    # The initial draw is overwritten; its own generator leaves torch's global random state alone.
-    model = TwoLayerLinear(config.d_in, config.hidden, config.d_out, torch.Generator().manual_seed(0),
-                           getattr(torch, config.dtype))
-    model.to(device)
-    with torch.no_grad():
-        for name, tensor in entry.weights.items():
-            model.get_parameter(name).copy_(tensor)
+    model.load_state_dict(entry.weights)
     history = PhaseHistory()
-    losses = list(zip(entry.history.train_loss, entry.history.eval_loss, strict=True))
-    for epoch, (train_loss, eval_loss) in enumerate(losses, 1):
+    accuracies = entry.history.eval_accuracy or [None] * len(entry.history.eval_loss)
+    scores = list(zip(entry.history.train_loss, entry.history.eval_loss, accuracies, strict=True))
+    for epoch, (train_loss, eval_loss, eval_accuracy) in enumerate(scores, 1):
         if cancel is not None and cancel():
             return "cancelled", history, model, True
-        stop = report(on_progress, history, "pretrain", epoch, len(losses), train_loss, eval_loss)
+        stop = report(on_progress, history, "pretrain", epoch, len(scores), train_loss, eval_loss, eval_accuracy)
         if stop:
             return stop, history, model, True
     return "ok", history, model, True
 
 
-def lookup(key: dict[str, Any], device: torch.device) -> Entry | None:
-    """The cached base for `key`: from memory, else from disk (then kept in memory), else None."""
+Layout = dict[str, tuple[tuple[int, ...], torch.dtype]]  # {state name: (shape, dtype)} of the model to fill
+
+
+def lookup(key: dict[str, Any], device: torch.device, layout: Layout) -> Entry | None:
+    """The cached base for `key` with the state `layout`: from memory, else from disk (then kept in memory), else
+    None."""
     name = key_name(key)
     with _lock:
         if name in _memory:
@@ -157,7 +162,7 @@ def lookup(key: dict[str, Any], device: torch.device) -> Entry | None:
         return None
     if not regular:  # a FIFO would block the read forever, a folder cannot be one: skip it, leave it be
         return None
-    entry = _read(path, key, device)
+    entry = _read(path, key, device, layout)
     if entry is None:  # corrupt or stale: remove it, the caller trains again and stores a fresh one
         with contextlib.suppress(OSError):
             path.unlink()
@@ -168,9 +173,10 @@ def lookup(key: dict[str, Any], device: torch.device) -> Entry | None:
 
 def store(key: dict[str, Any], history: PhaseHistory, model: nn.Module) -> None:
     """Keep a finished base in memory and, unless the cache is off or unwritable, on disk."""
-    weights = {name: model.get_parameter(name).detach().clone() for name in WEIGHTS}
+    weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
     name = key_name(key)
-    _remember(name, Entry(PhaseHistory(list(history.train_loss), list(history.eval_loss)), weights))
+    _remember(name, Entry(PhaseHistory(list(history.train_loss), list(history.eval_loss),
+                                       list(history.eval_accuracy)), weights))
     folder = cache_dir()
     if folder is None:
         return
@@ -202,24 +208,23 @@ def _remember(name: str, entry: Entry) -> None:
             _memory.popitem(last=False)
 
 
-def _read(path: Path, key: dict[str, Any], device: torch.device) -> Entry | None:
-    """The entry in `path` if it is intact and made for `key`, else None."""
+def _read(path: Path, key: dict[str, Any], device: torch.device, layout: Layout) -> Entry | None:
+    """The entry in `path` if it is intact, made for `key` and has the state `layout`, else None."""
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            if json.loads(metadata.get("key", "null")) != key or set(f.keys()) != set(WEIGHTS):
+            if json.loads(metadata.get("key", "null")) != key or set(f.keys()) != set(layout):
                 return None
-            weights = {name: f.get_tensor(name).clone() for name in WEIGHTS}
+            weights = {name: f.get_tensor(name).clone() for name in layout}
         history = PhaseHistory(**json.loads(metadata["history"]))
     except Exception:  # any damage (truncated file, bad header, bad JSON) means: rebuild
         return None
-    dtype = getattr(torch, key["dtype"])
-    shapes = {f"{layer}.weight": (d_out, d_in)  # nn.Linear stores [out, in]
-              for layer, (d_in, d_out) in layer_shapes(key["d_in"], key["hidden"], key["d_out"]).items()}
-    losses = history.train_loss + history.eval_loss
-    if (any(tuple(weights[n].shape) != shapes[n] or weights[n].dtype != dtype for n in WEIGHTS)
+    epochs = key["pretrain_epochs"]
+    scores = history.train_loss + history.eval_loss + history.eval_accuracy
+    if (any((tuple(weights[n].shape), weights[n].dtype) != layout[n] for n in layout)
             or not all(torch.isfinite(t).all() for t in weights.values())
-            or len(history.train_loss) != key["pretrain_epochs"] or len(history.eval_loss) != key["pretrain_epochs"]
-            or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in losses)):
+            or len(history.train_loss) != epochs or len(history.eval_loss) != epochs
+            or len(history.eval_accuracy) not in (0, epochs)
+            or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in scores)):
         return None
     return Entry(history, {n: t.to(device) for n, t in weights.items()})

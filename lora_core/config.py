@@ -10,10 +10,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 # Choices, written once and imported wherever a widget, flag or check needs them.
+TASKS = ("linear", "digits")  # task_kinds.py: the data, model and loss of each
+TASK_LABELS = {"linear": "linear regression (the article)", "digits": "handwritten digits (MLP)"}
+DIGIT_SHIFTS = ("rotated", "mirrored", "inverted", "noised", "permuted", "held_out")  # digits.py
+DIGIT_SHIFT_LABELS = {"rotated": "rotated", "mirrored": "mirrored", "inverted": "inverted", "noised": "noised",
+                      "permuted": "pixels permuted", "held_out": "classes held out"}
+# The digits network's layers an adapter goes on (mlp.LAYERS by number: input 1, hidden 2, output 3)
+LAYER_SETS = ("1,2,3", "1,2", "2,3", "1,3", "1", "2", "3")
+LAYER_SET_LABELS = {"1,2,3": "all three", "1,2": "1 and 2 (input, hidden)", "2,3": "2 and 3 (hidden, output)",
+                    "1,3": "1 and 3 (input, output)", "1": "1 (input)", "2": "2 (hidden)", "3": "3 (output)"}
 METHODS = ("lora", "full")
 METHOD_LABELS = {"lora": "LoRA (and its variants)", "full": "full fine-tuning"}
 SHIFTS = ("constant", "low_rank", "full_rank")
@@ -45,7 +55,7 @@ class ConfigError(ValueError):
 def _knob(default: Any, help: str, *, label: str | None = None, lo: float | None = None, hi: float | None = None,
           choices: tuple[str, ...] | None = None, choice_labels: dict[str, str] | None = None,
           positive: bool = False, step: float | None = None, slider: tuple[float, float | None] | None = None,
-          group: str | None = None, base: bool = False, only_if: tuple[str, Any] | None = None,
+          group: str | None = None, base: bool = False, only_if: dict[str, Any] | None = None,
           maths: str | None = None) -> Any:
     """A config field with everything known about it, in `metadata`:
 
@@ -55,7 +65,7 @@ def _knob(default: Any, help: str, *, label: str | None = None, lo: float | None
     a value outside it widens it);
     group: where the Playground shows it ("main" above, "more" in the expander);
     base: whether it shapes the pretrained base (so it is part of the base cache's key);
-    only_if: (field, value) when the setting matters only while that field has that value;
+    only_if: {field: value, ...} when the setting matters only while every such field has that value (`matters`);
     maths: one line (Markdown with LaTeX) saying what the setting changes, shown under its widget.
     """
     meta = {"help": help, "label": label, "lo": lo, "hi": hi, "choices": choices, "choice_labels": choice_labels,
@@ -71,45 +81,66 @@ class ExperimentConfig:
     The declaration order is the Playground's order and the URL's.
     """
 
-    # Adapter and shift: the Playground's main controls
+    # Task, adapter and shift: the Playground's main controls
+    task: str = _knob("linear", "the task: the article's linear regression, or handwritten digits with a small "
+                      "nonlinear network", label="Task", choices=TASKS, choice_labels=TASK_LABELS, group="main",
+                      base=True)
     rank: int = _knob(2, "LoRA rank r (at most the smallest dimension of an adapted layer)", label="Rank r",
                       lo=1, hi=MAX_DIM, slider=(1, None), group="main")
     alpha: float = _knob(2.0, "LoRA scale α; the update is multiplied by α/r", label="Alpha α", positive=True,
                          slider=(0.25, 64.0), step=0.25, group="main")
     shift: str = _knob("constant", "kind of distribution shift applied to θ", label="Shift", choices=SHIFTS,
-                       choice_labels=SHIFT_LABELS, group="main")
-    shift_scale: float = _knob(1.0, "size c of the shift", label="Shift size", positive=True, step=0.1, group="main")
+                       choice_labels=SHIFT_LABELS, group="main", only_if={"task": "linear"})
+    shift_scale: float = _knob(1.0, "size c of the shift", label="Shift size", positive=True, step=0.1, group="main",
+                               only_if={"task": "linear"})
     shift_rank: int = _knob(4, "rank s of a low_rank shift", label="Shift rank", lo=1, hi=MAX_DIM, group="main",
-                            only_if=("shift", "low_rank"))
+                            only_if={"task": "linear", "shift": "low_rank"})
+    digits_shift: str = _knob("rotated", "how the digits change for fine-tuning", label="Digits shift",
+                              choices=DIGIT_SHIFTS, choice_labels=DIGIT_SHIFT_LABELS, group="main",
+                              only_if={"task": "digits"})
+    angle: int = _knob(90, "rotation of the digits, degrees counter-clockwise", label="Rotation angle (°)", lo=1,
+                       hi=359, group="main", only_if={"task": "digits", "digits_shift": "rotated"})
+    noise: float = _knob(0.3, "standard deviation of the Gaussian noise added to every pixel (pixels run from 0 to "
+                         "1)", label="Noise σ", positive=True, step=0.1, group="main",
+                         only_if={"task": "digits", "digits_shift": "noised"})
+    held_out: int = _knob(3, "how many classes (the last digits) pretraining never sees; fine-tuning adds them "
+                          "(1-9: at least one class must remain to pretrain on)", label="Classes held out", lo=1,
+                          hi=9, group="main", base=True, only_if={"task": "digits", "digits_shift": "held_out"})
     # Method, model (d_in -> hidden -> d_out, two bias-free linear layers), data and training: the expander
     method: str = _knob("lora", "fine-tuning method: LoRA adapters or all weights", label="Method", choices=METHODS,
                         choice_labels=METHOD_LABELS, group="method",
                         maths=r"LoRA: $W' = W + s\,BA$, only $A$, $B$ train; full: every weight trains")
     # LoRA's variants (PEFT's names); lora_core/variants.py says how each is computed and which path takes it
     use_rslora: bool = _knob(False, "rsLoRA: scale the update by α/√r instead of α/r", label="rsLoRA",
-                             group="method", only_if=("method", "lora"),
+                             group="method", only_if={"method": "lora"},
                              maths=r"$s = \alpha/\sqrt{r}$ instead of $\alpha/r$: the update's size no longer "
                                    r"shrinks as $r$ grows")
     use_dora: bool = _knob(False, "DoRA: a trained magnitude per output row times the normalised direction "
-                           "W + sBA", label="DoRA", group="method", only_if=("method", "lora"),
+                           "W + sBA", label="DoRA", group="method", only_if={"method": "lora"},
                            maths=r"$W' = m \odot \frac{W + sBA}{\lVert W + sBA\rVert_{\text{row}}}$, "
                                  r"the magnitude $m$ trained too (starts at the row norms of $W$)")
     init: str = _knob("kaiming", "initialisation of A and B (gaussian, kaiming: B = 0; pissa, olora: from W, "
                       "whose residual W - sBA becomes the frozen base)", label="Initialisation",
-                      choices=INITS, choice_labels=INIT_LABELS, group="method", only_if=("method", "lora"),
+                      choices=INITS, choice_labels=INIT_LABELS, group="method", only_if={"method": "lora"},
                       maths=r"PiSSA: $BA$ from the top $r$ singular triplets of $W$; OLoRA: from $W = QR$; "
                             r"both freeze the residual $W - sBA$")
     lr_ratio: float = _knob(1.0, "LoRA+: B's learning rate is lr_ratio times A's (1: plain LoRA; LoRA+ "
                             "suggests 16)", label="LoRA+ ratio η_B/η_A", positive=True, step=1.0,
-                            group="method", only_if=("method", "lora"),
+                            group="method", only_if={"method": "lora"},
                             maths=r"LoRA+: $\eta_B = \lambda\,\eta_A$; Adam moves $B$ faster than $A$")
-    d_in: int = _knob(64, "input dimension", label="Input size d_in", lo=1, hi=MAX_DIM, group="more", base=True)
+    layers: str = _knob("1,2,3", "the digits network's layers that get an adapter (1 input, 2 hidden, 3 output)",
+                        label="Adapted layers", choices=LAYER_SETS, choice_labels=LAYER_SET_LABELS, group="method",
+                        only_if={"task": "digits", "method": "lora"},
+                        maths=r"an adapter $s\,BA$ on each chosen layer; the others stay frozen")
+    d_in: int = _knob(64, "input dimension", label="Input size d_in", lo=1, hi=MAX_DIM, group="more", base=True,
+                      only_if={"task": "linear"})
     hidden: int = _knob(64, "hidden dimension", label="Hidden size", lo=1, hi=MAX_DIM, group="more", base=True)
-    d_out: int = _knob(64, "output dimension", label="Output size d_out", lo=1, hi=MAX_DIM, group="more", base=True)
+    d_out: int = _knob(64, "output dimension", label="Output size d_out", lo=1, hi=MAX_DIM, group="more", base=True,
+                       only_if={"task": "linear"})
     n_samples: int = _knob(1024, "training samples per task", label="Training samples", lo=1, hi=MAX_SAMPLES,
-                           group="more", base=True)
+                           group="more", base=True, only_if={"task": "linear"})
     n_eval: int = _knob(512, "held-out samples per task, used only for evaluation", label="Held-out samples", lo=1,
-                        hi=MAX_SAMPLES, group="more", base=True)
+                        hi=MAX_SAMPLES, group="more", base=True, only_if={"task": "linear"})
     pretrain_epochs: int = _knob(30, "epochs of pretraining on the original task", label="Pretraining epochs", lo=1,
                                  hi=MAX_EPOCHS, group="more", base=True)
     epochs: int = _knob(30, "epochs of fine-tuning on the shifted task", label="Fine-tuning epochs", lo=1,
@@ -159,9 +190,11 @@ def field_name(name: str) -> str:
     """A field's name from its CLI/URL name (either spelling, any case): 'Shift-Scale' -> 'shift_scale'."""
     return name.strip().lower().replace("-", "_")
 
-# The article's exact experiment; `default` is the dataclass defaults (about a second on a 2-core CPU).
+# The article's exact experiment; `default` is the dataclass defaults (about a second on a 2-core CPU); `digits`
+# the digits task with the same defaults (a 90° rotation).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
+    "digits": {"task": "digits"},
     "article": dict(rank=1, alpha=1.0, init="gaussian", shift="constant", shift_scale=1.0, n_samples=10_000,
                     n_eval=2_000, d_in=1001, hidden=1000, d_out=1000, pretrain_epochs=100, epochs=100,
                     batch_size=128, lr=1e-3),
@@ -247,7 +280,7 @@ def validate(config: ExperimentConfig) -> None:
             bad = value not in meta["choices"]
         if bad:
             raise ConfigError(f"{name} must be {bounds_text(name)}, got {_short(value)}")
-    smallest = max_rank(config.d_in, config.hidden, config.d_out)
+    smallest = rank_limit(config)
     if config.method == "lora" and config.rank > smallest:
         raise ConfigError(f"rank must be from 1 to {smallest} (the smallest dimension of an adapted layer), "
                           f"got {config.rank}")
@@ -268,3 +301,18 @@ def validate(config: ExperimentConfig) -> None:
 def max_rank(d_in: int, hidden: int, d_out: int) -> int:
     """The largest rank an adapter on both layers can have: the smallest dimension of either layer."""
     return min(d_in, hidden, d_out)
+
+
+def rank_limit(values: Any) -> int:
+    """The largest rank the adapted layers of `values` (a config, or anything with its attributes) allow: the
+    smallest dimension of an adapted layer of its task's model."""
+    from .task_kinds import TASK_KINDS  # it builds on this module
+
+    shapes = TASK_KINDS[values.task].adapted_shapes(values)
+    return min(min(shape) for shape in shapes.values())
+
+
+def matters(name: str, values: Mapping[str, Any]) -> bool:
+    """Whether setting `name` changes anything given the other settings in `values` (its `only_if`)."""
+    only_if = FIELDS[name].metadata["only_if"] or {}
+    return all(values[field] == value for field, value in only_if.items())

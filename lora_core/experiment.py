@@ -21,11 +21,21 @@ from .config import ExperimentConfig
 from .devices import cpu_threads, describe_device, pick_device, synchronize, threads_for
 from .export import save_adapter
 from .layers import LoRALinear, adapted, merge_lora
-from .model import TARGETS, TwoLayerLinear, layer_shapes
 from .paths import TRAINERS, choose_path
 from .results import LOSS_KEYS, ExperimentResult, LayerSpectra, PhaseHistory
-from .tasks import Task, make_tasks, rng
-from .training import CancelCheck, Cancelled, ProgressCallback, mse, report, train
+from .task_kinds import kind
+from .tasks import Split, Task, rng
+from .training import (
+    CancelCheck,
+    Cancelled,
+    ProgressCallback,
+    accuracy,
+    classifies,
+    held_out_loss,
+    predictions,
+    report,
+    train,
+)
 
 # What to tell a person whose run diverged.
 DIVERGED_HINT = "the loss became infinite or NaN: lower the learning rate or α and train again"
@@ -37,9 +47,7 @@ def pretrain(config: ExperimentConfig, task: Task, device: torch.device,
              on_progress: ProgressCallback | None = None,
              cancel: CancelCheck | None = None) -> tuple[str, PhaseHistory, nn.Module]:
     """Train all weights of a fresh model on the original task. Returns (status, history, model)."""
-    generator = rng(config.seed, "model")
-    model = TwoLayerLinear(config.d_in, config.hidden, config.d_out, generator, getattr(torch, config.dtype))
-    model.to(device)
+    model = kind(config).build_model(config, rng(config.seed, "model")).to(device)
     status, history = train(model, task.train, task.eval, epochs=config.pretrain_epochs,
                             batch_size=config.batch_size, lr=config.lr, seed=config.seed, phase="pretrain",
                             on_progress=on_progress, cancel=cancel)
@@ -64,8 +72,10 @@ def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress:
             for name, tensor in trained.tensors.items():
                 model.get_parameter(name).copy_(tensor)
         history = PhaseHistory()
-        for epoch, losses in enumerate(zip(trained.history.train_loss, trained.history.eval_loss, strict=True), 1):
-            if report(on_progress, history, "finetune", epoch, config.epochs, *losses) == "cancelled":
+        accuracies = trained.history.eval_accuracy or [None] * len(trained.history.eval_loss)
+        for epoch, scores in enumerate(zip(trained.history.train_loss, trained.history.eval_loss, accuracies,
+                                           strict=True), 1):
+            if report(on_progress, history, "finetune", epoch, config.epochs, *scores) == "cancelled":
                 return FineTuned("cancelled", history, model, "batched")
         return FineTuned(trained.status, history, model, "batched")
     path = choose_path(config)
@@ -82,10 +92,16 @@ def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress:
     return FineTuned(status, history, model, path)
 
 
-def spectra(base: nn.Module, tuned: nn.Module, merged: nn.Module) -> dict[str, LayerSpectra]:
-    """Per layer: ΔW's singular values from the factors and from the merged weights, and each weight's."""
+def spectra_layers(config: ExperimentConfig) -> tuple[str, ...]:
+    """The layers whose spectra a run reports: the adapted ones, every layer under full fine-tuning."""
+    task = kind(config)
+    return task.targets(config) if config.method == "lora" else tuple(task.layer_shapes(config))
+
+
+def spectra(base: nn.Module, tuned: nn.Module, merged: nn.Module, names: tuple[str, ...]) -> dict[str, LayerSpectra]:
+    """Per layer in `names`: ΔW's singular values from the factors and from the merged weights, and each weight's."""
     out = {}
-    for name in TARGETS:
+    for name in names:
         before = base.get_submodule(name).weight
         after = merged.get_submodule(name).weight
         layer = tuned.get_submodule(name)
@@ -110,7 +126,7 @@ def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | Non
     (sweep.py); `trained` installs a fine-tune done elsewhere (see finetune).
     """
     device = pick_device(config.device, config.dtype)
-    shapes = layer_shapes(config.d_in, config.hidden, config.d_out)
+    shapes = kind(config).layer_shapes(config)
     with cpu_threads(device, threads_for(sum(analysis.full_param_count(*shape) for shape in shapes.values()))):
         return _run(config, device, on_progress, save_adapter_to, cancel, inspect, trained)
 
@@ -118,13 +134,14 @@ def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | Non
 def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCallback | None,
          save_adapter_to: str | Path | None, cancel: CancelCheck | None, inspect: Inspect | None,
          trained: Trained | None) -> ExperimentResult:
-    original, shifted = make_tasks(config, device)
+    task = kind(config)
+    original, shifted = task.make_tasks(config, device)
     result = ExperimentResult(
         config=config.to_dict(), status="ok", device=describe_device(device), path="autograd",
         history={"pretrain": PhaseHistory(), "finetune": PhaseHistory()},
         losses=dict.fromkeys(LOSS_KEYS),
-        merge_max_abs_diff=None, params=analysis.param_counts(layer_shapes(config.d_in, config.hidden, config.d_out),
-                                                              config.rank, config.use_dora),
+        merge_max_abs_diff=None, params=analysis.config_param_counts(config),
+        accuracies=dict.fromkeys(LOSS_KEYS) if task.classifies else {},
         spectra={}, timings={"pretrain_s": 0.0, "finetune_s": 0.0, "analysis_s": 0.0})
 
     start = time.perf_counter()
@@ -135,8 +152,8 @@ def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCa
     if result.status != "ok":
         return _stopped(result, "pretraining")
     try:
-        result.losses["base_on_original"] = mse(base, original.eval, cancel=cancel)
-        result.losses["base_on_shifted"] = mse(base, shifted.eval, cancel=cancel)
+        for key, split in (("base_on_original", original.eval), ("base_on_shifted", shifted.eval)):
+            _score(result, key, base, split, cancel)
     except Cancelled:
         result.status = "cancelled"
         return _stopped(result, "pretraining")
@@ -165,20 +182,47 @@ def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCa
 
 def _measure(result: ExperimentResult, config: ExperimentConfig, base: nn.Module, tuned: nn.Module, original: Task,
              shifted: Task, cancel: CancelCheck | None) -> nn.Module:
-    """The adapter's and the merged model's losses (on the shifted task, and on the original one: forgetting),
-    the merge check, the spectra and the floor, into `result`; returns the merged model."""
-    result.losses["adapter_on_shifted"] = mse(tuned, shifted.eval, cancel=cancel)
+    """The adapter's and the merged model's losses and accuracies (on the shifted task, and on the original one:
+    forgetting), the merge check, the spectra and the floor, into `result`; returns the merged model."""
+    _score(result, "adapter_on_shifted", tuned, shifted.eval, cancel)
     merged = merge_lora(copy.deepcopy(tuned))
-    result.losses["merged_on_shifted"] = mse(merged, shifted.eval, cancel=cancel)
-    result.losses["merged_on_original"] = mse(merged, original.eval, cancel=cancel)
+    _score(result, "merged_on_shifted", merged, shifted.eval, cancel)
+    _score(result, "merged_on_original", merged, original.eval, cancel)
     if result.losses["merged_on_shifted"] > result.losses["base_on_shifted"]:
         result.message = WORSE_HINT
     if config.method == "lora":
         result.merge_max_abs_diff = analysis.max_abs_diff(tuned, merged, shifted.eval.x)
-    result.spectra = spectra(base, tuned, merged)
-    result.shift_spectrum = analysis.shift_singular_values(config)
-    result.floor, result.floor_noise = floor(config, base, shifted)
+    result.spectra = spectra(base, tuned, merged, spectra_layers(config))
+    if kind(config).linear_model:  # the shift is a matrix Δθ with a spectrum, the floor a tail of one
+        result.shift_spectrum = analysis.shift_singular_values(config)
+        result.floor, result.floor_noise = floor(config, base, shifted)
+    if classifies(shifted.eval):
+        result.samples = samples(config, base, merged, shifted)
     return merged
+
+
+def _score(result: ExperimentResult, key: str, model: nn.Module, split: Split, cancel: CancelCheck | None) -> None:
+    """`model`'s held-out loss on `split` into result.losses[key], and its accuracy for a classification task."""
+    result.losses[key] = held_out_loss(model, split, cancel=cancel)
+    if classifies(split):
+        result.accuracies[key] = accuracy(model, split)
+
+
+SAMPLES = 12  # held-out digits a result carries for the pages' sample grid
+
+
+def samples(config: ExperimentConfig, base: nn.Module, merged: nn.Module, shifted: Task) -> list[dict]:
+    """A few held-out samples before and after the shift, with the base's and the fine-tuned model's predicted
+    class on the shifted image (pixels rounded to 3 decimals: they are for drawing)."""
+    from .digits import held_out_samples  # the one classification task
+
+    positions, originals = held_out_samples(config.seed, SAMPLES)
+    x_shifted = shifted.eval.x[positions.to(shifted.eval.x.device)]
+    return [{"label": int(label), "original": [round(v, 3) for v in before.tolist()],
+             "shifted": [round(v, 3) for v in after.tolist()], "base": b, "adapted": a}
+            for label, before, after, b, a in zip(shifted.eval.y[positions].tolist(), originals, x_shifted.cpu(),
+                                                  predictions(base, x_shifted), predictions(merged, x_shifted),
+                                                  strict=True)]
 
 
 def floor(config: ExperimentConfig, base: nn.Module, shifted: Task) -> tuple[float | None, float | None]:
@@ -203,7 +247,7 @@ def prepared(config: ExperimentConfig, device: torch.device, on_progress: Progre
              cancel: CancelCheck | None = None) -> tuple[str, Task, Task, nn.Module]:
     """(status, original task, shifted task, pretrained base) as a run of `config` starts: the base from the
     cache when it is there (sweep.py trains several members on it at once)."""
-    original, shifted = make_tasks(config, device)
+    original, shifted = kind(config).make_tasks(config, device)
     status, _, base, _ = cache.cached_pretrain(config, original, device, pretrain, on_progress, cancel)
     return status, original, shifted, base
 

@@ -5,7 +5,7 @@ A folder gets:
   `init_lora_weights` (`"pissa"`, `"olora"`, else `true`: a random start is overwritten on loading);
 - `adapter_model.safetensors`: `base_model.model.<layer>.lora_A.weight` [r, d_in], `...lora_B.weight`
   [d_out, r] and, with DoRA, `...lora_magnitude_vector` [d_out] (PEFT's keys);
-- `base_model.safetensors` (`layer1.weight`, `layer2.weight`): the frozen base the adapter was trained on, so
+- `base_model.safetensors` (`layer1.weight`, ... and biases): the frozen base the adapter was trained on, so
   that base + adapter gives the project's outputs with no library at all. For PiSSA and OLoRA that is the
   residual W − s·B₀A₀;
 - for PiSSA and OLoRA also `original_base_model.safetensors`, the pretrained W. PEFT, reading
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
@@ -71,13 +72,17 @@ def save_adapter(model: nn.Module, folder: str | Path, original: nn.Module | Non
         if use_dora:
             tensors[f"{PEFT_PREFIX}{name}.lora_magnitude_vector"] = layer.lora_magnitude.detach().cpu().contiguous()
     save_file(tensors, str(folder / ADAPTER_WEIGHTS))
-    base = {f"{name}.weight": layer.base.weight.detach().cpu().contiguous() for name, layer in layers.items()}
-    save_file(base, str(folder / BASE_WEIGHTS))
+    save_file(_plain_state(model), str(folder / BASE_WEIGHTS))
     if from_weights:
-        weights = {f"{name}.weight": original.get_submodule(name).weight.detach().cpu().contiguous()
-                   for name in layers}
-        save_file(weights, str(folder / ORIGINAL_BASE_WEIGHTS))
+        save_file(_plain_state(original), str(folder / ORIGINAL_BASE_WEIGHTS))
     return folder
+
+
+def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The frozen base's state, every layer and bias, under the plain model's names ('layer1.base.weight' ->
+    'layer1.weight'): what a base model loads before PEFT adds the adapter."""
+    return {name.replace(".base.", "."): tensor.detach().cpu().contiguous()
+            for name, tensor in model.state_dict().items() if ".lora_" not in name}
 
 
 def load_base_weights(folder: str | Path, original: bool = False) -> dict:

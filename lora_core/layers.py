@@ -10,7 +10,6 @@ import torch
 import torch.nn as nn
 
 from .inits import init_factors
-from .model import TARGETS
 from .tasks import rng
 from .variants import lora_scaling
 
@@ -107,10 +106,12 @@ def add_lora(model: nn.Module, targets: Iterable[str], rank: int, alpha: float, 
 
 
 def adapted(base: nn.Module, config: ExperimentConfig) -> nn.Module:
-    """A copy of `base` with the adapter `config` asks for on both layers (its rank, α, initialisation from the
-    run's adapter stream, rsLoRA, DoRA), as every path starts from it."""
+    """A copy of `base` with the adapter `config` asks for on the layers its task adapts (its rank, α,
+    initialisation from the run's adapter stream, rsLoRA, DoRA), as every path starts from it."""
+    from .task_kinds import kind  # task_kinds builds on the models this module adapts
+
     model = copy.deepcopy(base)
-    add_lora(model, TARGETS, config.rank, config.alpha, config.init, rng(config.seed, "adapter"),
+    add_lora(model, kind(config).targets(config), config.rank, config.alpha, config.init, rng(config.seed, "adapter"),
              use_rslora=config.use_rslora, use_dora=config.use_dora)
     return model
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from . import variants
 from .config import ConfigError, ExperimentConfig
 from .fast import train_fast
+from .task_kinds import kind
 from .training import train
 
 TRAINERS = {"autograd": train, "fast": train_fast}
@@ -17,12 +18,16 @@ TRAINERS = {"autograd": train, "fast": train_fast}
 def choose_path(config: ExperimentConfig) -> str:
     """The path that fine-tunes `config`: 'fast' where it applies and was not ruled out, else 'autograd'.
 
-    The fast path applies to LoRA on both layers of the two-layer model with every variant it stays exact with
-    (variants.VARIANTS: all but DoRA); fast.applies checks the built model again. `path fast` where it does not
-    apply raises ConfigError.
+    The fast path applies to LoRA on both layers of the linear task's two-layer model with every variant it stays
+    exact with (variants.VARIANTS: all but DoRA); fast.applies checks the built model again. `path fast` where it
+    does not apply raises ConfigError.
     """
     excluded = variants.not_fast(config)
-    fast_applies = config.method == "lora" and not excluded
+    linear_model = kind(config).linear_model
+    fast_applies = config.method == "lora" and not excluded and linear_model
+    if config.path == "fast" and not linear_model:
+        raise ConfigError(f"path 'fast' applies only to the linear task's model, not to task {config.task!r}; "
+                          "use path auto or autograd")
     if config.path == "fast" and config.method != "lora":
         raise ConfigError(f"path 'fast' applies only to method 'lora', not {config.method!r}; "
                           "use path auto or autograd")

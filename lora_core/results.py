@@ -22,14 +22,17 @@ class Progress:
     epochs: int
     train_loss: float
     eval_loss: float
+    eval_accuracy: float | None = None  # held-out accuracy of a classification task, else None
 
 
 @dataclass
 class PhaseHistory:
-    """Per-epoch losses of one phase: mean training mini-batch loss and held-out loss after the epoch."""
+    """Per-epoch losses of one phase: mean training mini-batch loss and held-out loss after the epoch; for a
+    classification task also the held-out accuracy (empty otherwise)."""
 
     train_loss: list[float] = field(default_factory=list)
     eval_loss: list[float] = field(default_factory=list)
+    eval_accuracy: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -37,9 +40,10 @@ class LayerParams:
     name: str
     d_in: int
     d_out: int
-    lora: int  # the adapter's trainable parameters: (d_in + d_out) * r, plus d_out with DoRA
-    full: int  # d_in * d_out
+    lora: int  # the adapter's trainable parameters: (d_in + d_out) * r, plus d_out with DoRA; 0 without adapter
+    full: int  # d_in * d_out, plus the bias
     magnitude: int = 0  # DoRA's magnitude vector (d_out), included in `lora`
+    bias: int = 0  # the layer's bias (d_out, the digits network), included in `full`
 
 
 @dataclass
@@ -85,6 +89,10 @@ class ExperimentResult:
     # Filled by a sweep (sweep.py), per layer: Hu et al.'s amplification factor, Shuttleworth et al.'s intruders.
     amplification: dict[str, float] = field(default_factory=dict)
     intruders: dict[str, int] = field(default_factory=dict)
+    # A classification task's held-out accuracies, keyed like `losses` (empty for regression), and a few held-out
+    # samples: {"label", "original", "shifted" (pixels), "base", "adapted" (predicted classes on the shifted image)}.
+    accuracies: dict[str, float | None] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(dataclasses.asdict(self))

@@ -20,7 +20,7 @@ def rng(seed: int, stream: str) -> torch.Generator:
 
 @dataclass
 class Split:
-    """x: [n, d_in], y: [n, d_out]."""
+    """x: [n, d_in], y: [n, d_out] (regression) or [n] class indices (classification)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -28,7 +28,7 @@ class Split:
 
 @dataclass
 class Task:
-    theta: torch.Tensor  # [d_in, d_out]
+    theta: torch.Tensor | None  # [d_in, d_out]; None for a task that is not a linear map (digits.py)
     train: Split
     eval: Split  # held-out samples, never trained on
 

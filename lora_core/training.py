@@ -1,5 +1,8 @@
 """The epoch loop both fine-tuning paths share, and the general path: autograd + Adam on any model.
 
+The loss follows the labels: mean squared error for real-valued targets, cross-entropy (and accuracy) for class
+indices (`LOSSES`).
+
 The loop knows no UI: after every epoch it calls `on_progress(Progress)`; a callback that returns False
 cancels the run. `cancel()`, when given, is asked before every mini-batch, so a long epoch stops within one
 step. A non-finite loss stops the run as `diverged` with the history so far kept.
@@ -49,22 +52,58 @@ def checked(items: Iterable[torch.Tensor], cancel: CancelCheck | None) -> Iterat
         yield item
 
 
+# The loss of a split, by whether its labels are class indices; each takes reduction= like torch's.
+LOSSES = {False: F.mse_loss, True: F.cross_entropy}
+
+
+def classifies(split: Split) -> bool:
+    """Whether `split`'s labels are class indices (a classification task) rather than real-valued targets."""
+    return not split.y.is_floating_point()
+
+
+def loss_of(split: Split) -> Callable[..., torch.Tensor]:
+    """The loss for `split`'s labels: F.mse_loss or F.cross_entropy."""
+    return LOSSES[classifies(split)]
+
+
 @torch.no_grad()
-def mse(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK, cancel: CancelCheck | None = None) -> float:
-    """Mean squared error of `model` on `split`, in chunks so large held-out sets fit in memory."""
-    total = 0.0
+def held_out_loss(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK, cancel: CancelCheck | None = None) -> float:
+    """The mean loss of `model` on `split` (squared error per output, or cross-entropy per sample), in chunks so
+    large held-out sets fit in memory."""
+    loss, total = loss_of(split), 0.0
     for start in checked(range(0, split.x.shape[0], chunk), cancel):
         out = model(split.x[start:start + chunk])
-        total += F.mse_loss(out, split.y[start:start + chunk], reduction="sum").item()
+        total += loss(out, split.y[start:start + chunk], reduction="sum").item()
     return total / split.y.numel()
 
 
+mse = held_out_loss  # on a regression task the held-out loss is the mean squared error
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK) -> float:
+    """The fraction of `split` (class indices) whose largest output is the true class."""
+    right = 0
+    for start in range(0, split.x.shape[0], chunk):
+        right += (model(split.x[start:start + chunk]).argmax(-1) == split.y[start:start + chunk]).sum().item()
+    return right / split.y.shape[0]
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, x: torch.Tensor) -> list[int]:
+    """The class `model` predicts for each row of x: [n, d_in]."""
+    return model(x).argmax(-1).tolist()
+
+
 def report(on_progress: ProgressCallback | None, history: PhaseHistory, phase: str, epoch: int, epochs: int,
-           train_loss: float, eval_loss: float) -> str | None:
+           train_loss: float, eval_loss: float, eval_accuracy: float | None = None) -> str | None:
     """Record one epoch and tell the callback; returns 'diverged' or 'cancelled' when the run must stop."""
     history.train_loss.append(train_loss)
     history.eval_loss.append(eval_loss)
-    if on_progress is not None and on_progress(Progress(phase, epoch, epochs, train_loss, eval_loss)) is False:
+    if eval_accuracy is not None:
+        history.eval_accuracy.append(eval_accuracy)
+    progress = Progress(phase, epoch, epochs, train_loss, eval_loss, eval_accuracy)
+    if on_progress is not None and on_progress(progress) is False:
         return "cancelled"
     if not (math.isfinite(train_loss) and math.isfinite(eval_loss)):
         return "diverged"
@@ -73,8 +112,10 @@ def report(on_progress: ProgressCallback | None, history: PhaseHistory, phase: s
 
 def epoch_loop(train_epoch: EpochStep, eval_loss: Callable[[], float], *, n: int, epochs: int, batch_size: int,
                seed: int, phase: str, device: torch.device, on_progress: ProgressCallback | None = None,
-               cancel: CancelCheck | None = None) -> tuple[str, PhaseHistory]:
-    """Run `epochs` epochs of `train_epoch` over the same shuffled batches every path sees; (status, history)."""
+               cancel: CancelCheck | None = None,
+               eval_accuracy: Callable[[], float] | None = None) -> tuple[str, PhaseHistory]:
+    """Run `epochs` epochs of `train_epoch` over the same shuffled batches every path sees; (status, history).
+    `eval_accuracy`, for a classification task, is recorded after every epoch beside the held-out loss."""
     generator = shuffle_generator(seed, phase)
     history = PhaseHistory()
     try:
@@ -83,7 +124,8 @@ def epoch_loop(train_epoch: EpochStep, eval_loss: Callable[[], float], *, n: int
             if device.type != "cpu":  # one transfer per epoch instead of one per batch
                 order = torch.cat(order).to(device).split([len(idx) for idx in order])
             train_loss = train_epoch(checked(order, cancel))
-            stop = report(on_progress, history, phase, epoch, epochs, train_loss, eval_loss())
+            stop = report(on_progress, history, phase, epoch, epochs, train_loss, eval_loss(),
+                          eval_accuracy() if eval_accuracy is not None else None)
             if stop:
                 return stop, history
     except Cancelled:
@@ -94,24 +136,26 @@ def epoch_loop(train_epoch: EpochStep, eval_loss: Callable[[], float], *, n: int
 def train(model: nn.Module, train_split: Split, eval_split: Split, *, epochs: int, batch_size: int, lr: float,
           seed: int, phase: str, on_progress: ProgressCallback | None = None,
           cancel: CancelCheck | None = None, lr_ratio: float = 1.0) -> tuple[str, PhaseHistory]:
-    """Adam on the model's trainable parameters, MSE loss; LoRA's B factors (and DoRA's magnitudes) at
-    lr * lr_ratio (LoRA+, variants.optimizer_groups). Returns (status, history)."""
+    """Adam on the model's trainable parameters, the split's loss (`loss_of`); LoRA's B factors (and DoRA's
+    magnitudes) at lr * lr_ratio (LoRA+, variants.optimizer_groups). Returns (status, history)."""
     opt = torch.optim.Adam(optimizer_groups(model, lr, lr_ratio), lr=lr)
     n = train_split.x.shape[0]
+    loss_fn = loss_of(train_split)
 
     def train_epoch(order: Iterable[torch.Tensor]) -> float:
         total = torch.zeros((), dtype=train_split.x.dtype, device=train_split.x.device)
         for idx in order:
-            loss = F.mse_loss(model(train_split.x[idx]), train_split.y[idx])
+            loss = loss_fn(model(train_split.x[idx]), train_split.y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.detach() * len(idx)
         return total.item() / n
 
-    return epoch_loop(train_epoch, lambda: mse(model, eval_split, cancel=cancel), n=n, epochs=epochs,
+    return epoch_loop(train_epoch, lambda: held_out_loss(model, eval_split, cancel=cancel), n=n, epochs=epochs,
                       batch_size=batch_size, seed=seed, phase=phase, device=train_split.x.device,
-                      on_progress=on_progress, cancel=cancel)
+                      on_progress=on_progress, cancel=cancel,
+                      eval_accuracy=(lambda: accuracy(model, eval_split)) if classifies(eval_split) else None)
 
 
 def warm_up() -> None:

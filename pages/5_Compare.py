@@ -2,11 +2,12 @@
 
 import json
 import logging
+from types import SimpleNamespace
 
 import streamlit as st
 
 from lora_core.analysis import INTRUDER_EPSILON, INTRUDER_K
-from lora_core.config import ConfigError, max_rank
+from lora_core.config import ConfigError, rank_limit
 from lora_core.sweep import answers, member_name, members, request
 from lora_core.variants import METHOD_SET_LABELS
 from ui import compare_figures as cf
@@ -38,7 +39,7 @@ st.markdown("Fine-tune a grid of methods × ranks × α × seeds from one pretra
             "alike the learned subspaces are.")
 if state.grid_warnings:
     st.warning("Ignored from the link:\n" + "\n".join(f"- {plain(w)}" for w in state.grid_warnings), icon="⚠️")
-top = max_rank(state.settings["d_in"], state.settings["hidden"], state.settings["d_out"])
+top = rank_limit(SimpleNamespace(**state.settings))
 left, right = st.columns(2)
 left.multiselect(g.LABELS["methods"], g.CHOICES["methods"], key="w_grid_methods", help=g.HELP["methods"],
                  format_func=METHOD_SET_LABELS.get)

@@ -32,7 +32,7 @@ def test_json_to_stdout_has_the_contract_keys():
     assert data["params"]["lora_trainable"] == (12 + 10) * 2 + (10 + 8) * 2
     assert data["params"]["full_trainable"] == 12 * 10 + 10 * 8
     assert [layer["name"] for layer in data["params"]["layers"]] == ["layer1", "layer2"]
-    assert set(data["params"]["layers"][0]) == {"name", "d_in", "d_out", "lora", "full", "magnitude"}
+    assert set(data["params"]["layers"][0]) == {"name", "d_in", "d_out", "lora", "full", "magnitude", "bias"}
     assert data["params"]["layers"][0]["magnitude"] == 0  # DoRA only
     for spec in data["spectra"].values():
         assert set(spec) == {"delta_factored", "delta_merged", "weight_before", "weight_after"}

@@ -61,7 +61,7 @@ def test_every_setting_declares_help_and_the_playground_ones_a_label_and_a_place
         assert (meta["label"] is None) == (meta["group"] is None), name  # a label means a place on the page
         if f.type == "int":
             assert meta["lo"] is not None and meta["hi"] is not None, name
-    assert list(LABELS)[:2] == ["rank", "alpha"] and LABELS["rank"] == "Rank r"
+    assert list(LABELS)[:3] == ["task", "rank", "alpha"] and LABELS["rank"] == "Rank r"
     assert {"d_in", "seed", "lr", "dtype", "device"} <= set(BASE_FIELDS)
     assert not {"rank", "alpha", "method", "shift", "epochs"} & set(BASE_FIELDS)
 

@@ -21,7 +21,7 @@ from lora_core.config import (
     preset,
 )
 
-PRESET_LABELS = {"default": "Default", "article": "Article"}
+PRESET_LABELS = {"default": "Default", "digits": "Digits", "article": "Article"}
 
 
 def preset_settings(name: str) -> dict[str, Any]:

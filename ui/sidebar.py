@@ -7,18 +7,19 @@ where it declares a span, else a number input.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import streamlit as st
 
-from lora_core.config import FIELDS, LABELS, PRESETS, ConfigError, ExperimentConfig, max_rank
+from lora_core.config import FIELDS, LABELS, PRESETS, ConfigError, ExperimentConfig, matters, rank_limit
 
 from . import session
 from .settings import PRESET_LABELS, parse_params, preset_settings, to_config, url_params
 from .text import plain
 
-PRESET_HELP = ("load a preset's values: Default runs in about a second, Article is the article's experiment "
-               "(1001→1000→1000, minutes on a CPU)")
+PRESET_HELP = ("load a preset's values: Default runs in about a second, Digits is the handwritten digits task "
+               "(about a second), Article is the article's experiment (1001→1000→1000, minutes on a CPU)")
 
 
 def _key(field: str, value: Any) -> str:
@@ -55,7 +56,7 @@ def _widget(field: str, settings: dict[str, Any]) -> Any:
     if meta["slider"]:
         lo, hi = meta["slider"]
         if hi is None:  # up to what the model allows (a slider needs two distinct ends)
-            hi = max(max_rank(settings["d_in"], settings["hidden"], settings["d_out"]), lo + 1)
+            hi = max(rank_limit(SimpleNamespace(**settings)), lo + 1)
         key = _key(field, settings[field] if kind == "int" else float(settings[field]))
         value = st.session_state[key]
         if kind == "int":
@@ -70,8 +71,7 @@ def _widget(field: str, settings: dict[str, Any]) -> Any:
 
 
 def _shown(field: str, settings: dict[str, Any]) -> bool:
-    only_if = FIELDS[field].metadata["only_if"]
-    return only_if is None or settings[only_if[0]] == only_if[1]
+    return matters(field, settings)
 
 
 def apply_url(extra_keys: tuple[str, ...] = ()) -> None:

@@ -1,0 +1,136 @@
+"""The digits task: scikit-learn's bundled 8×8 handwritten digits, a held-out split fixed by the seed, and the
+shifts fine-tuning adapts to (rotated, mirrored, inverted, noised, pixels permuted, classes held out).
+
+The 1,797 images ship inside scikit-learn (`sklearn/datasets/data/digits.csv.gz`, what `load_digits` reads);
+this module reads that file directly, so nothing is downloaded and `lora_core` never imports scikit-learn (nor
+SciPy behind it). tests/test_digits.py checks the result equals `sklearn.datasets.load_digits()`.
+
+    x: [n, 64] pixels scaled to [0, 1] (the same scale for every split), y: [n] class indices 0-9
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.util
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .config import ConfigError, ExperimentConfig
+from .tasks import Split, Task, rng
+
+SIDE = 8  # images are SIDE x SIDE
+PIXELS = SIDE * SIDE
+CLASSES = 10
+PIXEL_MAX = 16.0  # the data's pixel values run from 0 to 16
+TEST_FRACTION = 0.25  # of the images held out for evaluation, chosen by the seed
+DATA_FILE = ("datasets", "data", "digits.csv.gz")  # inside the scikit-learn package
+
+
+def data_path() -> Path:
+    """Where scikit-learn keeps the digits; ConfigError when scikit-learn is not installed."""
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the digits task reads scikit-learn's bundled digits: pip install scikit-learn")
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*DATA_FILE)
+
+
+@functools.lru_cache(maxsize=1)
+def load() -> tuple[torch.Tensor, torch.Tensor]:
+    """(images: [1797, 64] float64 in 0..16, labels: [1797] int64), read once per process."""
+    with gzip.open(data_path(), "rt") as f:
+        rows = [[float(v) for v in line.split(",")] for line in f if line.strip()]
+    table = torch.tensor(rows, dtype=torch.float64)
+    return table[:, :PIXELS].contiguous(), table[:, PIXELS].long()
+
+
+def held_out_classes(config: ExperimentConfig) -> tuple[int, ...]:
+    """The classes kept out of pretraining (the last `held_out` digits) under the held_out shift, else none."""
+    if config.digits_shift != "held_out":
+        return ()
+    return tuple(range(CLASSES - config.held_out, CLASSES))
+
+
+def rotate(images: torch.Tensor, degrees: float) -> torch.Tensor:
+    """Images [n, 64] turned counter-clockwise by `degrees` about their centre (bilinear, zeros outside).
+    A multiple of 90° maps pixel centres onto pixel centres, so it equals torch.rot90 up to rounding."""
+    n = images.shape[0]
+    theta = math.radians(degrees)
+    cos, sin = math.cos(theta), math.sin(theta)
+    # affine_grid maps output coordinates to input ones: the inverse rotation (y axis points down in images).
+    matrix = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=images.dtype).expand(n, 2, 3)
+    grid = F.affine_grid(matrix, [n, 1, SIDE, SIDE], align_corners=False)
+    turned = F.grid_sample(images.view(n, 1, SIDE, SIDE), grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=False)
+    return turned.reshape(n, PIXELS)
+
+
+def mirror(images: torch.Tensor) -> torch.Tensor:
+    """Images [n, 64] flipped left to right."""
+    return images.view(-1, SIDE, SIDE).flip(-1).reshape(-1, PIXELS)
+
+
+def pixel_order(seed: int) -> torch.Tensor:
+    """The permuted shift's fixed order of the 64 pixels, drawn from the seed's shift stream."""
+    return torch.randperm(PIXELS, generator=rng(seed, "shift"))
+
+
+def shifted_images(images: torch.Tensor, config: ExperimentConfig, generator: torch.Generator) -> torch.Tensor:
+    """`images` [n, 64] (scaled to [0, 1]) under the config's digits shift; `generator` draws the noise."""
+    kind = config.digits_shift
+    if kind == "rotated":
+        return rotate(images, config.angle)
+    if kind == "mirrored":
+        return mirror(images)
+    if kind == "inverted":
+        return 1.0 - images
+    if kind == "noised":
+        return images + config.noise * torch.randn(images.shape, generator=generator, dtype=images.dtype)
+    if kind == "permuted":
+        return images[:, pixel_order(config.seed)]
+    return images  # held_out: the same images, with the classes pretraining never saw added
+
+
+def split_indices(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, held-out rows) of the n images, a permutation fixed by the seed."""
+    order = torch.randperm(n, generator=rng(seed, "original"))
+    n_eval = round(n * TEST_FRACTION)
+    return order[n_eval:], order[:n_eval]
+
+
+def make_digit_tasks(config: ExperimentConfig, device: torch.device | str = "cpu") -> tuple[Task, Task]:
+    """The original task (the digits, without the held-out classes under that shift) and the shifted one (every
+    class, shifted images), on the same training and held-out rows. Tasks have no θ."""
+    dtype = getattr(torch, config.dtype)
+    images, labels = load()
+    x = (images / PIXEL_MAX).to(dtype)
+    train_rows, eval_rows = split_indices(config.seed, len(labels))
+    hidden_classes = torch.tensor(held_out_classes(config), dtype=torch.long)
+
+    def split(rows: torch.Tensor, images: torch.Tensor, keep_all: bool) -> Split:
+        if not keep_all:
+            rows = rows[~torch.isin(labels[rows], hidden_classes)]
+        return Split(images[rows].to(device), labels[rows].to(device))
+
+    g = rng(config.seed, "shifted")
+    moved = {"train": shifted_images(x[train_rows], config, g), "eval": shifted_images(x[eval_rows], config, g)}
+    original = Task(None, split(train_rows, x, False), split(eval_rows, x, False))
+    # The shifted splits keep the rows in the order above: their images were transformed in that order.
+    shifted = Task(None, Split(moved["train"].to(device), labels[train_rows].to(device)),
+                   Split(moved["eval"].to(device), labels[eval_rows].to(device)))
+    return original, shifted
+
+
+def held_out_samples(seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions in the held-out split, their unshifted images [count, 64] in [0, 1]) of the samples a page
+    shows: one digit of each class first, then the next rows."""
+    images, labels = load()
+    _, eval_rows = split_indices(seed, len(labels))
+    eval_labels = labels[eval_rows]
+    firsts = [int((eval_labels == c).nonzero()[0]) for c in range(CLASSES) if (eval_labels == c).any()]
+    rest = [i for i in range(len(eval_rows)) if i not in firsts]
+    positions = torch.tensor((firsts + rest)[:count], dtype=torch.long)
+    return positions, images[eval_rows[positions]] / PIXEL_MAX
