@@ -53,16 +53,19 @@ def config_from(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = config_parser("python -m lora_core", "Pretrain a two-layer linear model, fine-tune it with LoRA on a "
-                           "shifted task, merge the adapter and measure everything. `python -m lora_core sweep "
-                           "--help`: a grid of ranks, methods, α and seeds.")
+    parser = config_parser("python -m lora_core",
+                           "Pretrain a two-layer linear model (or, with --task digits, a small ReLU network on "
+                           "handwritten digits), fine-tune it with LoRA on a shifted task, merge the adapter and "
+                           "measure everything. `python -m lora_core sweep --help`: a grid of ranks, methods, α and "
+                           "seeds.")
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH ('-' for stdout)")
     parser.add_argument("--save-adapter", metavar="DIR", help="write the trained adapter in PEFT's format to DIR")
     return parser
 
 
 def _print_progress(p: Progress) -> None:
-    print(f"{p.phase:8s} epoch {p.epoch:>4}/{p.epochs}  train {p.train_loss:.6g}  eval {p.eval_loss:.6g}",
+    accuracy = "" if p.eval_accuracy is None else f"  accuracy {p.eval_accuracy:.4f}"
+    print(f"{p.phase:8s} epoch {p.epoch:>4}/{p.epochs}  train {p.train_loss:.6g}  eval {p.eval_loss:.6g}{accuracy}",
           file=sys.stderr, flush=True)
 
 
@@ -156,7 +159,9 @@ def summary(result) -> str:
     lines = [f"status {result.status} on {result.device} ({result.path} path)"]
     if result.message:
         lines.append(result.message)
-    lines += [f"  {key:20s} {value:.6g}" for key, value in result.losses.items() if value is not None]
+    lines += [f"  {key:20s} {value:.6g}" + (f"  accuracy {result.accuracies[key]:.4f}"
+                                            if result.accuracies.get(key) is not None else "")
+              for key, value in result.losses.items() if value is not None]
     if result.merge_max_abs_diff is not None:
         lines.append(f"  max |adapter - merged| {result.merge_max_abs_diff:.3g}")
     lines.append(f"  trainable: LoRA {result.params.lora_trainable:,} vs full {result.params.full_trainable:,}")

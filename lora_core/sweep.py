@@ -28,7 +28,7 @@ from .devices import cpu_threads, pick_device, threads_for
 from .experiment import prepared, run_experiment
 from .layers import lora_layers
 from .model import TARGETS
-from .results import ExperimentResult, Progress
+from .results import LOSS_KEYS, ExperimentResult, Progress
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ def _analyse(run: ExperimentResult, config: ExperimentConfig, base: nn.Module, t
              base_vectors: dict[tuple[int, str], torch.Tensor]) -> None:
     """Each layer's amplification factor (from the factors where ΔW is a product of them) and intruders."""
     kind = variants.delta_kind(config)
-    for name in TARGETS:
+    for name in run.spectra:  # the layers the run measured: the adapted ones, every layer under full fine-tuning
         before, after = base.get_submodule(name).weight, merged.get_submodule(name).weight
         layer = tuned.get_submodule(name)
         if kind in ("lora", "from_weights"):
@@ -239,7 +239,7 @@ def _similarities(result: SweepResult, factors: list[dict[str, torch.Tensor]]) -
         pairs.append((by_seed[0], next(a for a in by_seed if a[2].config["seed"] != by_seed[0][2].config["seed"])))
     out = []
     for (i, mi, ri), (j, mj, rj) in pairs:
-        for layer in TARGETS:
+        for layer in factors[i].keys() & factors[j].keys():
             out.append({"layer": layer, "a": member_name(mi, ri.config), "b": member_name(mj, rj.config),
                         "values": analysis.similarity_grid(factors[i][layer], factors[j][layer])})
     return out
@@ -251,8 +251,16 @@ ROW_FIELDS = ["name", "method", "rank", "alpha", "seed", "status", "path", "base
               "finetune_s"]
 
 
+def row_fields(result: SweepResult) -> list[str]:
+    """ROW_FIELDS, plus the columns of a digits sweep: its third layer's, and the held-out accuracies."""
+    layers = sorted({layer for run in result.members for layer in run.spectra} - set(TARGETS))
+    extra = [f"{what}_{layer}" for what in ("amplification", "intruders") for layer in layers]
+    accuracy = [f"accuracy_{k}" for k in LOSS_KEYS] if any(run.accuracies for run in result.members) else []
+    return [*ROW_FIELDS[:-1], *extra, *accuracy, ROW_FIELDS[-1]]
+
+
 def rows(result: SweepResult) -> list[dict[str, Any]]:
-    """One flat row per member (ROW_FIELDS): the CSV's and the Compare page's table."""
+    """One flat row per member (`row_fields`): the CSV's and the Compare page's table."""
     out = []
     for method, run in zip(result.methods, result.members, strict=True):
         c = run.config
@@ -264,5 +272,8 @@ def rows(result: SweepResult) -> list[dict[str, Any]]:
                     "floor": run.floor, "floor_noise": run.floor_noise,
                     **{f"amplification_{k}": run.amplification.get(k) for k in TARGETS},
                     **{f"intruders_{k}": run.intruders.get(k) for k in TARGETS},
+                    **{f"amplification_{k}": v for k, v in run.amplification.items()},
+                    **{f"intruders_{k}": v for k, v in run.intruders.items()},
+                    **{f"accuracy_{k}": v for k, v in run.accuracies.items()},
                     "finetune_s": run.timings.get("finetune_s")})
     return out

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from .cli import EXIT_BAD_INPUT, config_from, config_parser, csv_text, error_line, open_output
 from .config import ConfigError
-from .sweep import ROW_FIELDS, SweepProgress, member_name, members, request, rows, run_request
+from .sweep import SweepProgress, member_name, members, request, row_fields, rows, run_request
 from .variants import METHOD_SETS
 
 
@@ -70,7 +70,7 @@ def sweep_main(argv: list[str]) -> int:
 
         result = run_request(req, on_progress=progress)
         for out, text, flag in ((json_out, result.to_json(indent=2) + "\n", args.json),
-                                (csv_out, csv_text(ROW_FIELDS, rows(result)), args.csv)):
+                                (csv_out, csv_text(row_fields(result), rows(result)), args.csv)):
             if out is not None:
                 out.write(text)
                 out.close()

@@ -4,12 +4,13 @@ import logging
 
 import streamlit as st
 
-from lora_core.analysis import loss_improvement, param_counts
+from lora_core.analysis import config_param_counts, loss_improvement
 from lora_core.budget import human_bytes
 from lora_core.config import LABELS, ConfigError, make_config
-from lora_core.model import layer_shapes
+from lora_core.task_kinds import TASK_KINDS
 from lora_core.variants import adapter_name, method_name, notes
 from ui import figures, live, session
+from ui import training_figures as tf
 from ui.navigation import page
 from ui.sidebar import show_link_warnings, sidebar
 from ui.text import plain
@@ -18,9 +19,16 @@ page("Playground")
 config = sidebar()
 state = session.current()
 
+INTRO = {
+    "linear": "Pretrain a two-layer linear model on $y = x\\theta$, shift the task, then fine-tune LoRA adapters "
+              "(rank r, scale α/r) on both layers and merge them.",
+    "digits": "Pretrain a small ReLU network (64 → hidden → hidden → 10) on scikit-learn's 8×8 handwritten digits, "
+              "shift the digits (rotate, mirror, invert, add noise, permute the pixels, or add classes pretraining "
+              "never saw), then fine-tune LoRA adapters on the chosen layers and merge them.",
+}
 st.title("Playground")
-st.markdown("Pretrain a two-layer linear model on $y = x\\theta$, shift the task, then fine-tune LoRA adapters "
-            "(rank r, scale α/r) on both layers and merge them. Change a setting in the sidebar and press **Train**.")
+st.markdown(INTRO[config.task if config is not None else "linear"]
+            + " Change a setting in the sidebar and press **Train**.")
 show_link_warnings()
 problem, cost = None, None
 if config is not None:
@@ -35,7 +43,7 @@ clicked = row.button("Train", type="primary", disabled=config is None or problem
 # Pressing Stop reruns the page, and a rerun releases the run this session waits for (ui/live.py).
 stopped = row.button("Stop", disabled=not clicked, help="stop the run this page is waiting for")
 if config is not None:
-    counts = param_counts(layer_shapes(config.d_in, config.hidden, config.d_out), config.rank, config.use_dora)
+    counts = config_param_counts(config)
     row.caption(f"{adapter_name(config)} trains {counts.lora_trainable:,} parameters where "
                 f"full fine-tuning trains "
                 f"{counts.full_trainable:,} ({counts.lora_trainable / counts.full_trainable:.2%})."
@@ -62,11 +70,11 @@ if clicked and config is not None and problem is None:
 result = state.last()
 if result is None:
     if config is not None:  # the empty chart shows the epochs to come (and loads the charts before Train)
-        chart.plotly_chart(figures.empty_loss_figure(config.pretrain_epochs, config.epochs), key="loss-empty")
+        chart.plotly_chart(tf.empty_figure(config.pretrain_epochs, config.epochs, config.task), key="loss-empty")
     st.info("No run yet: press **Train** to pretrain and fine-tune with the settings in the sidebar.")
     st.stop()
 
-chart.plotly_chart(figures.result_loss_figure(result), key="loss")
+chart.plotly_chart(tf.result_figure(result), key="loss")
 if config is not None and result.config != config.to_dict():
     changed = [f"{LABELS.get(k, k)} {result.config[k]} → {v}" for k, v in config.to_dict().items()
                if result.config[k] != v]
@@ -76,10 +84,19 @@ if result.status == "diverged":
 elif result.message:
     st.warning(result.message)
 
+loss_name = TASK_KINDS[result.config["task"]].loss_name
 cards = [c for _ in range(2) for c in st.columns(3)]  # two rows of three: the numbers stay readable
 for card, key in zip(cards, figures.LOSS_LABELS, strict=False):
-    card.metric(figures.LOSS_CARDS[key], figures.number(result.losses.get(key)), border=True,
-                help=f"{figures.LOSS_LABELS[key]}: mean squared error on held-out samples")
+    if result.accuracies:  # a classification task: accuracy on the card, the loss in its help
+        card.metric(figures.LOSS_CARDS[key], tf.percent(result.accuracies.get(key)), border=True,
+                    help=f"{figures.LOSS_LABELS[key]}: {tf.ACCURACY_HELP}; {loss_name} "
+                         f"{figures.number(result.losses.get(key))}")
+    else:
+        card.metric(figures.LOSS_CARDS[key], figures.number(result.losses.get(key)), border=True,
+                    help=f"{figures.LOSS_LABELS[key]}: {loss_name} on held-out samples")
+if result.accuracies:
+    st.caption(f"The cards show held-out accuracy, the share of held-out digits classified right; each card's help "
+               f"gives the {loss_name}.")
 cards[-1].metric("Merge check", figures.number(result.merge_max_abs_diff), border=True,
                 help="max |adapter − merged|: the largest difference between the outputs of the adapter model and "
                      "of the merged model on held-out shifted data; merging is exact up to float rounding")
@@ -97,3 +114,6 @@ if result.floor is not None:
                "The Compare page sweeps it over ranks.")
 for note in notes(make_config(**result.config)):
     st.caption("What to look for with " + note)
+if result.samples:
+    st.plotly_chart(tf.samples_figure(result), key="samples")
+    st.caption(tf.samples_caption(result))

@@ -1,10 +1,12 @@
 """Parameters: what LoRA trains, (d+k)r against dk, for this model's layers and for real ones. No training."""
 
+from types import SimpleNamespace
+
 import streamlit as st
 
 from lora_core.analysis import adam_state_bytes, param_counts
 from lora_core.config import FIELDS, LABELS
-from lora_core.model import layer_shapes
+from lora_core.task_kinds import TASK_KINDS
 from ui import figures, session
 from ui.navigation import page
 from ui.sidebar import config_error
@@ -13,9 +15,14 @@ from ui.text import SHAPES_MAX_CHARS, parse_shapes, plain
 page("Parameters")
 st.title("Parameters")
 s = session.current().settings
+task = TASK_KINDS[s["task"]]
+settings = SimpleNamespace(**s)
+model = task.adapted_shapes(settings)  # the layers the Playground's adapter goes on
+sizes = list(task.layer_shapes(settings).values())
 st.markdown(r"A LoRA adapter on a $d \times k$ weight trains $A$ ($r \times d$) and $B$ ($k \times r$): "
             r"$(d + k)\,r$ parameters instead of $d k$. The model here is the Playground's: "
-            f"{s['d_in']} → {s['hidden']} → {s['d_out']}.")
+            + " → ".join(str(n) for n in [sizes[0][0], *(d_out for _, d_out in sizes)])
+            + f", adapters on {', '.join(model)}.")
 
 left, mid, right = st.columns([1, 2, 2])
 rank = left.number_input(LABELS["rank"], min_value=int(FIELDS["rank"].metadata["lo"]),
@@ -29,7 +36,6 @@ extra, bad = parse_shapes(typed)
 if bad:
     st.warning("Not a shape, ignored: " + plain(", ".join(bad)) + " (write d×k with whole numbers ≥ 1)")
 
-model = layer_shapes(s["d_in"], s["hidden"], s["d_out"])
 shapes = {**model, **{k: figures.EXAMPLE_SHAPES[k] for k in chosen}, **extra}
 r_max = max(min(d, k) for d, k in shapes.values())
 st.plotly_chart(figures.params_figure(shapes, rank, r_max), key="params")
@@ -37,7 +43,7 @@ st.plotly_chart(figures.params_figure(shapes, rank, r_max), key="params")
 dora = st.checkbox(LABELS["use_dora"], value=s["use_dora"], help="DoRA also trains a magnitude per output row of "
                    "each adapted weight: d_out more parameters per layer (the Playground's setting by default)")
 counts = param_counts(model, rank, use_dora=dora)
-st.subheader(f"This model at r = {rank}" + (" with DoRA" if dora else ""))
+st.subheader(f"This model's adapted layers at r = {rank}" + (" with DoRA" if dora else ""))
 cards = st.columns(5)
 cards[0].metric("DoRA parameters" if dora else "LoRA parameters", f"{counts.lora_trainable:,}", border=True)
 cards[1].metric("Full parameters", f"{counts.full_trainable:,}", border=True)

@@ -3,7 +3,8 @@
 import streamlit as st
 
 from lora_core.analysis import direction_count, factored_gap
-from lora_core.config import SHIFT_LABELS, make_config
+from lora_core.config import DIGIT_SHIFT_LABELS, SHIFT_LABELS, make_config
+from lora_core.task_kinds import TASK_KINDS
 from lora_core.variants import delta_kind, method_name
 from ui import figures, session
 from ui.navigation import need_run, page
@@ -23,10 +24,12 @@ if not result.spectra:
 config = make_config(**result.config)
 rank = config.rank if config.method == "lora" else None
 kind = delta_kind(config)
-st.markdown(f"Last run: {method_name(config)}, r = {config.rank}, α = {config.alpha:g}, "
-            f"{SHIFT_LABELS[config.shift]} shift of size {config.shift_scale:g}, model {config.d_in} → "
-            f"{config.hidden} → {config.d_out}. ΔW is always W_merged − W with W the pretrained weight. "
-            + figures.DELTA_INTRO[kind])
+shapes = TASK_KINDS[config.task].layer_shapes(config)
+model = " → ".join(str(n) for n in [next(iter(shapes.values()))[0], *(d_out for _, d_out in shapes.values())])
+task = (f"{SHIFT_LABELS[config.shift]} shift of size {config.shift_scale:g}" if config.task == "linear"
+        else f"digits {DIGIT_SHIFT_LABELS[config.digits_shift]}")
+st.markdown(f"Last run: {method_name(config)}, r = {config.rank}, α = {config.alpha:g}, {task}, model {model}. "
+            "ΔW is always W_merged − W with W the pretrained weight. " + figures.DELTA_INTRO[kind])
 
 columns = st.columns(len(result.spectra))
 for column, (layer, s) in zip(columns, result.spectra.items(), strict=True):
@@ -39,6 +42,10 @@ for column, (layer, s) in zip(columns, result.spectra.items(), strict=True):
         st.plotly_chart(figures.weight_figure(result, layer), key=f"weight-{layer}")
 
 shift = result.shift_spectrum  # computed inside the run, under its estimate: a view does no SVD
+if not shift:  # the digits' shift is no matrix: each layer's change is all there is to show
+    st.plotly_chart(figures.energy_figure({f"ΔW of {layer}": s.delta_merged for layer, s in result.spectra.items()},
+                                          rank), key="energy")
+    st.stop()
 left, right = st.columns(2)
 left.plotly_chart(figures.shift_figure(shift, config), key="shift")
 curves = {f"ΔW of {layer}": s.delta_merged for layer, s in result.spectra.items()}

@@ -83,8 +83,12 @@ if result is None:
 if req is not None and not answers(result, req):
     st.info("These results are from a different grid or settings. Press **Run** to sweep this one.")
 
-st.caption(f"{len(result.members)} members in {result.timings['total_s']:.1f} s. The floor: {figures.FLOOR_NOTE}; "
-           "DoRA has none. Losses are held-out mean squared errors.")
+floor_note = (f" The floor: {figures.FLOOR_NOTE}; DoRA has none." if result.config["task"] == "linear"
+              else " The digits task has no floor: its network is not linear.")
+st.caption(f"{len(result.members)} members in {result.timings['total_s']:.1f} s.{floor_note} Losses are held-out "
+           f"{cf.loss_name(result)}.")
+if any(run.accuracies for run in result.members):
+    st.plotly_chart(cf.accuracy_by_rank(result), key="accuracy-by-rank")
 st.plotly_chart(cf.loss_by_rank(result), key="by-rank")
 names = [member_name(m, r.config) for m, r in zip(result.methods, result.members, strict=True)]
 picked = st.multiselect("Members to overlay", names, default=names[:4], key="w_compare_curves")

@@ -1,7 +1,8 @@
 """The Compare page's figures and table: functions of a SweepResult, no Streamlit.
 
 Members are grouped into lines by method and α (averaged over seeds); full fine-tuning, which has no rank,
-is a horizontal line. Losses are held-out mean squared errors on log axes.
+is a horizontal line. Losses are held-out losses (mean squared error, or cross-entropy for the digits) on log
+axes.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from lora_core.config import make_config
-from lora_core.model import TARGETS
 from lora_core.sweep import SweepResult, member_name, rows
+from lora_core.task_kinds import TASK_KINDS
 from lora_core.variants import METHOD_SET_LABELS, delta_kind
 
 from .figures import _finite, _layout
 
-LOSS_AXIS = "merged model's held-out loss (MSE, log scale)"
+
+def loss_name(result: SweepResult) -> str:
+    """What the sweep's losses are: its task's loss."""
+    return TASK_KINDS[result.config["task"]].loss_name
 FLOOR_REACH = {"lora": "2r", "from_weights": "4r"}  # variants.REACH in words, for the adapter kinds with a floor
 RANK_AXIS = "rank r (log scale)"
 
@@ -76,8 +80,8 @@ def loss_by_rank(result: SweepResult) -> go.Figure:
         fig.add_trace(go.Scatter(x=list(means), y=_finite(means.values()), mode="lines", name=name,
                                  line={"dash": "dash", "color": "gray"}))
     _flat_lines(fig, result, flat)
-    _layout(fig, "Final loss against rank, and the best any adapter of that rank could do", RANK_AXIS, LOSS_AXIS,
-            log_y=True)
+    _layout(fig, "Final loss against rank, and the best any adapter of that rank could do", RANK_AXIS,
+            f"merged model's held-out {loss_name(result)} (log scale)", log_y=True)
     _ranks_axis(fig, result)
     return fig
 
@@ -142,20 +146,36 @@ def forgetting_figure(result: SweepResult) -> go.Figure:
     base = _mean([run.losses.get("base_on_original") for run in result.members])
     _flat_lines(fig, result, {"base model before fine-tuning": base}, dash="dash")
     _layout(fig, "Forgetting: the merged model on the original task", RANK_AXIS,
-            "held-out loss on the original task (MSE, log scale)", log_y=True)
+            f"held-out {loss_name(result)} on the original task (log scale)", log_y=True)
     _ranks_axis(fig, result)
     return fig
 
 
 def intruders_figure(result: SweepResult) -> go.Figure:
-    """Intruder dimensions (both layers together) against r."""
-    lines, flat = _by_line(result, lambda run: sum(run.intruders.get(layer, 0) for layer in TARGETS))
+    """Intruder dimensions (every measured layer together) against r."""
+    lines, flat = _by_line(result, lambda run: sum(run.intruders.values()))
     fig = go.Figure()
     for name, points in lines.items():
         fig.add_trace(go.Scatter(x=list(points), y=list(points.values()), mode="lines+markers", name=name))
     _flat_lines(fig, result, flat, log=False)
     _layout(fig, "Intruder dimensions per rank", RANK_AXIS,
-            "intruder dimensions, layer1 + layer2 (count)")
+            "intruder dimensions, all measured layers (count)")
+    _ranks_axis(fig, result)
+    return fig
+
+
+def accuracy_by_rank(result: SweepResult) -> go.Figure:
+    """A classification sweep's merged accuracy on the shifted and on the original task against r."""
+    fig = go.Figure()
+    for key, dash in (("merged_on_shifted", "solid"), ("merged_on_original", "dot")):
+        lines, flat = _by_line(result, lambda run, key=key: run.accuracies.get(key))
+        where = "shifted" if key == "merged_on_shifted" else "original (forgetting)"
+        for name, points in lines.items():
+            fig.add_trace(go.Scatter(x=list(points), y=list(points.values()), mode="lines+markers",
+                                     name=f"{name}, {where}", line={"dash": dash}))
+        _flat_lines(fig, result, {f"{name}, {where}": v for name, v in flat.items()}, dash=dash, log=False)
+    _layout(fig, "Held-out accuracy of the merged model against rank", RANK_AXIS, "held-out accuracy (share right)")
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     _ranks_axis(fig, result)
     return fig
 

@@ -71,10 +71,13 @@ EXAMPLE_SHAPES = {
     "GPT-3 175B MLP up-projection": (12288, 49152),
 }
 
+LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0}  # above the plot
+MARGIN = {"t": 90, "b": 50, "l": 60, "r": 20}
+
+
 def _layout(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, log_x: bool = False) -> go.Figure:
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, legend_title_text="", hovermode="x unified",
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0},
-                      margin={"t": 90, "b": 50, "l": 60, "r": 20})
+                      legend=LEGEND, margin=MARGIN)
     if log_y:
         values = [v for t in fig.data for v in (t.y or ()) if v is not None and v > 0]
         narrow = values and math.log10(max(values) / min(values)) < 3  # Plotly would label every digit
@@ -108,19 +111,24 @@ def _finite(values: Iterable[float]) -> list[float | None]:
 
 # ---- losses -------------------------------------------------------------------------------------------------
 
+def epoch_positions(history: dict[str, PhaseHistory], epochs: Sequence[int] | None = None) -> dict[str, list[int]]:
+    """Each phase's epochs on the shared axis: pretraining 1..P, fine-tuning P+1..P+F (P planned, or done)."""
+    done = {p: len(history[p].train_loss) for p in PHASES}
+    planned = tuple(epochs) if epochs else (done["pretrain"], done["finetune"])
+    offset = {"pretrain": 0, "finetune": planned[0]}
+    return {phase: [offset[phase] + i for i in range(1, done[phase] + 1)] for phase in PHASES}
+
+
 def loss_figure(history: dict[str, PhaseHistory], epochs: Sequence[int] | None = None, *,
-                status: str = "ok", title: str = "Loss per epoch") -> go.Figure:
+                status: str = "ok", title: str = "Loss per epoch", y_title: str = LOSS_AXIS) -> go.Figure:
     """Training and held-out loss of both phases on one epoch axis: pretraining 1..P, fine-tuning P+1..P+F.
 
     `epochs` = (P, F) fixes the x range, so a chart redrawn every epoch grows instead of rescaling.
     """
-    done = {p: len(history[p].train_loss) for p in PHASES}
-    planned = tuple(epochs) if epochs else (done["pretrain"], done["finetune"])
-    offset = {"pretrain": 0, "finetune": planned[0]}
+    planned = tuple(epochs) if epochs else (len(history["pretrain"].train_loss), len(history["finetune"].train_loss))
     fig = go.Figure()
-    for phase in PHASES:
+    for phase, x in epoch_positions(history, planned).items():
         h = history[phase]
-        x = [offset[phase] + i for i in range(1, done[phase] + 1)]
         for kind, values in (("train", h.train_loss), ("held-out", h.eval_loss)):
             held_out = kind == "held-out"
             xs, ys = _thin(x, _finite(values))
@@ -134,7 +142,7 @@ def loss_figure(history: dict[str, PhaseHistory], epochs: Sequence[int] | None =
                            showarrow=False, font={"color": "crimson", "size": 14})
     fig.update_xaxes(range=[0.5, sum(planned) + 0.5])
     return _layout(fig, title, "epoch (pretraining on the original task, then fine-tuning on the shifted one)",
-                   LOSS_AXIS, log_y=True)
+                   y_title, log_y=True)
 
 
 def empty_loss_figure(pretrain_epochs: int, epochs: int) -> go.Figure:
@@ -142,11 +150,6 @@ def empty_loss_figure(pretrain_epochs: int, epochs: int) -> go.Figure:
     fig = loss_figure({p: PhaseHistory() for p in PHASES}, (pretrain_epochs, epochs))
     fig.update_yaxes(range=[-3, 2])  # log10 units: 1e-3 to 1e2 until there is data
     return fig
-
-
-def result_loss_figure(result: ExperimentResult) -> go.Figure:
-    cfg = result.config
-    return loss_figure(result.history, (cfg["pretrain_epochs"], cfg["epochs"]), status=result.status)
 
 
 def overlay_figure(runs: dict[str, ExperimentResult]) -> go.Figure:

@@ -24,7 +24,7 @@ from lora_core.scheduler import Job, Scheduler, default_memory_budget, default_w
 from lora_core.sweep import SweepProgress, SweepRequest, SweepResult, member_name, members, run_request, sweep_estimate
 from lora_core.training import warm_up as warm_up_torch
 
-from . import figures, session
+from . import figures, session, training_figures
 
 LOG = logging.getLogger("lora_explorer")  # one line per computed run, for whoever watches the server (load test)
 if not LOG.handlers:
@@ -98,8 +98,9 @@ def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult | N
 
     def draw(job: Job, bar, progress: list, run_id: str) -> None:
         last = progress[-1]
+        accuracy = "" if last.eval_accuracy is None else f", accuracy {training_figures.percent(last.eval_accuracy)}"
         bar.progress(min(len(progress) / sum(planned), 1.0), text=f"{figures.PHASE_LABELS[last.phase]}: epoch "
-                     f"{last.epoch} of {last.epochs}, held-out loss {last.eval_loss:.4g}")
+                     f"{last.epoch} of {last.epochs}, held-out loss {last.eval_loss:.4g}{accuracy}")
         if time.perf_counter() - drawn["at"] >= DRAW_INTERVAL_S:
             drawn["n"] += 1
             chart.plotly_chart(_live_figure(job, progress), key=f"live-{run_id}-{drawn['n']}")
@@ -185,7 +186,8 @@ def _live_figure(job: Job, progress: list):
         kept = _LIVE_FIGURES.get(id(job))
         if kept is None or kept[0] is not job or kept[1] != len(progress):
             planned = (job.config.pretrain_epochs, job.config.epochs)
-            kept = (job, len(progress), figures.loss_figure(_history(progress), planned))
+            kept = (job, len(progress), training_figures.training_figure(_history(progress), planned,
+                                                                         job.config.task))
             _LIVE_FIGURES.pop(id(job), None)
             _LIVE_FIGURES[id(job)] = kept
             while len(_LIVE_FIGURES) > 8:  # dicts keep insertion order: the oldest job's goes first
@@ -198,4 +200,6 @@ def _history(progress: list) -> dict[str, PhaseHistory]:
     for p in progress:
         history[p.phase].train_loss.append(p.train_loss)
         history[p.phase].eval_loss.append(p.eval_loss)
+        if p.eval_accuracy is not None:
+            history[p.phase].eval_accuracy.append(p.eval_accuracy)
     return history

@@ -109,6 +109,9 @@ def sidebar(extra: dict[str, str] | None = None, methods: bool = True) -> Experi
     sets the method of each member)."""
     apply_url(tuple(extra or ()))
     s = session.current().settings
+    # Widgets hold the newest values; take them all first, because which widgets show depends on other groups'
+    # settings (the task decides the sizes shown in the expander, the sizes bound the rank slider above it).
+    s.update({field: st.session_state[f"w_{field}"] for field in LABELS if f"w_{field}" in st.session_state})
     top = st.sidebar.container()
     method = (st.sidebar.expander("Method: LoRA, its variants, or full fine-tuning", expanded=True) if methods
               else st.sidebar.empty().container())

@@ -241,3 +241,30 @@ def test_upload_an_adapter_to_the_inspector(server, page, tmp_path):
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(tmp_path / "evil.bin")])
     page.get_by_text("could run code", exact=False).first.wait_for(timeout=30_000)
     assert_clean(page)
+
+
+def test_digits_choose_the_task_train_and_see_accuracy_and_the_sample_grid(server, page):
+    page.goto(f"{server}/Playground?{urlencode({'seed': 9})}")
+    settle(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.locator('[data-testid="stSelectbox"]').filter(has_text="Task").first.click()
+    page.get_by_role("option", name="handwritten digits (MLP)").click()
+    page.wait_for_url("**task=digits*")
+    settle(page)
+    assert sidebar.get_by_text("Digits shift", exact=True).count() == 1
+    assert sidebar.get_by_text("Input size d_in", exact=True).count() == 0
+    seconds = train(page)
+    figs = charts(page)
+    curves = figs["Loss and accuracy per epoch"]
+    accuracy = {t["name"]: t["y"] for t in curves["data"] if t["name"].endswith("held-out accuracy")}
+    assert accuracy["pretraining, held-out accuracy"][-1] >= 0.95
+    assert accuracy["fine-tuning, held-out accuracy"][-1] >= 0.85
+    grid = next(c for t, c in figs.items() if t.startswith("Held-out digits"))
+    assert len(grid["data"]) == 24
+    assert page.get_by_text("Merged · shifted", exact=True).count() == 1
+    screenshot(page, "playground-digits")
+    (page.artifacts / "timings.txt").open("a").write(f"default digits run in the browser: {seconds:.2f} s\n")
+    nav(page, "Spectrum")
+    assert "layer3: singular values of ΔW" in charts(page)
+    screenshot(page, "spectrum-digits")
+    assert_clean(page)
