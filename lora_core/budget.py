@@ -105,6 +105,9 @@ def _linear_estimate(config: ExperimentConfig) -> Estimate:
     return Estimate(int(peak_items * item), float(macs), seconds, steps)
 
 
+DIGITS_LOAD_BYTES = 6 * 2**20  # parsing the digits' CSV into Python floats (measured: about 6 MiB at its peak)
+
+
 def _digits_estimate(config: ExperimentConfig) -> Estimate:
     """The digits task's estimate: 1,797 images of 64 pixels, a ReLU network on the autograd path."""
     c = config
@@ -116,18 +119,19 @@ def _digits_estimate(config: ExperimentConfig) -> Estimate:
     weights = sum(d_in * d_out + d_out for d_in, d_out in shapes.values())  # with biases
     largest = max(d_in * d_out for d_in, d_out in shapes.values())
     widest = max(d_out for _, d_out in shapes.values())
-    # Memory, in items: the data (read in float64, both tasks' images), the model with gradients and Adam's
-    # moments, a copy per phase, an evaluation chunk's activations, and the spectra's float64 copies.
+    # Memory, in items: the data (both tasks' images, the table read in float64), the model with gradients and
+    # Adam's moments and a copy per phase, an evaluation chunk's activations; the spectra's float64 copies of
+    # the largest layer (about six at once) and the base, tuned and merged models.
     data = rows * 65 * 8 // item + 2 * rows * 64
     training = 6 * weights + min(EVAL_CHUNK, rows) * 2 * widest + 3 * largest * 2 * (c.use_dora or 0)
-    analysis_items = 8 * largest * 8 // item + 2 * weights
-    peak_items = data + max(training, analysis_items)
+    analysis_items = 6 * largest * 8 // item + 2 * weights
+    peak = DIGITS_LOAD_BYTES + item * (data + max(training, analysis_items))
     per_epoch = 3 * train_rows * weights + 2 * eval_rows * weights  # forward and backward; loss and accuracy
     svds = sum(3 * _svd_macs(d_out, d_in) for d_in, d_out in shapes.values())
     macs = (c.pretrain_epochs + c.epochs) * per_epoch + 12 * eval_rows * weights + svds
     steps = math.ceil(train_rows / c.batch_size) * (c.pretrain_epochs + c.epochs)
     seconds = macs / MACS_PER_SECOND + steps * SECONDS_PER_STEP["autograd"]
-    return Estimate(int(peak_items * item), float(macs), seconds, steps)
+    return Estimate(int(peak), float(macs), seconds, steps)
 
 
 ESTIMATES = {"linear": _linear_estimate, "digits": _digits_estimate}  # by config.task

@@ -9,7 +9,7 @@ import pytest
 from lora_core.analysis import adam_state_bytes
 from lora_core.config import LABELS, preset
 from lora_core.results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts, PhaseHistory
-from ui import figures
+from ui import figures, training_figures
 
 
 def hand_built(status: str = "ok") -> ExperimentResult:
@@ -26,13 +26,29 @@ def hand_built(status: str = "ok") -> ExperimentResult:
 
 
 def test_loss_figure_puts_both_phases_on_one_log_axis_and_leaves_gaps_for_infinities():
-    fig = figures.result_loss_figure(hand_built("diverged")).to_dict()
+    fig = training_figures.result_figure(hand_built("diverged")).to_dict()
+    assert fig["layout"]["yaxis"]["title"]["text"] == "mean squared error (log scale)"
     assert fig["layout"]["yaxis"]["type"] == "log"
     assert fig["layout"]["title"]["text"] and fig["layout"]["xaxis"]["title"]["text"]
     fine = next(t for t in fig["data"] if t["name"] == "fine-tuning, held-out")
     assert list(fine["x"]) == [4, 5] and list(fine["y"]) == [4.0, None]
     assert any("diverged" in a["text"] for a in fig["layout"]["annotations"])
     assert fig["layout"]["xaxis"]["range"] == [0.5, 6.5]
+
+
+def test_a_classification_run_adds_held_out_accuracy_below_its_loss():
+    result = hand_built("diverged")
+    result.config = preset("digits", pretrain_epochs=3, epochs=3).to_dict()
+    result.history["pretrain"].eval_accuracy = [0.5, 0.9, 0.95]
+    result.history["finetune"].eval_accuracy = [0.1, 0.4]
+    fig = training_figures.result_figure(result).to_dict()
+    assert fig["layout"]["yaxis"]["title"]["text"] == "cross-entropy (log scale)"
+    assert fig["layout"]["yaxis2"]["title"]["text"] == training_figures.ACCURACY_AXIS
+    assert fig["layout"]["yaxis2"]["range"] == [0, 1.02] and fig["layout"]["yaxis"]["type"] == "log"
+    fine = next(t for t in fig["data"] if t["name"] == "fine-tuning, held-out accuracy")
+    assert list(fine["x"]) == [4, 5] and list(fine["y"]) == [0.1, 0.4] and fine["yaxis"] == "y2"
+    assert any("diverged" in a["text"] for a in fig["layout"]["annotations"])
+    assert training_figures.percent(0.9734) == "97.3 %" and training_figures.percent(None) == "—"
 
 
 def test_overlay_aligns_runs_at_the_start_of_fine_tuning():

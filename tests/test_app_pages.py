@@ -76,7 +76,7 @@ def test_playground_has_the_labelled_controls_with_the_default_preset():
     assert shift.options == ["constant", "low-rank", "full-rank"]
     assert widget(at.sidebar, "number_input", "Shift size").value == default.shift_scale
     assert not [w for w in at.sidebar.number_input if w.label == "Shift rank"]
-    assert widget(at.sidebar, "selectbox", "Preset").options == ["Default", "Article"]
+    assert widget(at.sidebar, "selectbox", "Preset").options == ["Default", "Digits", "Article"]
     for label in ("Input size d_in", "Hidden size", "Output size d_out", "Training samples", "Pretraining epochs",
                   "Fine-tuning epochs", "Batch size", "Learning rate", "Seed"):
         widget(at.sidebar, "number_input", label)

@@ -43,6 +43,9 @@ print(kib("VmHWM") - before)
     dict(d_in=2500, hidden=10, d_out=2500, shift="full_rank"),  # a full-rank shift's dense spectrum
     dict(d_in=1500, hidden=1500, d_out=1500, n_samples=2000, use_dora=True),  # DoRA's dense W + sBA per step
     dict(d_in=2000, hidden=1000, d_out=2000, rank=8, init="pissa"),  # PiSSA's SVD of each weight
+    dict(task="digits"),  # the digits task: reading the data dominates
+    dict(task="digits", hidden=2000),  # a wide digits network: the spectra
+    dict(task="digits", hidden=2000, method="full"),  # ... and full fine-tuning's Adam state
 ])
 def test_peak_memory_is_within_30_percent_of_the_estimate(shape):
     settings = {**shape, "pretrain_epochs": 1, "epochs": 1}
