@@ -46,6 +46,11 @@ for column, (target, title, text) in zip(steps, story, strict=True):
                      icon=":material/arrow_forward:")
 st.page_link("pages/4_Runs.py", label="Runs: every run of this session, overlaid and downloadable",
              icon=":material/table_chart:")
+st.markdown("**Beyond the article.** Does it hold for a real network on real data? Choose the task "
+            "*handwritten digits* on the Playground: a small ReLU network learns scikit-learn's 8×8 digits, then "
+            "meets rotated, mirrored, inverted, noisy or scrambled digits, or classes it never saw.")
+st.page_link("pages/1_Playground.py", label="Playground with the digits", query_params={"preset": "digits"},
+             icon=":material/draw:")
 
 st.markdown(f"**Training runs on:** `{describe_device(pick_device('auto'))}` "
             "(a GPU if this server has one, else Apple MPS, else the CPU).")

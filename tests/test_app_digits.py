@@ -88,3 +88,11 @@ def test_a_digits_sweep_runs_on_the_compare_page():
     result = at.session_state["lora_explorer"].sweep
     assert [run.status for run in result.members] == ["ok"] * 3
     assert all(run.accuracies["merged_on_shifted"] is not None for run in result.members)
+
+
+def test_home_points_to_the_digits_and_the_digits_preset_link_loads_them():
+    home = start()
+    assert any("handwritten digits" in m.value for m in home.markdown)
+    at = start("pages/1_Playground.py", preset="digits")
+    assert widget(at, "selectbox", "Task").value == "digits"
+    assert widget(at, "selectbox", "Digits shift").value == "rotated"

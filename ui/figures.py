@@ -268,12 +268,13 @@ RUN_SETTINGS = tuple(LABELS)  # every Playground setting, in the Playground's or
 
 
 def runs_table(runs: dict[str, ExperimentResult]) -> pd.DataFrame:
-    """One row per run: its settings, final losses, merge check, time and device."""
+    """One row per run: its settings, final losses (and accuracies for the digits), merge check, time and device."""
     rows = []
     for label, r in runs.items():
         row = {"run": label, "status": r.status}
         row.update({k: r.config[k] for k in RUN_SETTINGS})
         row.update({k: r.losses.get(k) for k in LOSS_KEYS})
+        row.update({f"accuracy {k}": v for k, v in r.accuracies.items()})  # the digits task's
         row["merge max |diff|"] = r.merge_max_abs_diff
         row["time (s)"] = round(sum(r.timings.values()), 3)
         row["device"] = r.device
