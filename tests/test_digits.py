@@ -201,3 +201,17 @@ def test_a_digits_adapter_loads_in_peft_and_gives_the_same_outputs(tmp_path, def
     x = kind(config).make_tasks(config)[1].eval.x
     with torch.no_grad():
         assert torch.allclose(loaded(x), kept["merged"](x), atol=1e-4)
+
+
+def test_a_digits_run_cancels_within_its_epoch_and_keeps_its_accuracy_history():
+    seen = []
+
+    def stop_at_third_fine_tune_epoch(p):
+        seen.append(p)
+        return not (p.phase == "finetune" and p.epoch == 3)
+
+    result = run_experiment(preset("digits", seed=5, pretrain_epochs=4), on_progress=stop_at_third_fine_tune_epoch)
+    assert result.status == "cancelled" and "cancelled during fine-tuning" in result.message
+    fine = result.history["finetune"]
+    assert len(fine.eval_loss) == len(fine.eval_accuracy) == 3
+    assert all(p.eval_accuracy is not None and 0 <= p.eval_accuracy <= 1 for p in seen)
