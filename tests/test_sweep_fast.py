@@ -18,6 +18,13 @@ from lora_core.fast import base_activations
 from lora_core.sweep import members, request, run_sweep, sweep_estimate
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def batch_small_layers(monkeypatch):
+    """These tests' layers are small, so that they run fast; the batch is what they test."""
+    monkeypatch.setattr(fast_batched, "MIN_WEIGHTS", 0)
+
 SMALL = dict(d_in=16, hidden=16, d_out=16, n_samples=256, n_eval=300, pretrain_epochs=10, epochs=10, batch_size=32,
              device="cpu")
 # rank, α and the variant of each member: mixed ranks (padded within a group), every fast-path variant
