@@ -26,7 +26,8 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from .config import ExperimentConfig
+from .config import BYTES_PER_ITEM, ExperimentConfig
+from .devices import threads_for
 from .dora import DoRALinear
 from .fast import BETA1, BETA2, EPS
 from .layers import adapted
@@ -47,6 +48,7 @@ class Trained(NamedTuple):
     history: PhaseHistory
     tensors: dict[str, torch.Tensor]  # the trained parameters by name, e.g. 'layer1.lora_A'
     seconds: float = 0.0  # this member's share of the batch's wall time
+    path: str = "batched"  # what trained it, the result's `path`: 'batched' (here) or 'fast-batched'
 
 
 def wanted(config: ExperimentConfig) -> bool:
@@ -62,6 +64,19 @@ def applies(configs: list[ExperimentConfig]) -> bool:
                and c.epochs == first.epochs and c.lr == first.lr and c.dtype == first.dtype
                and c.device == first.device for c in configs)
     return len(configs) > 1 and same and first.d_in * first.hidden + first.hidden * first.d_out <= BATCH_MAX_WEIGHTS
+
+
+def threads(configs: list[ExperimentConfig]) -> int | None:
+    """CPU threads for the batch: one while the members' weights together are small."""
+    c = configs[0]
+    return threads_for(len(configs) * (c.d_in + c.d_out) * c.hidden)
+
+
+def batch_bytes(configs: list[ExperimentConfig]) -> int:
+    """Memory of the batch: the members' stacked weights and moments and a batch of activations each."""
+    c = configs[0]
+    return len(configs) * BYTES_PER_ITEM[c.dtype] * (8 * (c.d_in * c.hidden + c.hidden * c.d_out)
+                                                    + 4 * c.batch_size * (c.hidden + c.d_out))
 
 
 class _Stack:

@@ -65,7 +65,8 @@ def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress:
              cancel: CancelCheck | None = None, trained: Trained | None = None) -> FineTuned:
     """Fine-tune a copy of `base` on the shifted task, on the path `paths.choose_path` picks, with the LoRA
     variants the config turns on (variants.py). With `trained` (a sweep's batched fine-tune, batched.py), the
-    adapter is built the same way, its trained parameters installed and its history replayed; path 'batched'."""
+    adapter is built the same way, its trained parameters installed and its history replayed; its path is the
+    batch's ('batched', 'fast-batched')."""
     if trained is not None:
         model = adapted(base, config)
         with torch.no_grad():
@@ -76,8 +77,8 @@ def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress:
         for epoch, scores in enumerate(zip(trained.history.train_loss, trained.history.eval_loss, accuracies,
                                            strict=True), 1):
             if report(on_progress, history, "finetune", epoch, config.epochs, *scores) == "cancelled":
-                return FineTuned("cancelled", history, model, "batched")
-        return FineTuned(trained.status, history, model, "batched")
+                return FineTuned("cancelled", history, model, trained.path)
+        return FineTuned(trained.status, history, model, trained.path)
     path = choose_path(config)
     if config.method == "full":
         model = copy.deepcopy(base).requires_grad_(True)

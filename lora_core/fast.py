@@ -112,6 +112,12 @@ def _partition(n: int, parts: list[slice]) -> list[slice]:
     return out
 
 
+def base_activations(split: Split, w1: torch.Tensor, w2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[x | H0]: [n, d_in + hidden] with H0 = x W1^T, and the base residual E0 = H0 W2^T - y: [n, d_out]."""
+    h = split.x @ w1.T
+    return torch.cat([split.x, h], dim=1), torch.addmm(split.y, h, w2.T, beta=-1)
+
+
 class _Batch:
     """A step's work buffers for batches of b rows, with every view of them the step uses."""
 
@@ -146,8 +152,8 @@ class FastLoRA:
         self.w2 = w2
         self.d_in, self.hidden, self.d_out = d_in, hidden, d_out = w1.shape[1], w1.shape[0], w2.shape[0]
         # Rows [x | H0] side by side so one index_select gathers both; E0 apart so R is contiguous.
-        self.train_xh, self.train_e = self._activations(train, w1, w2)
-        self.eval_xh, self.eval_e = self._activations(eval_split, w1, w2)
+        self.train_xh, self.train_e = base_activations(train, w1, w2)
+        self.eval_xh, self.eval_e = base_activations(eval_split, w1, w2)
 
         sizes = [d_in, hidden, hidden, d_out, d_out]  # A1 | B1^T | A2 | B2^T | P^T, each [r, size]
         ends = [r * end for end in accumulate(sizes)]
@@ -172,11 +178,6 @@ class FastLoRA:
         b_blocks = [slice(starts[1], ends[1]), slice(starts[3], ends[3])]  # B1^T and B2^T: LoRA+'s faster ones
         self.adam = Adam(self.flat[:starts[4]], self.grad[:starts[4]], b_blocks, lr_ratio)  # not the work block
         self._work: dict[int, _Batch] = {}
-
-    def _activations(self, split: Split, w1: torch.Tensor, w2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[x | H0]: [n, d_in + hidden] with H0 = x W1^T, and the base residual E0 = H0 W2^T - y: [n, d_out]."""
-        h = split.x @ w1.T
-        return torch.cat([split.x, h], dim=1), torch.addmm(split.y, h, w2.T, beta=-1)
 
     def _buffers(self, b: int) -> _Batch:
         """Work buffers for a batch of b rows (an epoch's last batch may be shorter)."""

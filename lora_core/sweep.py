@@ -21,10 +21,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import analysis, batched, variants
+from . import analysis, batched, fast_batched, variants
 from .budget import Estimate, estimate
-from .config import BYTES_PER_ITEM, ConfigError, ExperimentConfig
-from .devices import cpu_threads, pick_device, threads_for
+from .config import ConfigError, ExperimentConfig
+from .devices import cpu_threads, pick_device
 from .experiment import prepared, run_experiment
 from .layers import lora_layers
 from .model import TARGETS
@@ -69,6 +69,12 @@ class SweepResult:
 
     def to_json(self, indent: int | None = None) -> str:
         return json.dumps(self.to_dict(), indent=indent)
+
+
+# The ways a sweep trains members together, tried in order: a LoRA member goes to the first whose `wanted`
+# holds; one seed's members of it train as one batch when its `applies` does (otherwise each runs alone). Each
+# module has wanted, applies, threads, batch_bytes and train_members, and its results name it as their path.
+BATCH_TRAINERS = (fast_batched, batched)
 
 
 def member_name(method: str, config: dict[str, Any]) -> str:
@@ -123,16 +129,27 @@ def answers(result: SweepResult, req: SweepRequest) -> bool:
 
 
 def sweep_estimate(req: SweepRequest) -> Estimate:
-    """The members' work added up; memory: the largest member's (they run one after another) plus, for the
-    members trained as one batch, their stacked weights and moments and a batch of activations each."""
+    """The members' work added up; memory: the largest member's (they run one after another) plus the buffers of
+    one seed's batches (BATCH_TRAINERS' batch_bytes; they train before that seed's members run)."""
     todo = members(req)
     parts = [estimate(config) for _, config in todo]
-    item = BYTES_PER_ITEM[req.config.dtype]
-    c = req.config
-    batch = sum(batched.wanted(config) for _, config in todo)
-    extra = batch * item * (8 * (c.d_in * c.hidden + c.hidden * c.d_out) + 4 * c.batch_size * (c.hidden + c.d_out))
+    configs = [config for _, config in todo]
+    extra = max(sum(trainer.batch_bytes([configs[i] for i in group]) for trainer, group in _batches(configs, seed))
+                for seed in req.seeds)
     return Estimate(max(p.bytes for p in parts) + extra, sum(p.macs for p in parts), sum(p.seconds for p in parts),
                     sum(p.steps for p in parts))
+
+
+def _batches(configs: list[ExperimentConfig], seed: int) -> list[tuple[Any, list[int]]]:
+    """One seed's batches as (trainer, member indices): each member to the first of BATCH_TRAINERS that wants
+    it, a group kept where its trainer applies to it."""
+    out, taken = [], set()
+    for trainer in BATCH_TRAINERS:
+        group = [i for i, c in enumerate(configs) if c.seed == seed and i not in taken and trainer.wanted(c)]
+        taken.update(group)
+        if group and trainer.applies([configs[i] for i in group]):
+            out.append((trainer, group))
+    return out
 
 
 def run_sweep(config: ExperimentConfig, ranks: Sequence[int], methods: Sequence[str],
@@ -181,22 +198,25 @@ def run_request(req: SweepRequest, on_progress: Callable[[SweepProgress], bool |
 
 def _train_batches(todo: list[tuple[str, ExperimentConfig]], progress_of: Callable,
                    cancel: Callable[[], bool] | None) -> dict[int, batched.Trained]:
-    """Fine-tune, per seed, the members batched.applies to as one batch; {member index: Trained}."""
+    """Fine-tune, per seed, each batch of members (_batches) together; {member index: Trained}."""
     out: dict[int, batched.Trained] = {}
-    for seed in dict.fromkeys(c.seed for _, c in todo):
-        group = [(i, c) for i, (_, c) in enumerate(todo) if c.seed == seed and batched.wanted(c)]
-        if not group or not batched.applies([c for _, c in group]):
+    configs = [c for _, c in todo]
+    for seed in dict.fromkeys(c.seed for c in configs):
+        groups = _batches(configs, seed)
+        if not groups:
             continue
-        config = group[0][1]
+        config = configs[groups[0][1][0]]
         device = pick_device(config.device, config.dtype)
         status, _, shifted, base = prepared(config, device, cancel=cancel)
         if status != "ok":  # cancelled or diverged pretraining: each member's own run says so
             continue
-        indices = [i for i, _ in group]
-        with cpu_threads(device, threads_for(len(group) * (config.d_in + config.d_out) * config.hidden)):
-            runs = batched.train_members([c for _, c in group], base, shifted,
-                                         lambda j, p, indices=indices: progress_of(indices[j])(p), cancel)
-        out.update({i: run for (i, _), run in zip(group, runs, strict=True) if run.status != "cancelled"})
+        for trainer, indices in groups:
+            with cpu_threads(device, trainer.threads([configs[i] for i in indices])):
+                runs = trainer.train_members([configs[i] for i in indices], base, shifted,
+                                             lambda j, p, indices=indices: progress_of(indices[j])(p), cancel)
+            out.update({i: run for i, run in zip(indices, runs, strict=True) if run.status != "cancelled"})
+            if any(run.status == "cancelled" for run in runs):
+                return out
     return out
 
 

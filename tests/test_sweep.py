@@ -174,8 +174,10 @@ def test_a_sweep_stops_when_cancelled_and_keeps_what_finished():
     def on_progress(p):
         seen.append(p)
 
-    sweep = run_sweep(preset("default", **SMALL), ranks=(1, 2, 3), methods=("lora",), on_progress=on_progress,
-                      cancel=lambda: any(p.member == 1 for p in seen))
+    # members that run one after another (one full fine-tune per seed); a batch's cancellation:
+    # tests/test_sweep_fast.py
+    sweep = run_sweep(preset("default", **SMALL), ranks=(1,), methods=("full",), seeds=(0, 1, 2),
+                      on_progress=on_progress, cancel=lambda: any(p.member == 1 for p in seen))
     assert sweep.status == "cancelled" and len(sweep.members) == 1
     assert seen[0].members == 3 and seen[-1].member == 1
 

@@ -1,0 +1,155 @@
+"""The sweep's batched fast path (lora_core/fast_batched.py): every member is its single fast run, padding stays
+zero, a diverging member stops alone, cancellation stops the batch, and the estimate covers its buffers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lora_core import fast_batched
+from lora_core.config import preset
+from lora_core.experiment import finetune, prepared, run_experiment
+from lora_core.fast import base_activations
+from lora_core.sweep import members, request, run_sweep, sweep_estimate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def batch_small_layers(monkeypatch):
+    """These tests' layers are small, so that they run fast; the batch is what they test."""
+    monkeypatch.setattr(fast_batched, "MIN_WEIGHTS", 0)
+
+SMALL = dict(d_in=16, hidden=16, d_out=16, n_samples=256, n_eval=300, pretrain_epochs=10, epochs=10, batch_size=32,
+             device="cpu")
+# rank, α and the variant of each member: mixed ranks (padded within a group), every fast-path variant
+MIXED = [(1, 2.0, {}), (3, 4.0, {}), (4, 2.0, dict(use_rslora=True)), (2, 2.0, dict(init="pissa")),
+         (3, 1.0, dict(init="olora")), (2, 2.0, dict(lr_ratio=16.0)), (5, 3.0, dict(init="gaussian"))]
+
+
+def _members(dtype: str, **changes) -> list:
+    return [preset("default", **{**SMALL, **changes}, dtype=dtype, rank=r, alpha=a, **kw) for r, a, kw in MIXED]
+
+
+def test_in_float64_every_member_is_its_single_fast_run_to_1e_9():
+    configs = _members("float64")
+    assert fast_batched.applies(configs)
+    assert len({fast_batched.bucket(c) for c in configs}) < len(configs)  # some members share a padded group
+    _, _, shifted, base = prepared(configs[0], torch.device("cpu"))
+    runs = fast_batched.train_members(configs, base, shifted)
+    for config, run in zip(configs, runs, strict=True):
+        alone = finetune(config, base, shifted)
+        assert alone.path == "fast" and run.status == alone.status == "ok" and run.path == "fast-batched"
+        assert run.history.train_loss == pytest.approx(alone.history.train_loss, rel=1e-9, abs=0)
+        assert run.history.eval_loss == pytest.approx(alone.history.eval_loss, rel=1e-9, abs=0)
+        trained = dict(alone.model.named_parameters())
+        for name, tensor in run.tensors.items():
+            assert tensor.shape == trained[name].shape
+            torch.testing.assert_close(tensor, trained[name].detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_padding_and_frozen_rows_stay_as_they_started():
+    configs = _members("float64")
+    _, _, shifted, base = prepared(configs[0], torch.device("cpu"))
+    groups = {}
+    for size in {fast_batched.bucket(c) for c in configs}:
+        members = [c for c in configs if fast_batched.bucket(c) == size]
+        groups[size] = (members, fast_batched._Group(members, base, base.layer2.weight.detach(), 8))
+    starts = {size: group.flat.clone() for size, (_, group) in groups.items()}
+    xh, e = base_activations(shifted.train, base.layer1.weight.detach(), base.layer2.weight.detach())
+    for size, (members, group) in groups.items():
+        for at in range(3):
+            group.step(xh[:32, :16], xh[:32, 16:], e[:32], at, 1e-2)
+        for j, c in enumerate(members):
+            for block, start in zip(group.params, starts[size].split([p.numel() for p in group.params]),
+                                    strict=True):
+                start = start.view_as(block)
+                keep = slice(c.rank, None)  # frozen rows (PiSSA, OLoRA) and padding
+                assert torch.equal(block[j, keep], start[j, keep])
+                assert not torch.equal(block[j, :c.rank], start[j, :c.rank])  # the trained rows moved
+
+
+def test_in_float32_a_sweeps_members_end_where_their_single_runs_end():
+    config = preset("default", **SMALL)
+    sweep = run_sweep(config, ranks=(1, 4), methods=("lora", "rslora", "pissa", "olora", "loraplus"), alphas=(2.0,))
+    assert {m.path for m in sweep.members} == {"fast-batched"}
+    for member in sweep.members:
+        alone = run_experiment(preset("default", **member.config))
+        assert alone.path == "fast"
+        assert member.losses["merged_on_shifted"] == pytest.approx(alone.losses["merged_on_shifted"], rel=1e-4)
+        assert member.history["finetune"].eval_loss == pytest.approx(alone.history["finetune"].eval_loss, rel=1e-4)
+
+
+def test_a_diverging_member_stops_as_alone_and_the_others_go_on():
+    """α = 1e12 overflows float32 in the first epoch: that member stops as 'diverged' at the epoch its single run
+    stops, and the others (in its padded group and in another) end where they end alone."""
+    configs = [preset("default", **SMALL, rank=r, alpha=a) for r, a in ((1, 2.0), (2, 1e12), (2, 2.0), (4, 2.0))]
+    assert fast_batched.bucket(configs[1]) == fast_batched.bucket(configs[2])  # the same group
+    _, _, shifted, base = prepared(configs[0], torch.device("cpu"))
+    runs = fast_batched.train_members(configs, base, shifted)
+    alone = [finetune(c, base, shifted) for c in configs]
+    assert alone[1].status == "diverged" and runs[1].status == "diverged"
+    assert len(runs[1].history.eval_loss) == len(alone[1].history.eval_loss) < configs[1].epochs
+    for i in (0, 2, 3):
+        assert runs[i].status == alone[i].status == "ok"
+        assert runs[i].history.eval_loss == pytest.approx(alone[i].history.eval_loss, rel=1e-5)
+    sweep = run_sweep(configs[0], ranks=(2,), methods=("lora",), alphas=(2.0, 1e12))
+    assert [m.status for m in sweep.members] == ["ok", "diverged"]
+    assert sweep.members[1].path == "fast-batched" and "diverged" in sweep.members[1].message
+
+
+def test_a_batch_stops_within_a_step_when_cancelled_and_keeps_no_unfinished_member():
+    seen = []
+    sweep = run_sweep(preset("default", **SMALL), ranks=(1, 2, 3), methods=("lora",), on_progress=seen.append,
+                      cancel=lambda: any(p.member == 1 and p.progress.epoch == 3 for p in seen))
+    assert sweep.status == "cancelled" and sweep.members == []
+    epochs = [p.progress.epoch for p in seen if p.progress.phase == "finetune"]
+    assert max(epochs) == 3 and {p.member for p in seen} == {0, 1, 2}  # every member reported its epochs
+
+
+def test_progress_comes_once_per_member_and_epoch():
+    seen = []
+    sweep = run_sweep(preset("default", **SMALL), ranks=(1, 2), methods=("lora", "pissa"), on_progress=seen.append)
+    finetune_epochs = {(p.member, p.progress.epoch) for p in seen if p.progress.phase == "finetune"}
+    assert len(finetune_epochs) == len([p for p in seen if p.progress.phase == "finetune"]) == 4 * SMALL["epochs"]
+    assert all(m.path == "fast-batched" and m.timings["finetune_s"] > 0 for m in sweep.members)
+
+
+MEASURE = """
+import json, os, sys
+os.environ["LORA_EXPLORER_CACHE"] = "off"
+from lora_core.config import preset
+from lora_core.sweep import run_sweep
+from lora_core.experiment import run_experiment
+from lora_core.training import warm_up
+
+def kib(field):
+    return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024
+
+warm_up()
+config = preset("default", **json.loads(sys.argv[1]))
+run_experiment(config.replace(rank=1))  # the base, cached in memory, and the lazy initialisations
+open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current RSS
+before = kib("VmRSS")
+run_sweep(config, ranks=(100, 150, 200), methods=("lora", "rslora", "pissa", "olora"))
+print(kib("VmHWM") - before)
+"""
+
+
+def test_the_sweep_estimate_covers_the_batched_fast_path():
+    """Twelve wide members (PiSSA's and OLoRA's at twice their rank) train at once: their buffers are counted."""
+    settings = dict(d_in=400, hidden=400, d_out=400, n_samples=2000, n_eval=500, pretrain_epochs=1, epochs=1)
+    out = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(settings)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    measured = int(out.stdout.strip())
+    req = request(preset("default", **settings), ranks=(100, 150, 200), methods=("lora", "rslora", "pissa", "olora"))
+    configs = [c for _, c in members(req)]
+    expected = sweep_estimate(req).bytes
+    assert fast_batched.batch_bytes(configs) > 0.3 * expected  # the batch is most of it here
+    assert 0.5 <= measured / expected <= 1.3, f"measured {measured / 2**20:.0f} MiB, estimated {expected / 2**20:.0f}"
