@@ -121,10 +121,11 @@ def _digits_estimate(config: ExperimentConfig) -> Estimate:
     widest = max(d_out for _, d_out in shapes.values())
     # Memory, in items: the data (both tasks' images, the table read in float64), the model with gradients and
     # Adam's moments and a copy per phase, an evaluation chunk's activations; the spectra's float64 copies of
-    # the largest layer (about six at once) and the base, tuned and merged models.
+    # the largest layer (about six at once) beside the base, tuned and merged models (and, after full
+    # fine-tuning, the tuned model's last gradients).
     data = rows * 65 * 8 // item + 2 * rows * 64
     training = 6 * weights + min(EVAL_CHUNK, rows) * 2 * widest + 3 * largest * 2 * (c.use_dora or 0)
-    analysis_items = 6 * largest * 8 // item + 2 * weights
+    analysis_items = 6 * largest * 8 // item + (4 if c.method == "full" else 3) * weights
     peak = DIGITS_LOAD_BYTES + item * (data + max(training, analysis_items))
     per_epoch = 3 * train_rows * weights + 2 * eval_rows * weights  # forward and backward; loss and accuracy
     svds = sum(3 * _svd_macs(d_out, d_in) for d_in, d_out in shapes.values())
