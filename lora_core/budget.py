@@ -124,7 +124,7 @@ def _digits_estimate(config: ExperimentConfig) -> Estimate:
     # the largest layer (about six at once) beside the base, tuned and merged models (and, after full
     # fine-tuning, the tuned model's last gradients).
     data = rows * 65 * 8 // item + 2 * rows * 64
-    training = 6 * weights + min(EVAL_CHUNK, rows) * 2 * widest + 3 * largest * 2 * (c.use_dora or 0)
+    training = 6 * weights + min(EVAL_CHUNK, rows) * 2 * widest + 3 * largest * 2 * int(c.use_dora)
     analysis_items = 6 * largest * 8 // item + (4 if c.method == "full" else 3) * weights
     peak = DIGITS_LOAD_BYTES + item * (data + max(training, analysis_items))
     per_epoch = 3 * train_rows * weights + 2 * eval_rows * weights  # forward and backward; loss and accuracy

@@ -284,7 +284,7 @@ def validate(config: ExperimentConfig) -> None:
     if config.method == "lora" and config.rank > smallest:
         raise ConfigError(f"rank must be from 1 to {smallest} (the smallest dimension of an adapted layer), "
                           f"got {config.rank}")
-    if config.shift == "low_rank" and config.shift_rank > min(config.d_in, config.d_out):
+    if matters("shift_rank", config.to_dict()) and config.shift_rank > min(config.d_in, config.d_out):
         raise ConfigError(f"shift_rank must be from 1 to {min(config.d_in, config.d_out)} (min of d_in, d_out), "
                           f"got {config.shift_rank}")
     # The path rule and the estimate build on this module's types, so they are imported here.
@@ -295,12 +295,8 @@ def validate(config: ExperimentConfig) -> None:
     need = estimate(config).bytes
     if need > MEMORY_LIMIT_BYTES:
         raise ConfigError(f"this configuration needs about {need / 2**30:.1f} GiB, more than the "
-                          f"{MEMORY_LIMIT_BYTES / 2**30:.1f} GiB allowed; reduce n_samples or the layer sizes")
-
-
-def max_rank(d_in: int, hidden: int, d_out: int) -> int:
-    """The largest rank an adapter on both layers can have: the smallest dimension of either layer."""
-    return min(d_in, hidden, d_out)
+                          f"{MEMORY_LIMIT_BYTES / 2**30:.1f} GiB allowed; reduce "
+                          + ("n_samples or the layer sizes" if config.task == "linear" else "the hidden size"))
 
 
 def rank_limit(values: Any) -> int:

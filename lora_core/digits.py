@@ -17,10 +17,12 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ConfigError, ExperimentConfig
 from .tasks import Split, Task, rng
+from .training import predictions
 
 SIDE = 8  # images are SIDE x SIDE
 PIXELS = SIDE * SIDE
@@ -78,26 +80,33 @@ def pixel_order(seed: int) -> torch.Tensor:
     return torch.randperm(PIXELS, generator=rng(seed, "shift"))
 
 
+# Each shift: (images [n, 64] in [0, 1], config, generator for the noise) -> shifted images. held_out keeps the
+# images and adds the classes pretraining never saw (make_digit_tasks).
+SHIFT_TRANSFORMS = {
+    "rotated": lambda x, c, g: rotate(x, c.angle),
+    "mirrored": lambda x, c, g: mirror(x),
+    "inverted": lambda x, c, g: 1.0 - x,
+    "noised": lambda x, c, g: x + c.noise * torch.randn(x.shape, generator=g, dtype=x.dtype),
+    "permuted": lambda x, c, g: x[:, pixel_order(c.seed)],
+    "held_out": lambda x, c, g: x,
+}
+
+
 def shifted_images(images: torch.Tensor, config: ExperimentConfig, generator: torch.Generator) -> torch.Tensor:
     """`images` [n, 64] (scaled to [0, 1]) under the config's digits shift; `generator` draws the noise."""
-    kind = config.digits_shift
-    if kind == "rotated":
-        return rotate(images, config.angle)
-    if kind == "mirrored":
-        return mirror(images)
-    if kind == "inverted":
-        return 1.0 - images
-    if kind == "noised":
-        return images + config.noise * torch.randn(images.shape, generator=generator, dtype=images.dtype)
-    if kind == "permuted":
-        return images[:, pixel_order(config.seed)]
-    return images  # held_out: the same images, with the classes pretraining never saw added
+    return SHIFT_TRANSFORMS[config.digits_shift](images, config, generator)
+
+
+def split_sizes(n: int) -> tuple[int, int]:
+    """(training rows, held-out rows) of n images."""
+    n_eval = round(n * TEST_FRACTION)
+    return n - n_eval, n_eval
 
 
 def split_indices(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(training rows, held-out rows) of the n images, a permutation fixed by the seed."""
     order = torch.randperm(n, generator=rng(seed, "original"))
-    n_eval = round(n * TEST_FRACTION)
+    n_eval = split_sizes(n)[1]
     return order[n_eval:], order[:n_eval]
 
 
@@ -134,3 +143,18 @@ def held_out_samples(seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]
     rest = [i for i in range(len(eval_rows)) if i not in firsts]
     positions = torch.tensor((firsts + rest)[:count], dtype=torch.long)
     return positions, images[eval_rows[positions]] / PIXEL_MAX
+
+
+SAMPLES = 12  # held-out digits a result carries for the pages' sample grid
+
+
+def sample_grid(config: ExperimentConfig, base: nn.Module, merged: nn.Module, shifted: Task) -> list[dict]:
+    """A few held-out digits before and after the shift, with the base's and the fine-tuned model's predicted
+    class on the shifted image (pixels rounded to 3 decimals: they are for drawing)."""
+    positions, originals = held_out_samples(config.seed, SAMPLES)
+    x_shifted = shifted.eval.x[positions.to(shifted.eval.x.device)]
+    return [{"label": int(label), "original": [round(v, 3) for v in before.tolist()],
+             "shifted": [round(v, 3) for v in after.tolist()], "base": b, "adapted": a}
+            for label, before, after, b, a in zip(shifted.eval.y[positions].tolist(), originals, x_shifted.cpu(),
+                                                  predictions(base, x_shifted), predictions(merged, x_shifted),
+                                                  strict=True)]

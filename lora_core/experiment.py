@@ -32,7 +32,6 @@ from .training import (
     accuracy,
     classifies,
     held_out_loss,
-    predictions,
     report,
     train,
 )
@@ -197,8 +196,8 @@ def _measure(result: ExperimentResult, config: ExperimentConfig, base: nn.Module
     if kind(config).linear_model:  # the shift is a matrix Δθ with a spectrum, the floor a tail of one
         result.shift_spectrum = analysis.shift_singular_values(config)
         result.floor, result.floor_noise = floor(config, base, shifted)
-    if classifies(shifted.eval):
-        result.samples = samples(config, base, merged, shifted)
+    if kind(config).samples is not None:  # a few held-out inputs with both models' predictions, for the pages
+        result.samples = kind(config).samples(config, base, merged, shifted)
     return merged
 
 
@@ -207,23 +206,6 @@ def _score(result: ExperimentResult, key: str, model: nn.Module, split: Split, c
     result.losses[key] = held_out_loss(model, split, cancel=cancel)
     if classifies(split):
         result.accuracies[key] = accuracy(model, split)
-
-
-SAMPLES = 12  # held-out digits a result carries for the pages' sample grid
-
-
-def samples(config: ExperimentConfig, base: nn.Module, merged: nn.Module, shifted: Task) -> list[dict]:
-    """A few held-out samples before and after the shift, with the base's and the fine-tuned model's predicted
-    class on the shifted image (pixels rounded to 3 decimals: they are for drawing)."""
-    from .digits import held_out_samples  # the one classification task
-
-    positions, originals = held_out_samples(config.seed, SAMPLES)
-    x_shifted = shifted.eval.x[positions.to(shifted.eval.x.device)]
-    return [{"label": int(label), "original": [round(v, 3) for v in before.tolist()],
-             "shifted": [round(v, 3) for v in after.tolist()], "base": b, "adapted": a}
-            for label, before, after, b, a in zip(shifted.eval.y[positions].tolist(), originals, x_shifted.cpu(),
-                                                  predictions(base, x_shifted), predictions(merged, x_shifted),
-                                                  strict=True)]
 
 
 def floor(config: ExperimentConfig, base: nn.Module, shifted: Task) -> tuple[float | None, float | None]:

@@ -86,6 +86,6 @@ def _plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_base_weights(folder: str | Path, original: bool = False) -> dict:
-    """The base weights saved beside an adapter, as a state dict for the two-layer model: the base the
+    """The base weights saved beside an adapter, as a state dict for the task's model: the base the
     adapter was trained on, or with `original` the pretrained weights of a PiSSA/OLoRA adapter."""
     return load_file(str(Path(folder) / (ORIGINAL_BASE_WEIGHTS if original else BASE_WEIGHTS)))

@@ -259,7 +259,7 @@ def _similarities(result: SweepResult, factors: list[dict[str, torch.Tensor]]) -
         pairs.append((by_seed[0], next(a for a in by_seed if a[2].config["seed"] != by_seed[0][2].config["seed"])))
     out = []
     for (i, mi, ri), (j, mj, rj) in pairs:
-        for layer in factors[i].keys() & factors[j].keys():
+        for layer in sorted(factors[i].keys() & factors[j].keys()):
             out.append({"layer": layer, "a": member_name(mi, ri.config), "b": member_name(mj, rj.config),
                         "values": analysis.similarity_grid(factors[i][layer], factors[j][layer])})
     return out

@@ -37,6 +37,9 @@ class TaskKind:
     # Whether the model is the article's two-layer linear one, which fast.py's hand-written gradients,
     # batched.py's stacked members and analysis.loss_floor (a linear map on Gaussian inputs) are written for.
     linear_model: bool
+    # A few held-out inputs with both models' predictions for the pages (config, base, merged, shifted task), or
+    # None where there is nothing to draw.
+    samples: Callable[[Any, nn.Module, nn.Module, Task], list[dict]] | None = None
 
     def adapted_shapes(self, values: Any) -> Shapes:
         """The shapes of the layers that get an adapter."""
@@ -46,12 +49,6 @@ class TaskKind:
 
 def _dtype(values: Any) -> torch.dtype:
     return getattr(torch, values.dtype)
-
-
-def _digit_rows(values: Any) -> tuple[int, int]:
-    n = len(digits.load()[1])
-    n_eval = round(n * digits.TEST_FRACTION)
-    return n - n_eval, n_eval
 
 
 TASK_KINDS: dict[str, TaskKind] = {
@@ -67,8 +64,8 @@ TASK_KINDS: dict[str, TaskKind] = {
         build_model=lambda c, g: DigitsMLP(digits.PIXELS, c.hidden, digits.CLASSES, g, _dtype(c)),
         layer_shapes=lambda c: mlp_shapes(digits.PIXELS, c.hidden, digits.CLASSES),
         targets=lambda c: tuple(LAYERS[int(i) - 1] for i in c.layers.split(",")),
-        rows=_digit_rows,
-        loss_name="cross-entropy", classifies=True, biases=True, linear_model=False),
+        rows=lambda c: digits.split_sizes(len(digits.load()[1])),
+        loss_name="cross-entropy", classifies=True, biases=True, linear_model=False, samples=digits.sample_grid),
 }
 
 

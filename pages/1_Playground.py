@@ -9,8 +9,7 @@ from lora_core.budget import human_bytes
 from lora_core.config import LABELS, ConfigError, make_config
 from lora_core.task_kinds import TASK_KINDS
 from lora_core.variants import adapter_name, method_name, notes
-from ui import figures, live, session
-from ui import training_figures as tf
+from ui import figures, live, session, training_figures
 from ui.navigation import page
 from ui.sidebar import show_link_warnings, sidebar
 from ui.text import plain
@@ -27,7 +26,7 @@ INTRO = {
               "never saw), then fine-tune LoRA adapters on the chosen layers and merge them.",
 }
 st.title("Playground")
-st.markdown(INTRO[config.task if config is not None else "linear"]
+st.markdown(INTRO[state.settings["task"]]
             + " Change a setting in the sidebar and press **Train**.")
 show_link_warnings()
 problem, cost = None, None
@@ -70,11 +69,12 @@ if clicked and config is not None and problem is None:
 result = state.last()
 if result is None:
     if config is not None:  # the empty chart shows the epochs to come (and loads the charts before Train)
-        chart.plotly_chart(tf.empty_figure(config.pretrain_epochs, config.epochs, config.task), key="loss-empty")
+        chart.plotly_chart(training_figures.empty_figure(config.pretrain_epochs, config.epochs, config.task),
+                           key="loss-empty")
     st.info("No run yet: press **Train** to pretrain and fine-tune with the settings in the sidebar.")
     st.stop()
 
-chart.plotly_chart(tf.result_figure(result), key="loss")
+chart.plotly_chart(training_figures.result_figure(result), key="loss")
 if config is not None and result.config != config.to_dict():
     changed = [f"{LABELS.get(k, k)} {result.config[k]} → {v}" for k, v in config.to_dict().items()
                if result.config[k] != v]
@@ -88,22 +88,28 @@ loss_name = TASK_KINDS[result.config["task"]].loss_name
 cards = [c for _ in range(2) for c in st.columns(3)]  # two rows of three: the numbers stay readable
 for card, key in zip(cards, figures.LOSS_LABELS, strict=False):
     if result.accuracies:  # a classification task: accuracy on the card, the loss in its help
-        card.metric(figures.LOSS_CARDS[key], tf.percent(result.accuracies.get(key)), border=True,
-                    help=f"{figures.LOSS_LABELS[key]}: {tf.ACCURACY_HELP}; {loss_name} "
+        card.metric(figures.LOSS_CARDS[key], training_figures.percent(result.accuracies.get(key)), border=True,
+                    help=f"{figures.LOSS_LABELS[key]}: {training_figures.ACCURACY_HELP}; {loss_name} "
                          f"{figures.number(result.losses.get(key))}")
     else:
         card.metric(figures.LOSS_CARDS[key], figures.number(result.losses.get(key)), border=True,
                     help=f"{figures.LOSS_LABELS[key]}: {loss_name} on held-out samples")
 if result.accuracies:
-    st.caption(f"The cards show held-out accuracy, the share of held-out digits classified right; each card's help "
-               f"gives the {loss_name}.")
+    st.caption(f"The cards show held-out accuracy: the {training_figures.ACCURACY_HELP}. Each card's help gives "
+               f"the {loss_name}.")
 cards[-1].metric("Merge check", figures.number(result.merge_max_abs_diff), border=True,
                 help="max |adapter − merged|: the largest difference between the outputs of the adapter model and "
                      "of the merged model on held-out shifted data; merging is exact up to float rounding")
 
 fold = loss_improvement(result)
+before, after = result.accuracies.get("base_on_shifted"), result.accuracies.get("merged_on_shifted")
+change = (f"Fine-tuning and merging took the accuracy on shifted digits from {training_figures.percent(before)} to "
+          f"{training_figures.percent(after)}. " if after is not None
+          else f"Fine-tuning and merging lowered the loss on shifted data {fold:,.0f}-fold. " if fold and fold >= 10
+          else f"Fine-tuning and merging lowered the loss on shifted data {fold:.2g}-fold. " if fold and fold > 1
+          else "")
 timing = " · ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in result.timings.items())
-st.caption((f"Fine-tuning and merging lowered the loss on shifted data {fold:,.0f}-fold. " if fold else "")
+st.caption(change
            + f"{method_name(make_config(**result.config))} on the {result.path} path · Device: {result.device} · "
            + timing
            + (" · pretrained base reused" if result.pretrain_cached else "")
@@ -115,5 +121,5 @@ if result.floor is not None:
 for note in notes(make_config(**result.config)):
     st.caption("What to look for with " + note)
 if result.samples:
-    st.plotly_chart(tf.samples_figure(result), key="samples")
-    st.caption(tf.samples_caption(result))
+    st.plotly_chart(training_figures.samples_figure(result), key="samples")
+    st.caption(training_figures.samples_caption(result))

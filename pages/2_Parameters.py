@@ -42,8 +42,9 @@ st.plotly_chart(figures.params_figure(shapes, rank, r_max), key="params")
 
 dora = st.checkbox(LABELS["use_dora"], value=s["use_dora"], help="DoRA also trains a magnitude per output row of "
                    "each adapted weight: d_out more parameters per layer (the Playground's setting by default)")
-counts = param_counts(model, rank, use_dora=dora)
-st.subheader(f"This model's adapted layers at r = {rank}" + (" with DoRA" if dora else ""))
+# The whole model, as the Playground counts it: adapters on the adapted layers, every weight (and bias) for full.
+counts = param_counts(task.layer_shapes(settings), rank, use_dora=dora, targets=tuple(model), biases=task.biases)
+st.subheader(f"This model at r = {rank}" + (" with DoRA" if dora else ""))
 cards = st.columns(5)
 cards[0].metric("DoRA parameters" if dora else "LoRA parameters", f"{counts.lora_trainable:,}", border=True)
 cards[1].metric("Full parameters", f"{counts.full_trainable:,}", border=True)
@@ -55,7 +56,10 @@ cards[4].metric("Adam state, full", figures.human_bytes(adam_state_bytes(counts.
                 border=True, help=adam)
 if dora:
     st.caption("Of the adapter's parameters, " + " and ".join(f"{layer.magnitude:,} in {layer.name}'s magnitude vector"
-                                                               for layer in counts.layers) + ".")
+                                                               for layer in counts.layers if layer.magnitude) + ".")
+if task.biases:
+    st.caption("Full fine-tuning also trains the biases: "
+               + ", ".join(f"{layer.bias:,} in {layer.name}" for layer in counts.layers) + ".")
 problem = config_error(rank=rank)
 if problem:
     st.warning("The Playground would refuse this: " + plain(problem, 300))

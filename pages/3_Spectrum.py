@@ -26,8 +26,8 @@ rank = config.rank if config.method == "lora" else None
 kind = delta_kind(config)
 shapes = TASK_KINDS[config.task].layer_shapes(config)
 model = " → ".join(str(n) for n in [next(iter(shapes.values()))[0], *(d_out for _, d_out in shapes.values())])
-task = (f"{SHIFT_LABELS[config.shift]} shift of size {config.shift_scale:g}" if config.task == "linear"
-        else f"digits {DIGIT_SHIFT_LABELS[config.digits_shift]}")
+task = (f"{SHIFT_LABELS[config.shift]} shift of size {config.shift_scale:g}"
+        if TASK_KINDS[config.task].linear_model else f"digits {DIGIT_SHIFT_LABELS[config.digits_shift]}")
 st.markdown(f"Last run: {method_name(config)}, r = {config.rank}, α = {config.alpha:g}, {task}, model {model}. "
             "ΔW is always W_merged − W with W the pretrained weight. " + figures.DELTA_INTRO[kind])
 
@@ -42,7 +42,7 @@ for column, (layer, s) in zip(columns, result.spectra.items(), strict=True):
         st.plotly_chart(figures.weight_figure(result, layer), key=f"weight-{layer}")
 
 shift = result.shift_spectrum  # computed inside the run, under its estimate: a view does no SVD
-if not shift:  # the digits' shift is no matrix: each layer's change is all there is to show
+if not TASK_KINDS[config.task].linear_model:  # the digits' shift is no matrix: each layer's change is all to show
     st.plotly_chart(figures.energy_figure({f"ΔW of {layer}": s.delta_merged for layer, s in result.spectra.items()},
                                           rank), key="energy")
     st.stop()

@@ -9,6 +9,7 @@ import streamlit as st
 from lora_core.analysis import INTRUDER_EPSILON, INTRUDER_K
 from lora_core.config import ConfigError, rank_limit
 from lora_core.sweep import answers, member_name, members, request
+from lora_core.task_kinds import TASK_KINDS
 from lora_core.variants import METHOD_SET_LABELS
 from ui import compare_figures as cf
 from ui import figures, live, session
@@ -83,7 +84,7 @@ if result is None:
 if req is not None and not answers(result, req):
     st.info("These results are from a different grid or settings. Press **Run** to sweep this one.")
 
-floor_note = (f" The floor: {figures.FLOOR_NOTE}; DoRA has none." if result.config["task"] == "linear"
+floor_note = (f" The floor: {figures.FLOOR_NOTE}; DoRA has none." if TASK_KINDS[result.config["task"]].linear_model
               else " The digits task has no floor: its network is not linear.")
 st.caption(f"{len(result.members)} members in {result.timings['total_s']:.1f} s.{floor_note} Losses are held-out "
            f"{cf.loss_name(result)}.")
@@ -103,8 +104,11 @@ st.plotly_chart(cf.intruders_figure(result), key="intruders")
 st.caption(f"Intruder dimensions (Shuttleworth et al. 2024): of the top {INTRUDER_K} left singular vectors of "
            f"each fine-tuned weight, those whose |cosine| with every singular vector of the pretrained weight "
            f"stays below {INTRUDER_EPSILON}.")
-for i, entry in enumerate(e for e in result.similarity if e["layer"] == "layer1"):
+shown = result.similarity[0]["layer"] if result.similarity else None  # the first adapted layer's, for room
+for i, entry in enumerate(e for e in result.similarity if e["layer"] == shown):
     st.plotly_chart(cf.similarity_heatmap(entry), key=f"phi-{i}")
+if not result.similarity:
+    st.caption("Subspace similarity φ needs two adapters of one method: two ranks or two seeds.")
 table = cf.members_table(result)
 st.dataframe(table, hide_index=True)
 down = st.columns(2)

@@ -54,6 +54,9 @@ def test_cards_show_accuracy_and_the_grid_the_predictions(digits_run):
     assert cards["Merged · shifted"] == f"{100 * result.accuracies['merged_on_shifted']:.1f} %"
     assert result.accuracies["base_on_shifted"] < 0.3 < 0.8 < result.accuracies["merged_on_shifted"]
     assert float(cards["Merge check"]) < 1e-4
+    assert any(c.value.startswith(f"Fine-tuning and merging took the accuracy on shifted digits from "
+                                  f"{100 * result.accuracies['base_on_shifted']:.1f} % to "
+                                  f"{100 * result.accuracies['merged_on_shifted']:.1f} %") for c in digits_run.caption)
     (_, samples) = charts(digits_run)
     first = result.samples[0]
     title = samples["layout"]["annotations"][0]["text"]
@@ -78,6 +81,7 @@ def test_spectrum_and_parameters_pages_follow_the_digits_model(digits_run):
     assert any("64 → 64 → 64 → 10" in m.value for m in at.markdown)
     cards = {m.label: m.value for m in at.metric}
     assert cards["LoRA parameters"] == f"{(64 + 64) * 4 * 2 + (64 + 10) * 4:,}"
+    assert cards["Full parameters"] == f"{64 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10:,}"  # with biases
 
 
 def test_a_digits_sweep_runs_on_the_compare_page():

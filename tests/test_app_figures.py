@@ -51,6 +51,15 @@ def test_a_classification_run_adds_held_out_accuracy_below_its_loss():
     assert training_figures.percent(0.9734) == "97.3 %" and training_figures.percent(None) == "—"
 
 
+def test_the_runs_overlay_names_the_loss_of_each_task():
+    digits = hand_built()
+    digits.config = preset("digits", pretrain_epochs=3, epochs=3).to_dict()
+    title = figures.overlay_figure({"a": digits}).to_dict()["layout"]["yaxis"]["title"]["text"]
+    assert title == "cross-entropy (log scale)"
+    mixed = figures.overlay_figure({"a": hand_built(), "b": digits}).to_dict()["layout"]["yaxis"]["title"]["text"]
+    assert "mean squared error (linear runs)" in mixed and "cross-entropy (digits runs)" in mixed
+
+
 def test_overlay_aligns_runs_at_the_start_of_fine_tuning():
     fig = figures.overlay_figure({"a": hand_built(), "b": hand_built()}).to_dict()
     assert [list(t["x"]) for t in fig["data"]] == [[-2, -1, 0, 0.5, 1, 2, 3]] * 2

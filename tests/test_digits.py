@@ -99,6 +99,10 @@ def test_a_shift_that_leaves_nothing_to_pretrain_on_is_refused_with_a_clear_mess
     assert preset("digits", rank=40, layers="1,2").rank == 40  # without the output layer, up to min(64, hidden)
     with pytest.raises(ConfigError, match="path 'fast' applies only to the linear task"):
         preset("digits", path="fast")
+    # the linear task's settings do not matter here, so they cannot refuse a digits run
+    assert preset("digits", shift="low_rank", shift_rank=8, d_in=2).task == "digits"
+    with pytest.raises(ConfigError, match="shift_rank must be from 1 to 2"):
+        preset("default", shift="low_rank", shift_rank=8, d_in=2)
 
 
 def test_the_network_is_64_hidden_hidden_10_with_relu():

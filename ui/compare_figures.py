@@ -21,13 +21,15 @@ from lora_core.task_kinds import TASK_KINDS
 from lora_core.variants import METHOD_SET_LABELS, delta_kind
 
 from .figures import _finite, _layout
+from .training_figures import ACCURACY_AXIS
+
+FLOOR_REACH = {"lora": "2r", "from_weights": "4r"}  # variants.REACH in words, for the adapter kinds with a floor
+RANK_AXIS = "rank r (log scale)"
 
 
 def loss_name(result: SweepResult) -> str:
     """What the sweep's losses are: its task's loss."""
     return TASK_KINDS[result.config["task"]].loss_name
-FLOOR_REACH = {"lora": "2r", "from_weights": "4r"}  # variants.REACH in words, for the adapter kinds with a floor
-RANK_AXIS = "rank r (log scale)"
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -95,7 +97,7 @@ def member_curves(result: SweepResult, names: Sequence[str]) -> go.Figure:
             losses = run.history["finetune"].eval_loss
             fig.add_trace(go.Scatter(x=list(range(1, len(losses) + 1)), y=_finite(losses), mode="lines", name=name))
     return _layout(fig, "Fine-tuning, held-out loss per epoch", "fine-tuning epoch",
-                   "held-out loss (MSE, log scale)", log_y=True)
+                   f"held-out {loss_name(result)} (log scale)", log_y=True)
 
 
 def scaling_heatmaps(result: SweepResult) -> go.Figure:
@@ -174,7 +176,7 @@ def accuracy_by_rank(result: SweepResult) -> go.Figure:
             fig.add_trace(go.Scatter(x=list(points), y=list(points.values()), mode="lines+markers",
                                      name=f"{name}, {where}", line={"dash": dash}))
         _flat_lines(fig, result, {f"{name}, {where}": v for name, v in flat.items()}, dash=dash, log=False)
-    _layout(fig, "Held-out accuracy of the merged model against rank", RANK_AXIS, "held-out accuracy (share right)")
+    _layout(fig, "Held-out accuracy of the merged model against rank", RANK_AXIS, ACCURACY_AXIS)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     _ranks_axis(fig, result)
     return fig

@@ -22,6 +22,7 @@ from lora_core.analysis import (
 from lora_core.budget import human_bytes
 from lora_core.config import LABELS, SHIFT_LABELS, ExperimentConfig, make_config
 from lora_core.results import LOSS_KEYS, PHASES, ExperimentResult, PhaseHistory
+from lora_core.task_kinds import TASK_KINDS
 from lora_core.variants import delta_kind
 
 PHASE_LABELS = {"pretrain": "pretraining", "finetune": "fine-tuning"}
@@ -32,7 +33,16 @@ LOSS_LABELS = {"base_on_original": "Base model, original data", "base_on_shifted
 LOSS_CARDS = {"base_on_original": "Base · original", "base_on_shifted": "Base · shifted",
               "adapter_on_shifted": "Adapter · shifted", "merged_on_shifted": "Merged · shifted",
               "merged_on_original": "Merged · original"}
-LOSS_AXIS = "mean squared error (log scale)"
+
+
+def loss_axis(*tasks: str) -> str:
+    """A loss chart's y-axis title: the loss of the runs' task(s) and the scale."""
+    names = sorted({TASK_KINDS[task].loss_name for task in tasks})
+    if len(names) == 1:
+        return f"{names[0]} (log scale)"
+    return "held-out loss: " + " or ".join(f"{TASK_KINDS[t].loss_name} ({t} runs)" for t in sorted(set(tasks))) \
+        + " (log scale)"
+
 
 # What ΔW = W_merged − W is, per kind of method (lora_core.variants.delta_kind): the Spectrum page's words.
 DELTA_INTRO = {
@@ -120,7 +130,7 @@ def epoch_positions(history: dict[str, PhaseHistory], epochs: Sequence[int] | No
 
 
 def loss_figure(history: dict[str, PhaseHistory], epochs: Sequence[int] | None = None, *,
-                status: str = "ok", title: str = "Loss per epoch", y_title: str = LOSS_AXIS) -> go.Figure:
+                status: str = "ok", title: str = "Loss per epoch", y_title: str | None = None) -> go.Figure:
     """Training and held-out loss of both phases on one epoch axis: pretraining 1..P, fine-tuning P+1..P+F.
 
     `epochs` = (P, F) fixes the x range, so a chart redrawn every epoch grows instead of rescaling.
@@ -142,7 +152,7 @@ def loss_figure(history: dict[str, PhaseHistory], epochs: Sequence[int] | None =
                            showarrow=False, font={"color": "crimson", "size": 14})
     fig.update_xaxes(range=[0.5, sum(planned) + 0.5])
     return _layout(fig, title, "epoch (pretraining on the original task, then fine-tuning on the shifted one)",
-                   y_title, log_y=True)
+                   y_title or loss_axis("linear"), log_y=True)
 
 
 def empty_loss_figure(pretrain_epochs: int, epochs: int) -> go.Figure:
@@ -165,7 +175,8 @@ def overlay_figure(runs: dict[str, ExperimentResult]) -> go.Figure:
     fig.add_vline(x=0.5, line_dash="dash", line_color="gray", annotation_text="fine-tuning →",
                   annotation_position="top right")
     return _layout(fig, "Held-out loss of the selected runs", "epoch (≤ 0: pretraining, > 0: fine-tuning)",
-                   LOSS_AXIS, log_y=True)
+                   loss_axis(*(r.config["task"] for r in runs.values())) if runs else loss_axis("linear"),
+                   log_y=True)
 
 
 def number(value: float | None) -> str:
@@ -274,7 +285,7 @@ def runs_table(runs: dict[str, ExperimentResult]) -> pd.DataFrame:
         row = {"run": label, "status": r.status}
         row.update({k: r.config[k] for k in RUN_SETTINGS})
         row.update({k: r.losses.get(k) for k in LOSS_KEYS})
-        row.update({f"accuracy {k}": v for k, v in r.accuracies.items()})  # the digits task's
+        row.update({f"accuracy_{k}": v for k, v in r.accuracies.items()})  # the digits task's (the sweep CSV's names)
         row["merge max |diff|"] = r.merge_max_abs_diff
         row["time (s)"] = round(sum(r.timings.values()), 3)
         row["device"] = r.device

@@ -20,16 +20,11 @@ ACCURACY_AXIS = "held-out accuracy (share right)"
 ACCURACY_HELP = "share of the held-out digits whose predicted class is right"
 
 
-def loss_axis(task: str) -> str:
-    """The loss chart's y-axis title for a task: its loss and the scale."""
-    return f"{TASK_KINDS[task].loss_name} (log scale)"
-
-
 def training_figure(history: dict[str, PhaseHistory], epochs: Sequence[int], task: str, *,
                     status: str = "ok") -> go.Figure:
     """The live and final chart of a run: loss per epoch, and below it the held-out accuracy for a
     classification task."""
-    loss = figures.loss_figure(history, epochs, status=status, y_title=loss_axis(task))
+    loss = figures.loss_figure(history, epochs, status=status, y_title=figures.loss_axis(task))
     if not TASK_KINDS[task].classifies:
         return loss
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.6, 0.4], vertical_spacing=0.07)
@@ -51,7 +46,7 @@ def training_figure(history: dict[str, PhaseHistory], epochs: Sequence[int], tas
     fig.update_xaxes(range=[0.5, sum(epochs) + 0.5])
     fig.update_xaxes(title_text="epoch (pretraining on the original digits, then fine-tuning on the shifted ones)",
                      row=2, col=1)
-    fig.update_yaxes(title_text=loss_axis(task), type="log", exponentformat="power", row=1, col=1)
+    fig.update_yaxes(title_text=figures.loss_axis(task), type="log", exponentformat="power", row=1, col=1)
     fig.update_yaxes(title_text=ACCURACY_AXIS, range=[0, 1.02], tickformat=".0%", row=2, col=1)
     return fig
 
