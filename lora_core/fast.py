@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import accumulate
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -66,6 +67,18 @@ def applies(model: nn.Module) -> bool:
     return l1.rank == l2.rank and l1.scaling == l2.scaling
 
 
+def advance_moments(adam: Any) -> float:
+    """One step of Adam's moments and denominator on a flat-buffer optimizer (its grads, exp_avg, exp_avg_sq,
+    denom, beta2, eps, bc2 and steps), op for op as torch.optim.Adam; returns the step's first bias correction,
+    by which the caller divides its update."""
+    adam.steps += 1
+    adam.bc2.fill_((1 - BETA2 ** float(adam.steps)) ** 0.5)
+    adam.exp_avg.lerp_(adam.grads, 1 - BETA1)
+    adam.exp_avg_sq.mul_(adam.beta2).addcmul_(adam.grads, adam.grads, value=1 - BETA2)
+    torch.sqrt(adam.exp_avg_sq, out=adam.denom).div_(adam.bc2).add_(adam.eps)
+    return 1 - BETA1 ** float(adam.steps)
+
+
 class Adam:
     """torch.optim.Adam with its defaults (no weight decay, no amsgrad) on one flat tensor, op for op as
     torch.optim.Adam's single-tensor update does it, so the numbers are the same bit for bit.
@@ -89,12 +102,7 @@ class Adam:
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
-        self.steps += 1
-        bias_correction1 = 1 - BETA1 ** float(self.steps)
-        self.bc2.fill_((1 - BETA2 ** float(self.steps)) ** 0.5)
-        self.exp_avg.lerp_(self.grads, 1 - BETA1)
-        self.exp_avg_sq.mul_(self.beta2).addcmul_(self.grads, self.grads, value=1 - BETA2)
-        torch.sqrt(self.exp_avg_sq, out=self.denom).div_(self.bc2).add_(self.eps)
+        bias_correction1 = advance_moments(self)
         for params, exp_avg, denom, ratio in self.parts:
             params.addcdiv_(exp_avg, denom, value=-(lr * ratio) / bias_correction1)
 

@@ -34,7 +34,7 @@ import torch.nn as nn
 from .batched import Trained
 from .config import BYTES_PER_ITEM, INITS_FROM_WEIGHTS, ExperimentConfig
 from .devices import cpu_threads
-from .fast import BETA1, BETA2, EPS, EVAL_ROWS, base_activations
+from .fast import BETA2, EPS, EVAL_ROWS, advance_moments, base_activations
 from .layers import LoRALinear, adapted
 from .model import TARGETS
 from .paths import choose_path
@@ -119,12 +119,7 @@ class _Adam:
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
-        self.steps += 1
-        bias_correction1 = 1 - BETA1 ** float(self.steps)
-        self.bc2.fill_((1 - BETA2 ** float(self.steps)) ** 0.5)
-        self.exp_avg.lerp_(self.grads, 1 - BETA1)
-        self.exp_avg_sq.mul_(self.beta2).addcmul_(self.grads, self.grads, value=1 - BETA2)
-        torch.sqrt(self.exp_avg_sq, out=self.denom).div_(self.bc2).add_(self.eps)
+        bias_correction1 = advance_moments(self)
         moment = self.exp_avg if self.rate is None else torch.mul(self.exp_avg, self.rate, out=self.scaled)
         self.params.addcdiv_(moment, self.denom, value=-lr / bias_correction1)
 

@@ -16,7 +16,8 @@ from lora_core.config import ConfigError, preset
 ROOT = Path(__file__).resolve().parents[1]
 # Peak RSS from /proc (VmHWM), reset to the current RSS just before the run; getrusage's ru_maxrss is no use
 # here, since a child inherits its parent's (pytest's) peak across fork and exec.
-MEASURE = """
+# A script's start: the config from argv[1] (JSON), torch warmed up, `kib(field)` read from /proc/self/status.
+PEAK_RSS_PREAMBLE = """
 import json, os, sys
 os.environ["LORA_EXPLORER_CACHE"] = "off"
 from lora_core.config import preset
@@ -28,6 +29,8 @@ def kib(field):
 
 warm_up()
 config = preset("default", **json.loads(sys.argv[1]))
+"""
+MEASURE = PEAK_RSS_PREAMBLE + """
 open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current RSS
 before = kib("VmRSS")
 run_experiment(config)

@@ -16,6 +16,7 @@ from lora_core.config import preset
 from lora_core.experiment import finetune, prepared, run_experiment
 from lora_core.fast import base_activations
 from lora_core.sweep import members, request, run_sweep, sweep_estimate
+from tests.test_budget import PEAK_RSS_PREAMBLE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -120,19 +121,8 @@ def test_progress_comes_once_per_member_and_epoch():
     assert all(m.path == "fast-batched" and m.timings["finetune_s"] > 0 for m in sweep.members)
 
 
-MEASURE = """
-import json, os, sys
-os.environ["LORA_EXPLORER_CACHE"] = "off"
-from lora_core.config import preset
+MEASURE = PEAK_RSS_PREAMBLE + """
 from lora_core.sweep import run_sweep
-from lora_core.experiment import run_experiment
-from lora_core.training import warm_up
-
-def kib(field):
-    return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024
-
-warm_up()
-config = preset("default", **json.loads(sys.argv[1]))
 run_experiment(config.replace(rank=1))  # the base, cached in memory, and the lazy initialisations
 open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current RSS
 before = kib("VmRSS")
