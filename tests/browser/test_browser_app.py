@@ -268,3 +268,12 @@ def test_digits_choose_the_task_train_and_see_accuracy_and_the_sample_grid(serve
     assert "layer3: singular values of ΔW" in charts(page)
     screenshot(page, "spectrum-digits")
     assert_clean(page)
+    nav(page, "Compare")  # the session's settings (the digits) with the default grid
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("members in", exact=False).first.wait_for(timeout=120_000)
+    settle(page)
+    by_rank = charts(page)["Held-out accuracy of the merged model against rank"]
+    shifted = next(t["y"] for t in by_rank["data"] if t["name"] == "LoRA α=1, shifted")
+    assert len(shifted) == 4 and shifted[-1] > shifted[0]  # ranks 1, 2, 4, 8: more rank, more recovered
+    screenshot(page, "compare-digits")
+    assert_clean(page)
