@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lora_core import cache
+from lora_core import cache, svd_memo
 from lora_core.config import preset
 from lora_core.experiment import run_experiment
 from lora_core.sweep import run_sweep
@@ -29,8 +29,11 @@ from lora_core.training import warm_up
 
 
 def best_of(repeats: int, work) -> tuple[float, object]:
+    """The best wall time of `repeats` runs of `work`, each with no singular values remembered from before (a
+    repeat would find all of its own: the reference would no longer be a first run)."""
     times, out = [], None
     for _ in range(repeats):
+        svd_memo.forget()
         start = time.perf_counter()
         out = work()
         times.append(time.perf_counter() - start)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from . import svd_memo
 from .config import BYTES_PER_ITEM, ExperimentConfig
 from .results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts
 from .tasks import low_rank_factors, rng, shift_delta
@@ -73,7 +74,7 @@ def factored_singular_values(B: torch.Tensor, A: torch.Tensor, scaling: float = 
 
 def singular_values(matrix: torch.Tensor) -> torch.Tensor:
     """Singular values of a dense matrix, descending (computed on the CPU in float64 for accuracy)."""
-    return torch.linalg.svdvals(matrix.detach().to("cpu", torch.float64))
+    return svd_memo.svdvals(matrix.detach().to("cpu", torch.float64))  # a matrix seen before costs a digest
 
 
 @torch.no_grad()
@@ -128,7 +129,7 @@ def shift_singular_values(config: ExperimentConfig) -> list[float]:
         u, v = low_rank_factors(config, rng(config.seed, "shift"), getattr(torch, config.dtype))
         values = factored_singular_values(u.double(), v.double(), config.shift_scale / config.shift_rank**0.5)
     else:
-        values = torch.linalg.svdvals(shift_delta(config).to(torch.float64))
+        values = singular_values(shift_delta(config))
     return values.tolist() + [0.0] * (n - len(values))
 
 
