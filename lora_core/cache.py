@@ -124,6 +124,7 @@ def cached_pretrain(config: ExperimentConfig, task: Task, device: torch.device, 
     model = kind(config).build_model(config, torch.Generator().manual_seed(0)).to(device)
     entry = lookup(key, device, {n: (tuple(t.shape), t.dtype) for n, t in model.state_dict().items()})
     if entry is None:
+        del model  # the template is not needed: pretraining draws its own, and would hold it meanwhile
         status, history, model = build(config, task, device, on_progress, cancel)
         if status == "ok":
             store(key, history, model)

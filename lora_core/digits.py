@@ -49,6 +49,11 @@ def load() -> tuple[torch.Tensor, torch.Tensor]:
     return table[:, :PIXELS].contiguous(), table[:, PIXELS].long()
 
 
+def scaled(images: torch.Tensor) -> torch.Tensor:
+    """Pixels from 0..16 to [0, 1], the one scale of every split."""
+    return images / PIXEL_MAX
+
+
 def held_out_classes(config: ExperimentConfig) -> tuple[int, ...]:
     """The classes kept out of pretraining (the last `held_out` digits) under the held_out shift, else none."""
     if config.digits_shift != "held_out":
@@ -115,18 +120,18 @@ def make_digit_tasks(config: ExperimentConfig, device: torch.device | str = "cpu
     class, shifted images), on the same training and held-out rows. Tasks have no θ."""
     dtype = getattr(torch, config.dtype)
     images, labels = load()
-    x = (images / PIXEL_MAX).to(dtype)
+    x = scaled(images).to(dtype)
     train_rows, eval_rows = split_indices(config.seed, len(labels))
     hidden_classes = torch.tensor(held_out_classes(config), dtype=torch.long)
 
-    def split(rows: torch.Tensor, images: torch.Tensor, keep_all: bool) -> Split:
-        if not keep_all:
-            rows = rows[~torch.isin(labels[rows], hidden_classes)]
-        return Split(images[rows].to(device), labels[rows].to(device))
+    def pretraining(rows: torch.Tensor) -> Split:
+        """The rows of the classes pretraining sees, unshifted."""
+        rows = rows[~torch.isin(labels[rows], hidden_classes)]
+        return Split(x[rows].to(device), labels[rows].to(device))
 
     g = rng(config.seed, "shifted")
     moved = {"train": shifted_images(x[train_rows], config, g), "eval": shifted_images(x[eval_rows], config, g)}
-    original = Task(None, split(train_rows, x, False), split(eval_rows, x, False))
+    original = Task(None, pretraining(train_rows), pretraining(eval_rows))
     # The shifted splits keep the rows in the order above: their images were transformed in that order.
     shifted = Task(None, Split(moved["train"].to(device), labels[train_rows].to(device)),
                    Split(moved["eval"].to(device), labels[eval_rows].to(device)))
@@ -142,7 +147,7 @@ def held_out_samples(seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]
     firsts = [int((eval_labels == c).nonzero()[0]) for c in range(CLASSES) if (eval_labels == c).any()]
     rest = [i for i in range(len(eval_rows)) if i not in firsts]
     positions = torch.tensor((firsts + rest)[:count], dtype=torch.long)
-    return positions, images[eval_rows[positions]] / PIXEL_MAX
+    return positions, scaled(images[eval_rows[positions]])
 
 
 SAMPLES = 12  # held-out digits a result carries for the pages' sample grid
