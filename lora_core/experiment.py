@@ -25,16 +25,7 @@ from .paths import TRAINERS, choose_path
 from .results import LOSS_KEYS, ExperimentResult, LayerSpectra, PhaseHistory
 from .task_kinds import kind
 from .tasks import Split, Task, rng
-from .training import (
-    CancelCheck,
-    Cancelled,
-    ProgressCallback,
-    accuracy,
-    classifies,
-    held_out_loss,
-    report,
-    train,
-)
+from .training import CancelCheck, Cancelled, ProgressCallback, held_out_scores, report, train
 
 # What to tell a person whose run diverged.
 DIVERGED_HINT = "the loss became infinite or NaN: lower the learning rate or α and train again"
@@ -203,9 +194,9 @@ def _measure(result: ExperimentResult, config: ExperimentConfig, base: nn.Module
 
 def _score(result: ExperimentResult, key: str, model: nn.Module, split: Split, cancel: CancelCheck | None) -> None:
     """`model`'s held-out loss on `split` into result.losses[key], and its accuracy for a classification task."""
-    result.losses[key] = held_out_loss(model, split, cancel=cancel)
-    if classifies(split):
-        result.accuracies[key] = accuracy(model, split)
+    result.losses[key], accuracy = held_out_scores(model, split, cancel=cancel)
+    if accuracy is not None:
+        result.accuracies[key] = accuracy
 
 
 def floor(config: ExperimentConfig, base: nn.Module, shifted: Task) -> tuple[float | None, float | None]:

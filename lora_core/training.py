@@ -67,26 +67,26 @@ def loss_of(split: Split) -> Callable[..., torch.Tensor]:
 
 
 @torch.no_grad()
-def held_out_loss(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK, cancel: CancelCheck | None = None) -> float:
-    """The mean loss of `model` on `split` (squared error per output, or cross-entropy per sample), in chunks so
-    large held-out sets fit in memory."""
-    loss, total = loss_of(split), 0.0
+def held_out_scores(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK,
+                    cancel: CancelCheck | None = None) -> tuple[float, float | None]:
+    """(the mean loss of `model` on `split`: squared error per output or cross-entropy per sample; for class
+    indices the share whose largest output is the true class, else None), from one pass in chunks so large
+    held-out sets fit in memory."""
+    loss, total, right = loss_of(split), 0.0, 0
     for start in checked(range(0, split.x.shape[0], chunk), cancel):
-        out = model(split.x[start:start + chunk])
-        total += loss(out, split.y[start:start + chunk], reduction="sum").item()
-    return total / split.y.numel()
+        out, y = model(split.x[start:start + chunk]), split.y[start:start + chunk]
+        total += loss(out, y, reduction="sum").item()
+        if classifies(split):
+            right += (out.argmax(-1) == y).sum().item()
+    return total / split.y.numel(), right / split.y.shape[0] if classifies(split) else None
+
+
+def held_out_loss(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK, cancel: CancelCheck | None = None) -> float:
+    """The mean loss of `held_out_scores`."""
+    return held_out_scores(model, split, chunk, cancel)[0]
 
 
 mse = held_out_loss  # on a regression task the held-out loss is the mean squared error
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK) -> float:
-    """The fraction of `split` (class indices) whose largest output is the true class."""
-    right = 0
-    for start in range(0, split.x.shape[0], chunk):
-        right += (model(split.x[start:start + chunk]).argmax(-1) == split.y[start:start + chunk]).sum().item()
-    return right / split.y.shape[0]
 
 
 @torch.no_grad()
@@ -152,10 +152,16 @@ def train(model: nn.Module, train_split: Split, eval_split: Split, *, epochs: in
             total += loss.detach() * len(idx)
         return total.item() / n
 
-    return epoch_loop(train_epoch, lambda: held_out_loss(model, eval_split, cancel=cancel), n=n, epochs=epochs,
-                      batch_size=batch_size, seed=seed, phase=phase, device=train_split.x.device,
-                      on_progress=on_progress, cancel=cancel,
-                      eval_accuracy=(lambda: accuracy(model, eval_split)) if classifies(eval_split) else None)
+    scores: list[float | None] = []  # the last evaluation's (loss, accuracy): one pass gives both
+
+    def evaluate() -> float:
+        scores[:] = held_out_scores(model, eval_split, cancel=cancel)
+        return scores[0]
+
+    # epoch_loop asks for the loss first, then the accuracy of the same evaluation
+    return epoch_loop(train_epoch, evaluate, n=n, epochs=epochs, batch_size=batch_size, seed=seed, phase=phase,
+                      device=train_split.x.device, on_progress=on_progress, cancel=cancel,
+                      eval_accuracy=(lambda: scores[1]) if classifies(eval_split) else None)
 
 
 def warm_up() -> None:
