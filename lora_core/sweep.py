@@ -271,17 +271,24 @@ ROW_FIELDS = ["name", "method", "rank", "alpha", "seed", "status", "path", "base
               "finetune_s"]
 
 
+PER_LAYER = ("amplification", "intruders")  # a row's columns per measured layer
+
+
+def _layers(result: SweepResult) -> list[str]:
+    """The layers a sweep's table has columns for: the linear model's two, then any other a member measured."""
+    return [*TARGETS, *sorted({layer for run in result.members for layer in run.spectra} - set(TARGETS))]
+
+
 def row_fields(result: SweepResult) -> list[str]:
     """ROW_FIELDS, plus the columns of a digits sweep: its third layer's, and the held-out accuracies."""
-    layers = sorted({layer for run in result.members for layer in run.spectra} - set(TARGETS))
-    extra = [f"{what}_{layer}" for what in ("amplification", "intruders") for layer in layers]
+    extra = [f"{what}_{layer}" for what in PER_LAYER for layer in _layers(result)[len(TARGETS):]]
     accuracy = [f"accuracy_{k}" for k in LOSS_KEYS] if any(run.accuracies for run in result.members) else []
     return [*ROW_FIELDS[:-1], *extra, *accuracy, ROW_FIELDS[-1]]
 
 
 def rows(result: SweepResult) -> list[dict[str, Any]]:
     """One flat row per member (`row_fields`): the CSV's and the Compare page's table."""
-    out = []
+    out, layers = [], _layers(result)
     for method, run in zip(result.methods, result.members, strict=True):
         c = run.config
         adapter = method != "full"  # full fine-tuning has no rank or α
@@ -290,10 +297,7 @@ def rows(result: SweepResult) -> list[dict[str, Any]]:
                     "seed": c["seed"], "status": run.status, "path": run.path,
                     **{k: run.losses.get(k) for k in ROW_FIELDS if k in run.losses},
                     "floor": run.floor, "floor_noise": run.floor_noise,
-                    **{f"amplification_{k}": run.amplification.get(k) for k in TARGETS},
-                    **{f"intruders_{k}": run.intruders.get(k) for k in TARGETS},
-                    **{f"amplification_{k}": v for k, v in run.amplification.items()},
-                    **{f"intruders_{k}": v for k, v in run.intruders.items()},
+                    **{f"{what}_{k}": getattr(run, what).get(k) for what in PER_LAYER for k in layers},
                     **{f"accuracy_{k}": v for k, v in run.accuracies.items()},
                     "finetune_s": run.timings.get("finetune_s")})
     return out

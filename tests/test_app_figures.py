@@ -77,7 +77,7 @@ def test_card_numbers():
 
 
 def test_empty_loss_figure_waits_with_the_planned_epochs():
-    fig = figures.empty_loss_figure(30, 40).to_dict()
+    fig = training_figures.empty_figure(30, 40, "linear").to_dict()
     assert fig["layout"]["xaxis"]["range"] == [0.5, 70.5]
     assert all(len(t["x"]) == 0 for t in fig["data"])
 

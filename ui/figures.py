@@ -129,6 +129,18 @@ def epoch_positions(history: dict[str, PhaseHistory], epochs: Sequence[int] | No
     return {phase: [offset[phase] + i for i in range(1, done[phase] + 1)] for phase in PHASES}
 
 
+def mark_phases(fig: go.Figure, epochs: Sequence[int], status: str) -> None:
+    """On a chart of both phases (`epochs` = (P, F) planned): the line where fine-tuning starts, the x range, and
+    for a diverged run a note saying so. Every subplot gets the line; the notes sit once above them."""
+    fig.add_vline(x=epochs[0] + 0.5, line_dash="dash", line_color="gray")
+    fig.add_annotation(x=epochs[0] + 0.5, y=1.0, yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
+                       text="fine-tuning on shifted data →", font={"color": "gray"})
+    if status == "diverged":
+        fig.add_annotation(text="diverged: loss became infinite or NaN", xref="paper", yref="paper", x=0.5, y=0.95,
+                           showarrow=False, font={"color": "crimson", "size": 14})
+    fig.update_xaxes(range=[0.5, sum(epochs) + 0.5])
+
+
 def loss_figure(history: dict[str, PhaseHistory], epochs: Sequence[int] | None = None, *,
                 status: str = "ok", title: str = "Loss per epoch", y_title: str | None = None) -> go.Figure:
     """Training and held-out loss of both phases on one epoch axis: pretraining 1..P, fine-tuning P+1..P+F.
@@ -145,21 +157,9 @@ def loss_figure(history: dict[str, PhaseHistory], epochs: Sequence[int] | None =
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{PHASE_LABELS[phase]}, {kind}",
                                      line={"color": PHASE_COLORS[phase], "dash": "dot" if held_out else "solid",
                                            "width": 3 if held_out else 1.5}))
-    fig.add_vline(x=planned[0] + 0.5, line_dash="dash", line_color="gray",
-                  annotation_text="fine-tuning on shifted data →", annotation_position="top right")
-    if status == "diverged":
-        fig.add_annotation(text="diverged: loss became infinite or NaN", xref="paper", yref="paper", x=0.5, y=0.95,
-                           showarrow=False, font={"color": "crimson", "size": 14})
-    fig.update_xaxes(range=[0.5, sum(planned) + 0.5])
+    mark_phases(fig, planned, status)
     return _layout(fig, title, "epoch (pretraining on the original task, then fine-tuning on the shifted one)",
                    y_title or loss_axis("linear"), log_y=True)
-
-
-def empty_loss_figure(pretrain_epochs: int, epochs: int) -> go.Figure:
-    """The loss chart before any epoch: its axes and phases, waiting for Train."""
-    fig = loss_figure({p: PhaseHistory() for p in PHASES}, (pretrain_epochs, epochs))
-    fig.update_yaxes(range=[-3, 2])  # log10 units: 1e-3 to 1e2 until there is data
-    return fig
 
 
 def overlay_figure(runs: dict[str, ExperimentResult]) -> go.Figure:

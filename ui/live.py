@@ -40,7 +40,7 @@ def warm_up() -> threading.Thread:
     few tenths: pay both in the background when the first page opens, not when someone presses Train."""
     def tiny_run() -> None:
         warm_up_torch()
-        figures.empty_loss_figure(1, 1).to_json()  # Plotly's validators load lazily too
+        training_figures.empty_figure(1, 1, "digits").to_json()  # Plotly's validators (and subplots) load lazily
 
     thread = threading.Thread(target=tiny_run, name="lora-explorer-warm-up", daemon=True)
     thread.start()

@@ -37,13 +37,7 @@ def training_figure(history: dict[str, PhaseHistory], epochs: Sequence[int], tas
                                  line={"color": figures.PHASE_COLORS[phase], "width": 2}), row=2, col=1)
     fig.update_layout(title="Loss and accuracy per epoch", legend_title_text="", hovermode="x unified",
                       legend=figures.LEGEND, margin=figures.MARGIN, height=560)
-    fig.add_vline(x=epochs[0] + 0.5, line_dash="dash", line_color="gray")
-    fig.add_annotation(x=epochs[0] + 0.5, y=1.0, yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
-                       text="fine-tuning on shifted data →", font={"color": "gray"})
-    if status == "diverged":
-        fig.add_annotation(text="diverged: loss became infinite or NaN", xref="paper", yref="paper", x=0.5, y=0.95,
-                           showarrow=False, font={"color": "crimson", "size": 14})
-    fig.update_xaxes(range=[0.5, sum(epochs) + 0.5])
+    figures.mark_phases(fig, epochs, status)
     fig.update_xaxes(title_text="epoch (pretraining on the original digits, then fine-tuning on the shifted ones)",
                      row=2, col=1)
     fig.update_yaxes(title_text=figures.loss_axis(task), type="log", exponentformat="power", row=1, col=1)
