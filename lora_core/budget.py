@@ -75,7 +75,8 @@ def _linear_estimate(config: ExperimentConfig) -> Estimate:
     # The full-rank shift's dense spectrum and the floor's come one after the other: the larger one counts.
     shift_items = 5 * theta * 4 // item if c.shift == "full_rank" else 0
     analysis_items = 8 * largest * 8 // item + max(shift_items, floor_items) + dora_items
-    peak_items = tasks + max(pretraining, finetuning + weights, analysis_items + 2 * weights)
+    # Beside the analysis: the pretrained base, the fine-tuned copy (its own base weights) and the merged copy.
+    peak_items = tasks + max(pretraining, finetuning + weights, analysis_items + 3 * weights)
     # Multiply-adds. Forward 1x, backward 2x per row; held-out loss after every epoch.
     per_epoch = 3 * c.n_samples * weights + c.n_eval * weights
     data_macs = 2 * rows * theta + (c.d_in * c.shift_rank * c.d_out if c.shift == "low_rank" else 0)
