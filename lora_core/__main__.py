@@ -1,5 +1,15 @@
 import sys
 
+from .cli_args import precheck
+
+# Flags are checked before the library (and torch, 5-9 s to load here) is imported, so a typo is answered at once.
+try:
+    code = precheck(sys.argv[1:])
+except KeyboardInterrupt:
+    sys.exit(130)
+if code is not None:
+    sys.exit(code)
+
 from .cli import main
 
 try:

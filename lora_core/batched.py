@@ -157,8 +157,7 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
     try:
         for epoch in range(1, first.epochs + 1):
             total = torch.zeros(len(configs), dtype=dtype, device=device)
-            for idx in checked(list(batches(n, first.batch_size, generator)), cancel):
-                idx = idx.to(device)
+            for idx in checked(batches(n, first.batch_size, generator, device), cancel):
                 loss = losses(task.train.x[idx], task.train.y[idx])
                 loss.sum().backward()
                 adam.step()

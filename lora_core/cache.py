@@ -20,9 +20,10 @@ import inspect
 import json
 import math
 import os
+import shutil
 import stat
+import sys
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -83,7 +84,9 @@ def cache_dir() -> Path | None:
 
 @functools.lru_cache(maxsize=16)
 def _warn_once(message: str) -> None:
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    """One plain line on stderr, once per process and message (a warning's two lines with a source line would
+    say nothing more to whoever started the server or the CLI)."""
+    print(f"lora-explorer: {message}", file=sys.stderr, flush=True)
 
 
 @functools.lru_cache(maxsize=8)
@@ -158,15 +161,15 @@ def lookup(key: dict[str, Any], device: torch.device, layout: Layout) -> Entry |
         return None
     path = folder / f"{name}.safetensors"
     try:
-        regular = stat.S_ISREG(path.stat().st_mode)
+        mode = path.lstat().st_mode
     except OSError:  # missing, or not even readable
         return None
-    if not regular:  # a FIFO would block the read forever, a folder cannot be one: skip it, leave it be
-        return None
-    entry = _read(path, key, device, layout)
+    # Anything but a regular file (a folder, a FIFO that would block the read forever, a link) is damage too:
+    # removed unread, so that the fresh base can take its place.
+    entry = _read(path, key, device, layout) if stat.S_ISREG(mode) else None
     if entry is None:  # corrupt or stale: remove it, the caller trains again and stores a fresh one
         with contextlib.suppress(OSError):
-            path.unlink()
+            shutil.rmtree(path) if stat.S_ISDIR(mode) else path.unlink()
         return None
     _remember(name, entry)
     return entry
@@ -187,9 +190,11 @@ def store(key: dict[str, Any], history: PhaseHistory, model: nn.Module) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.cpu().contiguous() for k, v in weights.items()}, str(tmp), metadata=metadata)
         os.replace(tmp, folder / f"{name}.safetensors")  # atomic: readers see the old file or the new one
-    except Exception:  # a read-only, full or odd disk only costs the next process its pretraining
+    except Exception as error:  # a read-only, full or odd disk only costs the next process its pretraining
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+        why = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
+        _warn_once(f"{CACHE_ENV}: cannot keep pretrained bases in {folder} ({why}); they are kept in memory only")
 
 
 def clear_memory() -> None:

@@ -1,91 +1,29 @@
 """`python -m lora_core`: run one experiment from the command line and write its result as JSON.
 
 Every configuration field is a flag (`shift_scale` -> `--shift-scale`), so the CLI, the app's URL and the
-JSON's `config` share one set of names. Bad input exits with status 2 and one line; never a traceback.
+JSON's `config` share one set of names. Bad input exits with status 2 and one line; never a traceback. The flags
+themselves are read and checked in cli_args.py, which needs no torch (`python -m lora_core` refuses a bad value
+before torch loads).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import csv
-import io
 import sys
 from pathlib import Path
-from typing import NoReturn, TextIO
 
 import torch
 
-from .config import FIELDS, PRESETS, ConfigError, ExperimentConfig, bounds_text, cli_name, coerce, preset
+from .cli_args import EXIT_BAD_INPUT, build_parser, config_from, open_output
+from .config import ConfigError, ExperimentConfig
 from .experiment import run_experiment
 from .results import Progress
-
-EXIT_BAD_INPUT = 2
-
-
-def flag(name: str) -> str:
-    """The CLI flag of a config field: 'shift_scale' -> '--shift-scale'."""
-    return "--" + cli_name(name)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line instead of usage + message
-        self.exit(EXIT_BAD_INPUT, f"error: {message} (see --help)\n")
-
-
-def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser with --preset and one flag per configuration field."""
-    parser = _Parser(prog=prog, description=description)
-    parser.add_argument("--preset", default="default", choices=list(PRESETS),
-                        help="starting configuration; flags below override it")
-    for name, field in FIELDS.items():
-        # A yes/no setting works as a bare flag (`--use-dora`) or with a value (`--use-dora false`).
-        switch = {"nargs": "?", "const": "true"} if field.type == "bool" else {}
-        parser.add_argument(flag(name), dest=name, default=None, metavar=name.upper(), **switch,
-                            help=f"{field.metadata['help']} ({bounds_text(name)})")
-    return parser
-
-
-def config_from(args: argparse.Namespace) -> ExperimentConfig:
-    """The preset with every given flag applied; ConfigError names a bad one."""
-    overrides = {name: coerce(name, getattr(args, name)) for name in FIELDS if getattr(args, name) is not None}
-    return preset(args.preset, **overrides)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = config_parser("python -m lora_core",
-                           "Pretrain a two-layer linear model (or, with --task digits, a small ReLU network on "
-                           "handwritten digits), fine-tune it with LoRA on a shifted task, merge the adapter and "
-                           "measure everything. `python -m lora_core sweep --help`: a grid of ranks, methods, α and "
-                           "seeds.")
-    parser.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH ('-' for stdout)")
-    parser.add_argument("--save-adapter", metavar="DIR", help="write the trained adapter in PEFT's format to DIR")
-    return parser
 
 
 def _print_progress(p: Progress) -> None:
     accuracy = "" if p.eval_accuracy is None else f"  accuracy {p.eval_accuracy:.4f}"
     print(f"{p.phase:8s} epoch {p.epoch:>4}/{p.epochs}  train {p.train_loss:.6g}  eval {p.eval_loss:.6g}{accuracy}",
           file=sys.stderr, flush=True)
-
-
-def open_output(path: str | None, what: str = "--json") -> TextIO | None:
-    """The --json (or --csv) file, opened and proven writable (one flushed byte) before any work, or ConfigError."""
-    if path is None or path == "-":
-        return None
-    try:
-        out = open(path, "w")  # noqa: SIM115 - kept open for the run, closed by main
-        try:
-            out.write(" ")
-            out.flush()
-            out.seek(0)
-            out.truncate()
-        except OSError:
-            out.close()
-            raise
-    except OSError as error:
-        raise ConfigError(f"{what} {path}: cannot write there ({error.strerror or error})") from None
-    return out
 
 
 def _check_adapter_folder(folder: str | None, config: ExperimentConfig) -> None:
@@ -97,15 +35,14 @@ def _check_adapter_folder(folder: str | None, config: ExperimentConfig) -> None:
         raise ConfigError("--save-adapter needs --method lora (full fine-tuning has no adapter)")
     if Path(folder).exists() and not Path(folder).is_dir():
         raise ConfigError(f"--save-adapter {folder}: exists and is not a folder")
-
-
-def csv_text(fields: list[str], rows: list[dict]) -> str:
-    """Rows of a table as CSV text with a header (the sweep's members, the inspector's modules)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
+    # Prove the folder writable before any work (the run may take minutes): make it, write a file, remove it.
+    probe = Path(folder) / ".lora-explorer-write-test"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"--save-adapter {folder}: cannot write there ({error.strerror or error})") from None
 
 
 def error_line(error: BaseException) -> str:

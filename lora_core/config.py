@@ -46,6 +46,11 @@ MAX_DIM = 65_536
 MAX_SAMPLES = 10_000_000
 MAX_EPOCHS = 100_000
 FLOAT_MAX = 3.4e38  # a little under float32's largest finite value, 3.4028e38
+# The smallest positive setting that still does something. Every positive float scales or adds to values of
+# order 1 (an Adam step, α/r on B·A, a shift, a noise): float32 resolves about 6e-8 of a value, so anything
+# 1e-12 or more below it is lost to rounding, and below 1.2e-38 (float32's smallest normal) it becomes 0 outright
+# (1e-320 in a link is 0.0 in float32). Refused by name, rather than a run that reports "ok" and changed nothing.
+MIN_POSITIVE = 1e-12
 
 
 class ConfigError(ValueError):
@@ -160,8 +165,8 @@ class ExperimentConfig:
         validate(self)
 
     def replace(self, **changes: Any) -> ExperimentConfig:
-        """A copy with `changes` applied (validated)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes` applied (validated; an unknown name is a ConfigError, as in make_config)."""
+        return make_config(**{**{name: getattr(self, name) for name in FIELDS}, **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -202,9 +207,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset(name: str, **overrides: Any) -> ExperimentConfig:
-    """The named preset with `overrides` applied; unknown names raise ConfigError."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; allowed: {', '.join(PRESETS)}")
+    """The named preset with `overrides` applied; unknown names (or a name that is no string) raise ConfigError."""
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError(f"unknown preset {_short(name)}; allowed: {', '.join(PRESETS)}")
     return make_config(**{**PRESETS[name], **overrides})
 
 
@@ -237,49 +242,51 @@ def coerce(name: str, value: Any) -> Any:
     kind = FIELDS[name].type
     try:
         if kind == "str":
-            return str(value)
+            if not isinstance(value, str) or value not in (FIELDS[name].metadata["choices"] or (value,)):
+                raise ValueError
+            return value
         if kind == "bool":
             if isinstance(value, bool):
                 return value
             return BOOL_TEXT[value.strip().lower()] if isinstance(value, str) else _raise(TypeError)
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise TypeError
-        number = float(value) if isinstance(value, str) else value
+        number = _number(value) if isinstance(value, str) else value
         if not math.isfinite(number) or (kind == "int" and not float(number).is_integer()):
             raise ValueError
-        return int(number) if kind == "int" else float(number)
+        number = int(number) if kind == "int" else float(number)
     except (TypeError, ValueError, KeyError, OverflowError):  # OverflowError: an integer too large for a float
         raise ConfigError(f"{name} must be {bounds_text(name)}, got {_short(value)}") from None
+    # A message quotes the number as it was typed ('99999999999999999999', not 1e20 turned back into digits).
+    check_value(name, number, shown=value.strip() if isinstance(value, str) else None)
+    return number
+
+
+def _number(text: str) -> int | float:
+    """'20' -> 20 exactly (an integer of any length stays exact), '1e3' -> 1000.0."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        return float(text)
 
 
 def _raise(error: type[Exception]) -> Any:
     raise error
 
 
-def _short(value: Any, limit: int = 40) -> str:
+def _short(value: Any) -> str:
     """A value's repr for a message, cut short (a link may carry 400 digits)."""
-    text = repr(value)
+    return _cut(repr(value))
+
+
+def _cut(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
 def validate(config: ExperimentConfig) -> None:
     """Raise ConfigError naming the first problem; the single place where limits are checked."""
-    for name, f in FIELDS.items():
-        value = getattr(config, name)
-        meta = f.metadata
-        bad = False
-        if f.type == "int":
-            bad = isinstance(value, bool) or not isinstance(value, int) or not meta["lo"] <= value <= meta["hi"]
-        elif f.type == "float":
-            # A value float32 cannot hold would turn into inf on the first tensor op: refuse it here.
-            bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not -FLOAT_MAX <= value <= FLOAT_MAX
-            bad = bad or (meta["positive"] and value <= 0)
-        elif f.type == "bool":
-            bad = not isinstance(value, bool)
-        elif meta["choices"]:
-            bad = value not in meta["choices"]
-        if bad:
-            raise ConfigError(f"{name} must be {bounds_text(name)}, got {_short(value)}")
+    for name in FIELDS:
+        check_value(name, getattr(config, name))
     smallest = rank_limit(config)
     if config.method == "lora" and config.rank > smallest:
         raise ConfigError(f"rank must be from 1 to {smallest} (the smallest dimension of an adapted layer), "
@@ -297,6 +304,29 @@ def validate(config: ExperimentConfig) -> None:
         raise ConfigError(f"this configuration needs about {need / 2**30:.1f} GiB, more than the "
                           f"{MEMORY_LIMIT_BYTES / 2**30:.1f} GiB allowed; reduce "
                           + ("n_samples or the layer sizes" if config.task == "linear" else "the hidden size"))
+
+
+def check_value(name: str, value: Any, shown: Any = None) -> None:
+    """Raise ConfigError if `value` is no allowed value of setting `name` (its type, bounds or choices); the
+    message shows `shown` (the number as typed) when given, else the value's repr."""
+    meta, kind = FIELDS[name].metadata, FIELDS[name].type
+    shown = _short(value) if shown is None else _cut(shown)
+    bad = False
+    if kind == "int":
+        bad = isinstance(value, bool) or not isinstance(value, int) or not meta["lo"] <= value <= meta["hi"]
+    elif kind == "float":
+        # A value float32 cannot hold would turn into inf on the first tensor op: refuse it here.
+        bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not -FLOAT_MAX <= value <= FLOAT_MAX
+        bad = bad or (meta["positive"] and value <= 0)
+        if not bad and meta["positive"] and value < MIN_POSITIVE:
+            raise ConfigError(f"{name} {shown} is too small to change anything "
+                              f"(in float32 it is lost to rounding, or is 0); use at least {MIN_POSITIVE:g}")
+    elif kind == "bool":
+        bad = not isinstance(value, bool)
+    elif meta["choices"]:
+        bad = not isinstance(value, str) or value not in meta["choices"]
+    if bad:
+        raise ConfigError(f"{name} must be {bounds_text(name)}, got {shown}")
 
 
 def rank_limit(values: Any) -> int:

@@ -263,9 +263,12 @@ def train_fast(model: TwoLayerLinear, train_split: Split, eval_split: Split, *, 
     n = train_split.x.shape[0]
 
     def train_epoch(order: Iterable[torch.Tensor]) -> float:
-        squares = [state.step(idx, lr) for idx in order]
+        # One slot per step, not a list of tensors: at batch size 1 a list costs hundreds of bytes a step.
+        squares = state.train_e.new_zeros(-(-n // batch_size))
+        for at, idx in enumerate(order):
+            squares[at] = state.step(idx, lr)
         # training.train's loss: the mean of the mini-batch losses weighted by batch size
-        return torch.stack(squares).sum().item() / (n * state.d_out)
+        return squares.sum().item() / (n * state.d_out)
 
     device = state.train_e.device
     with cpu_threads(device, 1):  # the step's ops are too small to share between threads

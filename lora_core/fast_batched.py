@@ -262,9 +262,8 @@ def _train(configs: list[ExperimentConfig], groups: list[_Group], slots: dict[in
     gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     try:
         for epoch in range(1, first.epochs + 1):
-            order = list(batches(n, first.batch_size, generator))
+            order = batches(n, first.batch_size, generator, device)
             for at, idx in enumerate(checked(order, cancel)):
-                idx = idx.to(device)
                 if len(idx) not in gathered:
                     gathered[len(idx)] = (train_xh.new_empty(len(idx), train_xh.shape[1]),
                                           train_e.new_empty(len(idx), train_e.shape[1]))

@@ -12,13 +12,13 @@ import argparse
 import json
 import sys
 
-from .cli import EXIT_BAD_INPUT, _Parser, csv_text, open_output
+from .cli_args import EXIT_BAD_INPUT, Parser, csv_text, open_output
 from .config import ConfigError
 from .inspector import CSV_FIELDS, MAX_BYTES, AdapterError, AdapterReport, from_path, rows
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m lora_core inspect", description="Ranks, scalings and the singular values of "
+    parser = Parser(prog="python -m lora_core inspect", description="Ranks, scalings and the singular values of "
                      "ΔW = s·B·A for every module of a PEFT LoRA adapter (safetensors only).")
     parser.add_argument("source", help="a folder with adapter_model.safetensors, a .safetensors file or a .zip")
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON to PATH ('-' for stdout)")

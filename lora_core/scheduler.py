@@ -1,6 +1,10 @@
 """One scheduler for all training in a server: a bounded pool of workers, a FIFO queue, a shared memory budget,
 and single flight (identical settings running or queued are computed once, and every asker gets the result).
 
+Two lanes keep it fair: a job estimated to take more than `long_after` seconds queues in the long lane, served by
+workers of its own, so a participant's long run never holds the short runs of everyone else behind it (they
+share the CPU with it instead); each lane is FIFO.
+
 Callers own jobs by a name (a browser session's id): `submit` adds the owner to the job of the same config or
 starts a new one; `release` takes the owner away, and a job nobody owns any more is cancelled, queued or
 running (a running one stops before its next mini-batch and frees its worker and its memory). Progress is kept
@@ -26,6 +30,11 @@ from .results import ExperimentResult, Progress
 Runner = Callable[..., ExperimentResult]  # run_experiment's signature: (config, on_progress=, cancel=)
 Estimator = Callable[[Hashable], Estimate]
 RESULTS_KEPT = 64  # finished results kept for every caller
+# A job whose estimate is over this many seconds runs in the long lane. The default preset's estimate is about
+# 2 s and a default sweep's about 40 s; the article's (up to about 230 s) goes to the long lane.
+LONG_RUN_ENV = "LORA_EXPLORER_LONG_RUN_SECONDS"
+LONG_RUN_S = float(os.environ.get(LONG_RUN_ENV, 60))
+LANES = ("short", "long")
 
 
 @dataclass(eq=False)
@@ -39,6 +48,7 @@ class Job:
     error: str | None = None  # when done: why the run failed, if it raised
     from_cache: bool = False  # done at once: a finished result of the same config was kept
     started_at: float | None = None
+    lane: str = "short"  # LANES: where it queues and which workers run it
     cancelled: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -64,17 +74,20 @@ def default_memory_budget() -> int:
 
 class Scheduler:
     def __init__(self, run: Runner, workers: int = 1, memory_budget: int = 8 * 2**30,
-                 estimate: Estimator = estimate) -> None:
+                 estimate: Estimator = estimate, long_workers: int = 1, long_after: float = LONG_RUN_S) -> None:
         self.run, self.workers, self.memory_budget, self.estimate = run, workers, memory_budget, estimate
+        self.long_after = long_after
+        self._lane_workers = {"short": workers, "long": long_workers}
         self._lock = threading.Condition()
-        self._queue: deque[Job] = deque()
+        self._queues: dict[str, deque[Job]] = {lane: deque() for lane in LANES}
         self._live: dict[ExperimentConfig, Job] = {}  # queued or running, not cancelled: what single flight joins
         self._running: set[Job] = set()
         self._results: OrderedDict[ExperimentConfig, ExperimentResult] = OrderedDict()
         self._closing = False
         self.computed = 0  # runs actually started (not joined, not from the kept results)
-        self._threads = [threading.Thread(target=self._work, name=f"lora-explorer-worker-{i}", daemon=False)
-                         for i in range(workers)]
+        self._threads = [threading.Thread(target=self._work, args=(lane,), name=f"lora-explorer-{lane}-worker-{i}",
+                                          daemon=False)
+                         for lane in LANES for i in range(self._lane_workers[lane])]
         for thread in self._threads:
             thread.start()
 
@@ -91,9 +104,10 @@ class Scheduler:
                 return job
             job = self._live.get(config)
             if job is None:
-                job = Job(config, self.estimate(config))
+                cost = self.estimate(config)
+                job = Job(config, cost, lane="long" if cost.seconds > self.long_after else "short")
                 self._live[config] = job
-                self._queue.append(job)
+                self._queues[job.lane].append(job)
                 self._lock.notify_all()
             job.owners.add(owner)
             return job
@@ -107,7 +121,7 @@ class Scheduler:
             job.cancelled.set()
             self._live.pop(job.config, None)
             if job.state == "queued":
-                self._queue.remove(job)
+                self._queues[job.lane].remove(job)
                 job.state = "done"
                 job.done.set()
             self._lock.notify_all()
@@ -115,31 +129,33 @@ class Scheduler:
     def release_owner(self, owner: str) -> None:
         """Release every job of `owner` (a closed tab)."""
         with self._lock:
-            jobs = [j for j in (*self._queue, *self._running) if owner in j.owners]
+            jobs = [j for j in (*self._queued(), *self._running) if owner in j.owners]
         for job in jobs:
             self.release(job, owner)
 
     def place(self, job: Job) -> tuple[int, float]:
-        """(jobs ahead of `job`, running ones included; about how many seconds until it starts)."""
+        """(jobs ahead of `job` in its lane, running ones included; about how many seconds until it starts)."""
         with self._lock:
             if job.state != "queued":
                 return 0, 0.0
-            ahead = list(self._queue)[:self._queue.index(job)] if job in self._queue else []
+            queue = self._queues[job.lane]
+            ahead = list(queue)[:queue.index(job)] if job in queue else []
+            running = [j for j in self._running if j.lane == job.lane]
             now = time.monotonic()
-            running = sum(max(j.estimate.seconds - (now - (j.started_at or now)), 0.0) for j in self._running)
-            work = running + sum(j.estimate.seconds for j in ahead)
-            return len(ahead) + len(self._running), work / self.workers
+            left = sum(max(j.estimate.seconds - (now - (j.started_at or now)), 0.0) for j in running)
+            work = left + sum(j.estimate.seconds for j in ahead)
+            return len(ahead) + len(running), work / self._lane_workers[job.lane]
 
     def stats(self) -> dict[str, int]:
         with self._lock:
-            return {"queued": len(self._queue), "running": len(self._running), "computed": self.computed,
+            return {"queued": len(self._queued()), "running": len(self._running), "computed": self.computed,
                     "running_bytes": self._running_bytes()}
 
     def shutdown(self, timeout: float = 1.5) -> None:
         """Cancel every job and wait up to `timeout` seconds for the workers to stop (each within a step)."""
         with self._lock:
             self._closing = True
-            for job in (*self._queue, *self._running):
+            for job in (*self._queued(), *self._running):
                 job.cancelled.set()
             self._lock.notify_all()
         deadline = time.monotonic() + timeout
@@ -148,16 +164,22 @@ class Scheduler:
 
     # ---- workers ----------------------------------------------------------------------------------------------
 
-    def _next(self) -> Job | None:
-        """The queue's head once it fits in the memory left (strict FIFO: nobody overtakes it), or None to stop."""
+    def _queued(self) -> list[Job]:
+        """Every queued job, both lanes (call with the lock held)."""
+        return [job for lane in LANES for job in self._queues[lane]]
+
+    def _next(self, lane: str) -> Job | None:
+        """The head of `lane`'s queue once it fits in the memory left (strict FIFO within the lane: nobody
+        overtakes it), or None to stop."""
+        queue = self._queues[lane]
         with self._lock:
             while True:
                 if self._closing:
                     return None
-                if self._queue:
-                    head = self._queue[0]
+                if queue:
+                    head = queue[0]
                     if not self._running or self._running_bytes() + head.estimate.bytes <= self.memory_budget:
-                        self._queue.popleft()
+                        queue.popleft()
                         head.state, head.started_at = "running", time.monotonic()
                         self._running.add(head)
                         self.computed += 1
@@ -168,8 +190,8 @@ class Scheduler:
         """The memory the running jobs' estimates add up to (call with the lock held)."""
         return sum(j.estimate.bytes for j in self._running)
 
-    def _work(self) -> None:
-        while (job := self._next()) is not None:
+    def _work(self, lane: str) -> None:
+        while (job := self._next(lane)) is not None:
             def on_progress(p: Progress, job: Job = job) -> bool:
                 job.progress.append(p)
                 return not job.cancelled.is_set()

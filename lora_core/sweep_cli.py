@@ -12,7 +12,8 @@ import contextlib
 import sys
 from collections.abc import Callable
 
-from .cli import EXIT_BAD_INPUT, config_from, config_parser, csv_text, error_line, open_output
+from .cli import error_line
+from .cli_args import EXIT_BAD_INPUT, config_from, config_parser, csv_text, open_output
 from .config import ConfigError
 from .sweep import SweepProgress, member_name, members, request, row_fields, rows, run_request
 from .variants import METHOD_SETS

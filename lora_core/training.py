@@ -33,11 +33,26 @@ class Cancelled(Exception):
     """Raised between mini-batches when the run's cancel check says stop."""
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """One epoch's shuffled mini-batch indices, drawn on the CPU so every path and device sees the same order."""
+class Batches:
+    """One epoch's shuffled mini-batch indices. The order is drawn at once, on the CPU, so every path and device
+    sees the same; the batches are sliced from it lazily (views), because a list of one index tensor per
+    mini-batch costs about 600 bytes a batch: gigabytes at batch size 1 and millions of samples."""
+
+    def __init__(self, order: torch.Tensor, batch_size: int) -> None:
+        self.order, self.batch_size = order, batch_size  # order: [n], a permutation of range(n)
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for start in range(0, len(self.order), self.batch_size):
+            yield self.order[start:start + self.batch_size]
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device | None = None) -> Batches:
+    """One epoch's mini-batches (see Batches), their order moved to `device` in one transfer."""
     order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size]
+    return Batches(order if device is None or device.type == "cpu" else order.to(device), batch_size)
 
 
 def shuffle_generator(seed: int, phase: str) -> torch.Generator:
@@ -120,10 +135,7 @@ def epoch_loop(train_epoch: EpochStep, eval_loss: Callable[[], float], *, n: int
     history = PhaseHistory()
     try:
         for epoch in range(1, epochs + 1):
-            order = list(batches(n, batch_size, generator))
-            if device.type != "cpu":  # one transfer per epoch instead of one per batch
-                order = torch.cat(order).to(device).split([len(idx) for idx in order])
-            train_loss = train_epoch(checked(order, cancel))
+            train_loss = train_epoch(checked(batches(n, batch_size, generator, device), cancel))
             stop = report(on_progress, history, phase, epoch, epochs, train_loss, eval_loss(),
                           eval_accuracy() if eval_accuracy is not None else None)
             if stop:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -149,27 +150,46 @@ def test_default_folder_and_env_var(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["fifo", "folder"])
-def test_a_fifo_or_folder_where_a_cache_file_belongs_is_skipped_not_waited_on(folder, kind):
+def test_a_fifo_or_folder_where_a_cache_file_belongs_is_not_waited_on_and_is_repaired(folder, kind):
     config = preset("default", **SMALL)
     name = cache.key_name(cache.pretrain_key(config, torch.device("cpu"), experiment.pretrain))
     where = folder.path / f"{name}.safetensors"
-    os.mkfifo(where) if kind == "fifo" else where.mkdir()
+    os.mkfifo(where) if kind == "fifo" else (where / "inner").mkdir(parents=True)
     outcome = {}
     worker = threading.Thread(target=lambda: outcome.update(result=experiment.run_experiment(config)), daemon=True)
     worker.start()
-    worker.join(30)
+    worker.join(60)
     assert not worker.is_alive(), "the run waited on the cache file"
     assert outcome["result"].status == "ok" and not outcome["result"].pretrain_cached
-    assert where.is_dir() if kind == "folder" else where.exists()  # a folder is left be; a FIFO is replaced
+    assert where.is_file()  # the damaged entry, whatever it was, gave way to a fresh base
     assert experiment.run_experiment(config.replace(rank=3)).pretrain_cached  # from memory
+    cache.clear_memory()
+    assert experiment.run_experiment(config.replace(rank=3)).pretrain_cached and len(folder.calls) == 1  # from disk
 
 
-def test_a_home_folder_that_does_not_exist_falls_back_to_memory_with_a_warning(folder, monkeypatch):
+def test_a_home_folder_that_does_not_exist_falls_back_to_memory_with_one_plain_line(folder, monkeypatch, capsys):
     monkeypatch.setenv(cache.CACHE_ENV, "~nosuchuser-lora-explorer/x")
-    with pytest.warns(RuntimeWarning, match="no such home folder"):
-        assert cache.cache_dir() is None
+    cache._warn_once.cache_clear()
+    assert cache.cache_dir() is None and cache.cache_dir() is None
     assert experiment.run_experiment(preset("default", **SMALL)).status == "ok"
     assert experiment.run_experiment(preset("default", **SMALL, rank=2)).pretrain_cached
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "no such home folder" in err[0] and err[0].startswith("lora-explorer: "), err
+
+
+@pytest.mark.parametrize("where", ["a regular file", "below a file", "under /proc"])
+def test_an_unusable_cache_folder_is_reported_once_in_one_line_and_runs_go_on(folder, monkeypatch, capsys, where):
+    blocker = folder.path / "a-file"
+    blocker.write_text("not a folder")
+    path = {"a regular file": blocker, "below a file": blocker / "cache",
+            "under /proc": Path("/proc/lora-explorer-test-cache")}[where]
+    monkeypatch.setenv(cache.CACHE_ENV, str(path))
+    cache._warn_once.cache_clear()
+    for seed in (1, 2):  # two bases that cannot be stored: still one line
+        assert experiment.run_experiment(preset("default", **SMALL, seed=seed)).status == "ok"
+    assert experiment.run_experiment(preset("default", **SMALL, seed=2, rank=2)).pretrain_cached  # memory still
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and str(path) in err[0] and "kept in memory only" in err[0], err
 
 
 def _another_value(name, value):

@@ -94,7 +94,7 @@ def test_bad_input_exits_2_with_one_line(args, words, capsys):
 def test_bad_input_in_a_real_process_prints_no_traceback():
     proc = run_cli(*SMALL, "--alpha", "-3")
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr == "error: alpha must be a finite number greater than 0 and at most 3.4e+38, got -3.0\n"
+    assert proc.stderr == "error: alpha must be a finite number greater than 0 and at most 3.4e+38, got -3\n"
 
 
 def test_a_gpu_out_of_memory_is_one_line_saying_what_to_change(monkeypatch, capsys):

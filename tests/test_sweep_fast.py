@@ -142,4 +142,5 @@ def test_the_sweep_estimate_covers_the_batched_fast_path():
     configs = [c for _, c in members(req)]
     expected = sweep_estimate(req).bytes
     assert fast_batched.batch_bytes(configs) > 0.3 * expected  # the batch is most of it here
-    assert 0.5 <= measured / expected <= 1.3, f"measured {measured / 2**20:.0f} MiB, estimated {expected / 2**20:.0f}"
+    print(f"sweep: measured {measured / 2**20:.0f} MiB, estimated {expected / 2**20:.0f} MiB")
+    assert measured <= expected <= 2 * measured, f"measured {measured / 2**20:.0f} MiB, estimated {expected / 2**20:.0f}"

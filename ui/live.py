@@ -16,7 +16,7 @@ import streamlit as st
 from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from lora_core.budget import APP_RUN_MACS, Estimate, check, estimate, within
+from lora_core.budget import APP_RUN_MACS, APP_RUN_SECONDS, Estimate, check, estimate, within
 from lora_core.config import ExperimentConfig
 from lora_core.experiment import run_experiment
 from lora_core.results import PHASES, ExperimentResult, PhaseHistory
@@ -69,14 +69,14 @@ def scheduler() -> Scheduler:
 
 def admit(config: ExperimentConfig) -> Estimate:
     """The run's estimate, or ConfigError saying why this server will not run it and what to change."""
-    return check(config, max_bytes=scheduler().memory_budget, max_macs=APP_RUN_MACS)
+    return check(config, max_bytes=scheduler().memory_budget, max_macs=APP_RUN_MACS, max_seconds=APP_RUN_SECONDS)
 
 
 def admit_sweep(req: SweepRequest) -> Estimate:
     """The sweep's estimate (its members added up), or ConfigError: a sweep is one job under one run's limits."""
     fewer = "choose fewer ranks, methods, α or seeds, or smaller settings"
     return within(sweep_estimate(req), "this grid", max_bytes=scheduler().memory_budget, max_macs=APP_RUN_MACS,
-                  less_memory=fewer, less_work=fewer)
+                  max_seconds=APP_RUN_SECONDS, less_memory=fewer, less_work=fewer)
 
 
 def _session_id() -> str:

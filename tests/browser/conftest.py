@@ -28,6 +28,12 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 HARMLESS = ("/_stcore/health", "/_stcore/host-config")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_timings():
+    """timings.txt holds this run's measured figures only (server_probe.report appends to it)."""
+    (ARTIFACTS / "timings.txt").unlink(missing_ok=True)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
