@@ -28,13 +28,17 @@ APP_RUN_MACS = float(os.environ.get(RUN_MACS_ENV, 2.5e13))  # about 4x the artic
 # held for hours.
 RUN_SECONDS_ENV = "LORA_EXPLORER_RUN_SECONDS"
 APP_RUN_SECONDS = float(os.environ.get(RUN_SECONDS_ENV, 300))
-# How long a run takes on a quiet CPU like this project's 2-core VM, as an upper bound (the scheduler tells a
-# waiting page its wait from it; benchmarks/bench_budget.py prints measured / estimated): big products run at
-# MACS_PER_SECOND or faster (the article's pretraining reaches 4.3e10 a second), and every optimizer step costs
-# a fixed amount of Python and dispatch on top (batch 1, measured: 0.82-0.90 ms an autograd step of pretraining,
-# 0.11-0.15 ms a fast-path step), as does every epoch's held-out evaluation and bookkeeping.
+# How long a run takes on a quiet CPU like this project's 2-core VM (the scheduler tells a waiting page its wait
+# from it; benchmarks/bench_budget.py prints measured / estimated, see the README): products run at
+# MACS_PER_SECOND (the article's pretraining reaches 4.3e10 a second), SVDs about SVD_SLOWDOWN times slower per
+# multiply-add; Adam and the other elementwise work touch every trained weight a dozen times per step
+# (SECONDS_PER_WEIGHT_STEP, memory-bound); every optimizer step costs a fixed amount of Python and dispatch
+# per layer (batch 1, measured: 0.82-0.90 ms an autograd step of the two-layer model, 1.6 ms of the digits'
+# three layers, 0.11-0.15 ms a fast-path step), as does every epoch's held-out evaluation and bookkeeping.
 MACS_PER_SECOND = 4e10
-SECONDS_PER_STEP = {"autograd": 1.1e-3, "fast": 2.0e-4}
+SVD_SLOWDOWN = 3
+SECONDS_PER_WEIGHT_STEP = 2.5e-9
+SECONDS_PER_STEP = {"autograd": 5.5e-4, "fast": 2.0e-4}  # autograd: per layer of the model; fast: per step
 SECONDS_PER_EPOCH = 2e-3
 SVD_MACS = 4  # svdvals of an m x n matrix costs about SVD_MACS * m * n * min(m, n) multiply-adds
 
@@ -51,18 +55,23 @@ def _svd_macs(m: int, n: int) -> float:
     return SVD_MACS * m * n * min(m, n)
 
 
-# Peak RSS is the live tensors plus what the allocator keeps. glibc serves a block from its heap (one arena per
-# thread that allocates: the worker and torch's intra-op threads) when it is below the mmap threshold, and raises
-# that threshold to the size of any mmapped block freed, up to 32 MiB (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit). So
-# in a process that has run a while, every block under 32 MiB (a 1500 x 1500 layer in float32 is 9 MiB) comes
-# from a heap, and what a phase frees there stays mapped while the next phase allocates blocks of other sizes.
-# How much stays depends on the order of frees and on which thread allocated what, which is why one
-# configuration's peak varied by a third from run to run. The ESTIMATES below count the live tensors (pinning the
-# threshold, MALLOC_MMAP_THRESHOLD_=131072, makes RSS follow them: 0.82-0.95 of the count, but makes runs up to
-# 1.5x slower, so the app does not); measured in a long-running process over tests/test_budget.py's shapes, peak
-# RSS was 0.86-1.46 times the live count. ALLOCATOR_MARGIN covers the top of that span, and stays under twice
-# its bottom, so the estimate is an upper bound that does not refuse honest runs.
-ALLOCATOR_MARGIN = 1.6
+def _seconds(macs: float, svd_macs: float, weight_steps: float, epochs: int) -> float:
+    """The time of `macs` multiply-adds (`svd_macs` of them in SVDs), elementwise work over `weight_steps`
+    (trained weights times steps) and per-epoch bookkeeping; the caller adds the per-step overhead."""
+    return ((macs + (SVD_SLOWDOWN - 1) * svd_macs) / MACS_PER_SECOND + weight_steps * SECONDS_PER_WEIGHT_STEP
+            + epochs * SECONDS_PER_EPOCH)
+
+
+# Peak RSS is the live tensors plus what the allocator keeps. glibc serves a block from a heap when it is below
+# its mmap threshold, which it raises to the size of any mapped block freed (up to 32 MiB); freed heap memory stays
+# in the process while the next phase allocates blocks of other sizes, so with glibc's defaults one
+# configuration's peak varied by up to 1.9x between processes (the order of frees, which thread allocated what).
+# Every run therefore pins the threshold at 4 MiB (devices.steady_allocator) and gives freed memory back between
+# its phases (devices.release_freed_memory); then peak RSS is 0.73-0.96 of the live count below, the same in
+# every repetition (tests/test_budget.py, 12 shapes). ALLOCATOR_MARGIN covers the small blocks that still come
+# from heaps (per-thread arenas, Python's objects) with room to spare, and stays under twice the bottom of that
+# span, so the estimate is an upper bound that does not refuse honest runs.
+ALLOCATOR_MARGIN = 1.25
 
 
 def estimate(config: ExperimentConfig) -> Estimate:
@@ -96,8 +105,8 @@ def _linear_estimate(config: ExperimentConfig) -> Estimate:
     # The floor: the end-to-end error θ'ᵀ − W2·W1 (or θ' itself) as a dense float64 d_out x d_in matrix and
     # svdvals' workspace, about three copies, after the spectra.
     floor_items = 3 * theta * 8 // item if has_floor(c) else 0
-    # DoRA's merge builds W' = m ⊙ (W + sBA) / ‖·‖ densely: a few more temporaries of the largest layer.
-    dora_items = 2 * largest * 8 // item if lora and c.use_dora else 0
+    # DoRA's merge builds W' = m ⊙ (W + sBA) / ‖·‖ densely: one more float64 temporary of the largest layer.
+    dora_items = largest * 8 // item if lora and c.use_dora else 0
     # The full-rank shift's dense spectrum and the floor's come one after the other: the larger one counts.
     shift_items = 5 * theta * 4 // item if c.shift == "full_rank" else 0
     analysis_items = 8 * largest * 8 // item + max(shift_items, floor_items) + dora_items
@@ -120,6 +129,13 @@ def _linear_estimate(config: ExperimentConfig) -> Estimate:
         finetune_macs += 2 * c.epochs * steps_per_epoch * (c.rank + 2) * weights
     if lora and c.init in INITS_FROM_WEIGHTS:  # a full SVD costs a few times svdvals; QR about 2 m n k
         finetune_macs += 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
+    svd_macs = 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
+    if lora and c.init in INITS_FROM_WEIGHTS:
+        svd_macs *= 2
+    if has_floor(c):  # the floor's svdvals
+        svd_macs += _svd_macs(c.d_out, c.d_in)
+    if c.shift == "full_rank":
+        svd_macs += _svd_macs(c.d_in, c.d_out)
     analysis_macs = 5 * c.n_eval * weights + 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
     if has_floor(c):  # the floor's W2·W1 and svdvals
         analysis_macs += c.d_out * c.hidden * c.d_in + _svd_macs(c.d_out, c.d_in)
@@ -127,9 +143,10 @@ def _linear_estimate(config: ExperimentConfig) -> Estimate:
         analysis_macs += _svd_macs(c.d_in, c.d_out)
     macs = data_macs + pretrain_macs + finetune_macs + analysis_macs
     steps = steps_per_epoch * (c.pretrain_epochs + c.epochs)
-    seconds = (macs / MACS_PER_SECOND + steps_per_epoch * c.pretrain_epochs * SECONDS_PER_STEP["autograd"]
-               + steps_per_epoch * c.epochs * SECONDS_PER_STEP["fast" if fast else "autograd"]
-               + (c.pretrain_epochs + c.epochs) * SECONDS_PER_EPOCH)
+    weight_steps = steps_per_epoch * (c.pretrain_epochs + (c.epochs if c.method == "full" else 0)) * weights
+    per_step = (steps_per_epoch * c.pretrain_epochs * 2 * SECONDS_PER_STEP["autograd"]
+                + steps_per_epoch * c.epochs * (SECONDS_PER_STEP["fast"] if fast else 2 * SECONDS_PER_STEP["autograd"]))
+    seconds = _seconds(macs, svd_macs, weight_steps, c.pretrain_epochs + c.epochs) + per_step
     return Estimate(int(peak_items * item), float(macs), seconds, steps)
 
 
@@ -159,8 +176,8 @@ def _digits_estimate(config: ExperimentConfig) -> Estimate:
     svds = sum(3 * _svd_macs(d_out, d_in) for d_in, d_out in shapes.values())
     macs = (c.pretrain_epochs + c.epochs) * per_epoch + 12 * eval_rows * weights + svds
     steps = math.ceil(train_rows / c.batch_size) * (c.pretrain_epochs + c.epochs)
-    seconds = (macs / MACS_PER_SECOND + steps * SECONDS_PER_STEP["autograd"]
-               + (c.pretrain_epochs + c.epochs) * SECONDS_PER_EPOCH)
+    seconds = (_seconds(macs, svds, steps * weights, c.pretrain_epochs + c.epochs)
+               + steps * len(shapes) * SECONDS_PER_STEP["autograd"])
     return Estimate(int(peak), float(macs), seconds, steps)
 
 

@@ -18,7 +18,15 @@ from . import analysis, cache, fast, variants
 from .batched import Trained
 from .budget import has_floor
 from .config import ExperimentConfig
-from .devices import cpu_threads, describe_device, pick_device, synchronize, threads_for
+from .devices import (
+    cpu_threads,
+    describe_device,
+    pick_device,
+    release_freed_memory,
+    steady_allocator,
+    synchronize,
+    threads_for,
+)
 from .export import save_adapter
 from .layers import LoRALinear, adapted, merge_lora
 from .paths import TRAINERS, choose_path
@@ -116,6 +124,7 @@ def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | Non
     `inspect(result, base, tuned, merged)` is called on a finished run, for analyses that need the models
     (sweep.py); `trained` installs a fine-tune done elsewhere (see finetune).
     """
+    steady_allocator()  # so that the memory budget's estimate bounds this run (devices.py)
     device = pick_device(config.device, config.dtype)
     shapes = kind(config).layer_shapes(config)
     with cpu_threads(device, threads_for(sum(analysis.full_param_count(*shape) for shape in shapes.values()))):
@@ -140,6 +149,7 @@ def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCa
     result.status, result.history["pretrain"], base, result.pretrain_cached = cache.cached_pretrain(
         config, original, device, pretrain, on_progress, cancel)
     result.timings["pretrain_s"] = time.perf_counter() - start
+    release_freed_memory()  # each phase starts with what the last one freed given back (devices.py)
     if result.status != "ok":
         return _stopped(result, "pretraining")
     try:
@@ -154,6 +164,7 @@ def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCa
                                                                              cancel, trained)
     synchronize(device)
     result.timings["finetune_s"] = time.perf_counter() - start
+    release_freed_memory()
     if result.status != "ok":
         return _stopped(result, "fine-tuning")
 

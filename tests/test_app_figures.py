@@ -107,3 +107,12 @@ def test_long_histories_are_thinned_to_a_bounded_figure_keeping_the_ends():
     fine = next(t for t in fig.to_dict()["data"] if t["name"] == "fine-tuning, held-out")
     assert list(fine["x"]) == [100_001] and list(fine["y"]) == [None]
     assert len(figures.loss_figure({"pretrain": long, "finetune": PhaseHistory()}).to_json()) < 200_000
+
+
+def test_the_phase_note_sits_inside_the_plot_below_the_legend():
+    """The note at the phase line used to sit above the plot, over the legend (issue 19)."""
+    history = {p: PhaseHistory([1.0, 0.5], [1.0, 0.5]) for p in ("pretrain", "finetune")}
+    fig = figures.loss_figure(history, (2, 2))
+    note = next(a for a in fig.layout.annotations if a.text == figures.PHASE_NOTE)
+    assert note.yref == "paper" and note.y == 0.0 and note.yanchor == "bottom"  # the plot's foot, not above it
+    assert fig.layout.legend.y >= 1.0 and fig.layout.legend.yanchor == "bottom"  # the legend stays above

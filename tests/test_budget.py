@@ -31,24 +31,15 @@ def kib(field):
 warm_up()
 config = preset("default", **json.loads(sys.argv[1]))
 """
-# Several shapes in one process (torch imported once), in the state of a server that has run for a while: glibc
-# raises its mmap threshold to the size of a large block once one is freed (up to 32 MiB), after which blocks
-# below it come from the heap and freed ones stay in the process (budget.py). Freeing a 32 MiB tensor first puts
-# every shape in that state, whichever runs first. Between shapes the freed memory goes back to the system (gc,
-# then malloc_trim), so that a later shape cannot reuse memory an earlier one left behind and seem smaller than
-# it is; VmHWM is reset to the current RSS just before each run.
-MEASURE_MANY = PEAK_RSS_PREAMBLE.replace('config = preset("default", **json.loads(sys.argv[1]))', "") + """
-import ctypes, gc
-libc = ctypes.CDLL("libc.so.6")
-import torch
-torch.ones(8 * 2**20).sum()  # 32 MiB allocated and freed at once: the mmap threshold at its largest
-for settings in json.loads(sys.argv[1]):
-    gc.collect()
-    libc.malloc_trim(0)
-    open("/proc/self/clear_refs", "w").write("5")
-    before = kib("VmRSS")
-    run_experiment(preset("default", **settings))
-    print(kib("VmHWM") - before, flush=True)
+# One process per shape, as a server's first run of it: a process that has run other shapes may keep freed memory
+# that a later run reuses without growing, and then seems smaller than it is. VmHWM is reset to the current RSS
+# just before the run.
+MEASURE = PEAK_RSS_PREAMBLE + """
+import time
+open("/proc/self/clear_refs", "w").write("5")
+before, start = kib("VmRSS"), time.perf_counter()
+run_experiment(config)
+print(kib("VmHWM") - before, f"{time.perf_counter() - start:.1f}")  # bytes, seconds
 """
 ARTICLE = dict(rank=1, alpha=1.0, init="gaussian", n_samples=10_000, n_eval=2_000, d_in=1001, hidden=1000,
                d_out=1000, batch_size=128, lr=1e-3)  # the article preset's shapes (at 1 epoch each, below)
@@ -70,13 +61,18 @@ SHAPES = {
 
 @pytest.fixture(scope="module")
 def peaks() -> dict[str, int]:
-    """Each shape's measured peak (bytes above the RSS before its run), at 1 epoch of each phase, all in one
-    process (two at once would halve torch's threads' speed many times over on two cores)."""
-    shapes = [{**settings, "pretrain_epochs": 1, "epochs": 1} for settings in SHAPES.values()]
-    out = subprocess.run([sys.executable, "-c", MEASURE_MANY, json.dumps(shapes)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=1200)  # a hang guard: about 10x what it takes
-    assert out.returncode == 0, out.stderr[-2000:]
-    return dict(zip(SHAPES, map(int, out.stdout.split()), strict=True))
+    """Each shape's measured peak (bytes above the RSS before its run) at 1 epoch of each phase, one after
+    another (two at once would slow torch's threads many times over on two cores)."""
+    measured, seconds = {}, {}
+    for name, settings in SHAPES.items():
+        out = subprocess.run([sys.executable, "-c", MEASURE, json.dumps({**settings, "pretrain_epochs": 1,
+                                                                          "epochs": 1})],
+                             capture_output=True, text=True, cwd=ROOT, timeout=600)  # a hang guard
+        assert out.returncode == 0, out.stderr[-2000:]
+        peak, took = out.stdout.split()
+        measured[name], seconds[name] = int(peak), float(took)
+    print("seconds per shape:", seconds)
+    return measured
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))

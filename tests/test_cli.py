@@ -109,3 +109,23 @@ def test_a_gpu_out_of_memory_is_one_line_saying_what_to_change(monkeypatch, caps
     assert main([*SMALL]) == 1
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "GPU ran out of memory" in err and "--device cpu" in err
+
+
+def test_a_bad_flag_is_refused_before_torch_is_imported():
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['lora_core', '--rank', '0']\n"
+             "try:\n    runpy.run_module('lora_core', run_name='__main__')\n"
+             "except SystemExit as stop:\n    print(stop.code, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["2", "False"], out
+    assert out.stderr == "error: rank must be an integer from 1 to 65,536, got 0\n"
+
+
+@pytest.mark.parametrize("where", ["/proc/lora-explorer-x", "below-a-file"])
+def test_save_adapter_to_a_place_that_cannot_be_written_is_refused_before_the_run(tmp_path, where):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    folder = str(blocker / "adapter") if where == "below-a-file" else where
+    proc = run_cli(*SMALL, "--save-adapter", folder)
+    assert proc.returncode == 2 and "cannot write there" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    assert "pretrain" not in proc.stderr  # no epoch ran

@@ -9,6 +9,7 @@ from lora_core.config import (
     FIELDS,
     LABELS,
     ConfigError,
+    ExperimentConfig,
     cli_name,
     coerce,
     field_name,
@@ -78,3 +79,34 @@ def test_preset_overrides_and_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset"):
         preset("huge")
     assert dataclasses.asdict(preset("default")) == preset("default").to_dict()
+
+
+@pytest.mark.parametrize("call", [
+    lambda: preset(["article"]),  # a name that is no string
+    lambda: ExperimentConfig().replace(nope=1),
+    lambda: ExperimentConfig().replace(rank="2"),
+    lambda: coerce("shift", 5),
+    lambda: coerce("shift", "sideways"),
+    lambda: coerce("use_dora", 3),
+])
+def test_the_api_raises_config_error_for_every_bad_input(call):
+    with pytest.raises(ConfigError):
+        call()
+
+
+@pytest.mark.parametrize("name", ["alpha", "lr", "shift_scale", "noise", "lr_ratio"])
+@pytest.mark.parametrize("tiny", ["1e-320", "1e-300", "1e-13"])
+def test_a_setting_too_small_to_change_anything_is_refused_by_name(name, tiny):
+    with pytest.raises(ConfigError, match=rf"^{name} {tiny} is too small to change anything"):
+        coerce(name, tiny)
+    with pytest.raises(ConfigError, match=rf"^{name} .* too small"):
+        preset("default", **{name: float(tiny)})
+    assert coerce(name, "1e-12") == 1e-12  # the smallest allowed
+
+
+def test_an_error_quotes_the_value_as_typed():
+    with pytest.raises(ConfigError, match=r"got 99999999999999999999$"):
+        coerce("rank", "99999999999999999999")
+    with pytest.raises(ConfigError, match=r"got -3$"):
+        coerce("alpha", " -3 ")
+    assert coerce("rank", "12") == 12 and coerce("rank", "1e1") == 10

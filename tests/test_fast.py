@@ -16,7 +16,7 @@ from lora_core.layers import add_lora, merge_lora
 from lora_core.model import TARGETS, TwoLayerLinear
 from lora_core.paths import choose_path
 from lora_core.tasks import make_tasks, rng
-from lora_core.training import train
+from lora_core.training import batches, train
 
 SMALL = dict(n_samples=300, n_eval=70, d_in=13, hidden=11, d_out=9, pretrain_epochs=5, epochs=6, batch_size=32,
              lr=1e-2, device="cpu")
@@ -168,3 +168,18 @@ def test_run_experiment_reports_the_path_and_both_paths_agree():
         assert auto.losses[key] == pytest.approx(forced.losses[key], rel=1e-9)
     for name in TARGETS:
         assert auto.spectra[name].delta_factored == pytest.approx(forced.spectra[name].delta_factored, rel=1e-8)
+
+
+def test_an_epochs_batches_are_views_of_one_order_sliced_lazily():
+    """At batch size 1 and millions of samples a list of index tensors took gigabytes (issue 19): the batches
+    are now views of one permutation, the same one as before, drawn when the epoch starts."""
+    n = 2_000_003
+    epoch = batches(n, 1, torch.Generator().manual_seed(5))
+    expected = torch.randperm(n, generator=torch.Generator().manual_seed(5))
+    assert len(epoch) == n and torch.equal(epoch.order, expected)
+    first = next(iter(epoch))
+    assert first.tolist() == expected[:1].tolist()
+    assert first.untyped_storage().data_ptr() == epoch.order.untyped_storage().data_ptr()  # a view, no copy
+    uneven = batches(10, 4, torch.Generator().manual_seed(5))
+    assert [len(b) for b in uneven] == [4, 4, 2] and len(uneven) == 3
+    assert torch.equal(torch.cat(list(uneven)), torch.randperm(10, generator=torch.Generator().manual_seed(5)))

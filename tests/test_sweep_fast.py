@@ -143,4 +143,4 @@ def test_the_sweep_estimate_covers_the_batched_fast_path():
     expected = sweep_estimate(req).bytes
     assert fast_batched.batch_bytes(configs) > 0.3 * expected  # the batch is most of it here
     print(f"sweep: measured {measured / 2**20:.0f} MiB, estimated {expected / 2**20:.0f} MiB")
-    assert measured <= expected <= 2 * measured, f"measured {measured / 2**20:.0f} MiB, estimated {expected / 2**20:.0f}"
+    assert measured <= expected <= 2 * measured  # an upper bound, as the scheduler admits by it, not a wild one

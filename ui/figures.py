@@ -129,12 +129,17 @@ def epoch_positions(history: dict[str, PhaseHistory], epochs: Sequence[int] | No
     return {phase: [offset[phase] + i for i in range(1, done[phase] + 1)] for phase in PHASES}
 
 
+PHASE_NOTE = " fine-tuning on shifted data →"
+
+
 def mark_phases(fig: go.Figure, epochs: Sequence[int], status: str) -> None:
     """On a chart of both phases (`epochs` = (P, F) planned): the line where fine-tuning starts, the x range, and
     for a diverged run a note saying so. Every subplot gets the line; the notes sit once above them."""
     fig.add_vline(x=epochs[0] + 0.5, line_dash="dash", line_color="gray")
-    fig.add_annotation(x=epochs[0] + 0.5, y=1.0, yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
-                       text="fine-tuning on shifted data →", font={"color": "gray"})
+    # Inside the plot, at the foot of the line: above the plot is the legend's band, and there the fine-tuning
+    # curve starts high, so the foot is where the note hides nothing.
+    fig.add_annotation(x=epochs[0] + 0.5, y=0.0, yref="paper", xanchor="left", yanchor="bottom", showarrow=False,
+                       text=PHASE_NOTE, font={"color": "gray"})
     if status == "diverged":
         fig.add_annotation(text="diverged: loss became infinite or NaN", xref="paper", yref="paper", x=0.5, y=0.95,
                            showarrow=False, font={"color": "crimson", "size": 14})

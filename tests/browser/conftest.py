@@ -64,7 +64,7 @@ def start_server(cache_dir, log_name: str = "streamlit.log"):
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = Server(f"http://127.0.0.1:{port}")
     url.pid = proc.pid
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a guard: streamlit starts in a few seconds, far slower when busy
     while True:
         try:
             if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).status == 200:
@@ -133,7 +133,7 @@ def page(browser):
     is where screenshots go."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     p = context.new_page()
-    p.set_default_timeout(30_000)
+    p.set_default_timeout(90_000)  # a guard against a hang: a busy 2-core machine can be 5x slower
     p.console = Console(p)
     p.artifacts = ARTIFACTS
     yield p

@@ -18,7 +18,7 @@ CHARTS_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(el =>
     data: el.data.map(t => ({name: t.name, y: Array.from(t.y ?? [])}))}))"""
 
 
-def settle(page, timeout: float = 60) -> None:
+def settle(page, timeout: float = 300) -> None:
     """Wait until the page has a title, the script run is over (Streamlit's running indicator gone) and the
     browser is idle (the first chart on a page loads Plotly, which keeps the browser busy for a while)."""
     page.locator("h1").first.wait_for()

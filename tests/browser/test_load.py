@@ -129,6 +129,45 @@ def test_protocol_sessions_pressing_train_together(launch, tmp_path):
             f"{max(seconds) / (distinct * solo):.2f}")
 
 
+# A run the server admits but estimates at over a minute: it goes to the long lane (scheduler.LONG_RUN_S).
+LONG = "d-in=8&hidden=8&d-out=8&n-samples=20000&n-eval=16&batch-size=1&pretrain-epochs=3&epochs=3&seed=900"
+
+
+def test_a_long_run_does_not_hold_the_short_ones_behind_it(launch, tmp_path):
+    """One session starts a long run; the others press Train meanwhile. Their click-to-chart is reported against
+    one such run alone (a lane of its own keeps them from queueing behind it; they share the CPU with it)."""
+    url, proc, log = launch(tmp_path / "cache", "streamlit-load-long.log")
+
+    async def room() -> tuple[float, list[float], list[bool], bool]:
+        for seed in (SHARED_SEED - 4, SHARED_SEED - 3):  # warm the server up, then one run alone
+            alone = await PageSession.open(url, "Playground", f"seed={seed}")
+            solo = await alone.press("Train")
+            await alone.close()
+        long_session = await PageSession.open(url, "Playground", LONG)
+        long_run = asyncio.ensure_future(long_session.press("Train"))
+        await asyncio.sleep(2.0)  # it has started computing
+        others = [await PageSession.open(url, "Playground", f"seed={700 + i}") for i in range(SESSIONS)]
+        seconds = await asyncio.gather(*(s.press("Train") for s in others))
+        own = [s.shows("Merge check") for s in others]
+        still_running = not long_run.done()
+        for s in others:
+            await s.close()
+        long_run.cancel()
+        await long_session.close()
+        return solo, list(seconds), own, still_running
+
+    try:
+        solo, seconds, own, still_running = _in_own_loop(lambda: asyncio.wait_for(room(), 600))
+    finally:
+        _stop(proc, log)
+    report = (f"long run beside: {SESSIONS} sessions pressed Train while another session's long run trained: "
+              f"click-to-chart {min(seconds):.2f}-{max(seconds):.2f} s against {solo:.2f} s alone; the long run "
+              f"{'was still running' if still_running else 'had finished'} when they were done")
+    print(report)
+    (Path(log.name).parent / f"load-long-{SESSIONS}.txt").write_text(report + "\n")
+    assert all(own)
+
+
 def test_browser_sessions_pressing_train_together(browser, launch, tmp_path):
     url, proc, log = launch(tmp_path / "cache", "streamlit-load.log")
     contexts, pages = [], []
