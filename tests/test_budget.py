@@ -44,16 +44,16 @@ print(kib("VmHWM") - before, f"{time.perf_counter() - start:.1f}")  # bytes, sec
 ARTICLE = dict(rank=1, alpha=1.0, init="gaussian", n_samples=10_000, n_eval=2_000, d_in=1001, hidden=1000,
                d_out=1000, batch_size=128, lr=1e-3)  # the article preset's shapes (at 1 epoch each, below)
 SHAPES = {
-    "wide layers": dict(d_in=3000, hidden=1, d_out=3000, rank=1),  # θ, Δθ and θ' (36 MB each) dominate
-    "square layers": dict(d_in=1500, hidden=1500, d_out=1500, n_samples=2000),  # the spectra's SVDs dominate
+    "wide layers": dict(d_in=2500, hidden=1, d_out=2500, rank=1),  # θ, Δθ and θ' (25 MB each) dominate
+    "square layers": dict(d_in=1200, hidden=1200, d_out=1200, n_samples=2000),  # the spectra's SVDs dominate
     "many samples": dict(n_samples=300_000),  # the data and the fast path's activations dominate
-    "full fine-tuning": dict(d_in=800, hidden=800, d_out=800, n_samples=20_000, method="full"),  # Adam's state
-    "full-rank shift": dict(d_in=2000, hidden=10, d_out=2000, shift="full_rank"),  # its dense spectrum
-    "DoRA": dict(d_in=1500, hidden=1500, d_out=1500, n_samples=2000, use_dora=True),  # dense W + sBA per step
-    "PiSSA": dict(d_in=2000, hidden=1000, d_out=2000, rank=8, init="pissa"),  # PiSSA's SVD of each weight
+    "full fine-tuning": dict(d_in=800, hidden=800, d_out=800, n_samples=12_000, method="full"),  # Adam's state
+    "full-rank shift": dict(d_in=1600, hidden=10, d_out=1600, shift="full_rank"),  # its dense spectrum
+    "DoRA": dict(d_in=1200, hidden=1200, d_out=1200, n_samples=2000, use_dora=True),  # dense W + sBA per step
+    "PiSSA": dict(d_in=1600, hidden=800, d_out=1600, rank=8, init="pissa"),  # PiSSA's SVD of each weight
     "digits": dict(task="digits"),  # reading the data dominates
-    "wide digits": dict(task="digits", hidden=2000),  # the spectra
-    "wide digits, full": dict(task="digits", hidden=2000, method="full"),  # ... and full fine-tuning's Adam state
+    "wide digits": dict(task="digits", hidden=1500),  # the spectra
+    "wide digits, full": dict(task="digits", hidden=1500, method="full"),  # ... and full fine-tuning's Adam state
     "article": ARTICLE,
     "article, full fine-tuning": dict(ARTICLE, method="full"),
 }
