@@ -9,9 +9,21 @@ import argparse
 import csv
 import io
 import sys
+from collections.abc import Callable
 from typing import NoReturn, TextIO
 
-from .config import FIELDS, PRESETS, ConfigError, ExperimentConfig, bounds_text, cli_name, coerce, preset
+from .config import (
+    FIELDS,
+    METHOD_SETS,
+    PRESETS,
+    ConfigError,
+    ExperimentConfig,
+    bounds_text,
+    check_methods,
+    cli_name,
+    coerce,
+    preset,
+)
 
 EXIT_BAD_INPUT = 2
 
@@ -84,17 +96,62 @@ def csv_text(fields: list[str], rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def precheck(argv: list[str]) -> int | None:
-    """For the single run's command: parse `argv` and check every given setting on its own (type, bounds,
-    choices); EXIT_BAD_INPUT after one line on stderr, or None when `main` may go on (it checks the rest, such as
-    a rank against the layer sizes, once the library is loaded). Subcommands are left to their own parsers."""
-    if argv[:1] in (["sweep"], ["inspect"]):
-        return None
-    args = build_parser().parse_args(argv)  # argparse's own errors exit with EXIT_BAD_INPUT here
+def _list(text: str, kind: Callable, what: str) -> list:
+    """'1,2,4' -> [1, 2, 4]; ConfigError naming the flag for anything else."""
     try:
+        values = [kind(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError(f"--{what} must be a comma-separated list of {kind.__name__}s, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"--{what} needs at least one value")
+    return values
+
+
+def _integer(text: str) -> int:
+    value = float(text)
+    if not value.is_integer():
+        raise ValueError
+    return int(value)
+
+
+_integer.__name__ = "integer"
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    parser = config_parser("python -m lora_core sweep", "Fine-tune a grid of ranks, methods, α and seeds from one "
+                           "pretrained base per seed and compare them (JSON and CSV).")
+    parser.add_argument("--ranks", default="1,2,4,8", help="comma-separated ranks (default 1,2,4,8)")
+    parser.add_argument("--methods", default="lora", help="comma-separated methods: " + ", ".join(METHOD_SETS))
+    parser.add_argument("--alphas", help="comma-separated α values (default: the configuration's α)")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: the configuration's seed)")
+    parser.add_argument("--json", metavar="PATH", help="write the sweep as JSON to PATH ('-' for stdout)")
+    parser.add_argument("--csv", metavar="PATH", help="write one row per member as CSV to PATH ('-' for stdout)")
+    return parser
+
+
+def sweep_grid(args: argparse.Namespace) -> tuple[list[int], list[str], list[float] | None, list[int] | None]:
+    """The sweep's (ranks, methods, alphas or None, seeds or None) from its flags; ConfigError names a bad one."""
+    methods = check_methods(_list(args.methods, str.strip, "methods"))
+    return (_list(args.ranks, _integer, "ranks"), methods,
+            _list(args.alphas, float, "alphas") if args.alphas else None,
+            _list(args.seeds, _integer, "seeds") if args.seeds else None)
+
+
+def precheck(argv: list[str]) -> int | None:
+    """For the single run's command and `sweep`: parse `argv` and check every given setting on its own (type,
+    bounds, choices) and a sweep's lists; EXIT_BAD_INPUT after one line on stderr, or None when the command
+    may go on (it checks the rest, such as a rank against the layer sizes, once the library is loaded).
+    `inspect` is left to its own parser."""
+    if argv[:1] == ["inspect"]:
+        return None
+    sweep = argv[:1] == ["sweep"]
+    args = (sweep_parser() if sweep else build_parser()).parse_args(argv[1:] if sweep else argv)
+    try:  # argparse's own errors have exited with EXIT_BAD_INPUT above
         for name in FIELDS:
             if getattr(args, name) is not None:
                 coerce(name, getattr(args, name))
+        if sweep:
+            sweep_grid(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

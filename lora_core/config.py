@@ -38,6 +38,18 @@ BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "
              "off": False}
 DTYPES = ("float32", "float64")
 BYTES_PER_ITEM = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}  # half precisions: Parameters page
+# A sweep's method names (`sweep --methods`, the Compare page): each a named set of the settings above.
+METHOD_SETS: dict[str, dict[str, Any]] = {
+    "lora": {"method": "lora"},
+    "rslora": {"method": "lora", "use_rslora": True},
+    "dora": {"method": "lora", "use_dora": True},
+    "pissa": {"method": "lora", "init": "pissa"},
+    "olora": {"method": "lora", "init": "olora"},
+    "loraplus": {"method": "lora", "lr_ratio": 16.0},
+    "full": {"method": "full"},
+}
+METHOD_SET_LABELS = {"lora": "LoRA", "rslora": "rsLoRA", "dora": "DoRA", "pissa": "PiSSA", "olora": "OLoRA",
+                     "loraplus": f"LoRA+ (λ = {METHOD_SETS['loraplus']['lr_ratio']:g})", "full": "full fine-tuning"}
 PATHS = ("auto", "autograd", "fast")  # which training path fine-tunes; auto picks fast when it applies
 
 # Memory a configuration may ask for before it is refused (bytes); an env var raises or lowers it.
@@ -304,6 +316,14 @@ def validate(config: ExperimentConfig) -> None:
         raise ConfigError(f"this configuration needs about {need / 2**30:.1f} GiB, more than the "
                           f"{MEMORY_LIMIT_BYTES / 2**30:.1f} GiB allowed; reduce "
                           + ("n_samples or the layer sizes" if config.task == "linear" else "the hidden size"))
+
+
+def check_methods(methods: list[str] | tuple[str, ...]) -> list[str] | tuple[str, ...]:
+    """`methods` if every one is a sweep's method name (METHOD_SETS), else ConfigError naming the others."""
+    unknown = [m for m in methods if m not in METHOD_SETS]
+    if unknown:
+        raise ConfigError(f"unknown method(s) {', '.join(unknown)}; allowed: {', '.join(METHOD_SETS)}")
+    return methods
 
 
 def check_value(name: str, value: Any, shown: Any = None) -> None:

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from . import analysis, batched, fast_batched, variants
 from .budget import Estimate, estimate
-from .config import ConfigError, ExperimentConfig
+from .config import ConfigError, ExperimentConfig, check_methods
 from .devices import cpu_threads, pick_device
 from .experiment import prepared, run_experiment
 from .layers import lora_layers
@@ -87,9 +87,7 @@ def member_name(method: str, config: dict[str, Any]) -> str:
 def request(config: ExperimentConfig, ranks: Sequence[int], methods: Sequence[str],
             alphas: Sequence[float] | None = None, seeds: Sequence[int] | None = None) -> SweepRequest:
     """A validated request: every member's config is built here, so a bad grid fails before any work."""
-    unknown = [m for m in methods if m not in variants.METHOD_SETS]
-    if unknown:
-        raise ConfigError(f"unknown method(s) {', '.join(unknown)}; allowed: {', '.join(variants.METHOD_SETS)}")
+    check_methods(methods)
     if not ranks or not methods:
         raise ConfigError("a sweep needs at least one rank and one method")
     req = SweepRequest(config, tuple(dict.fromkeys(int(r) for r in ranks)), tuple(dict.fromkeys(methods)),

@@ -10,56 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable
 
 from .cli import error_line
-from .cli_args import EXIT_BAD_INPUT, config_from, config_parser, csv_text, open_output
+from .cli_args import EXIT_BAD_INPUT, config_from, csv_text, open_output, sweep_grid, sweep_parser
 from .config import ConfigError
 from .sweep import SweepProgress, member_name, members, request, row_fields, rows, run_request
-from .variants import METHOD_SETS
-
-
-def _list(text: str, kind: Callable, what: str) -> list:
-    """'1,2,4' -> [1, 2, 4]; ConfigError naming the flag for anything else."""
-    try:
-        values = [kind(item) for item in text.split(",") if item.strip()]
-    except ValueError:
-        raise ConfigError(f"--{what} must be a comma-separated list of {kind.__name__}s, got {text!r}") from None
-    if not values:
-        raise ConfigError(f"--{what} needs at least one value")
-    return values
-
-
-def _integer(text: str) -> int:
-    value = float(text)
-    if not value.is_integer():
-        raise ValueError
-    return int(value)
-
-
-_integer.__name__ = "integer"
-
-
-def build_parser():
-    parser = config_parser("python -m lora_core sweep", "Fine-tune a grid of ranks, methods, α and seeds from one "
-                           "pretrained base per seed and compare them (JSON and CSV).")
-    parser.add_argument("--ranks", default="1,2,4,8", help="comma-separated ranks (default 1,2,4,8)")
-    parser.add_argument("--methods", default="lora", help="comma-separated methods: " + ", ".join(METHOD_SETS))
-    parser.add_argument("--alphas", help="comma-separated α values (default: the configuration's α)")
-    parser.add_argument("--seeds", help="comma-separated seeds (default: the configuration's seed)")
-    parser.add_argument("--json", metavar="PATH", help="write the sweep as JSON to PATH ('-' for stdout)")
-    parser.add_argument("--csv", metavar="PATH", help="write one row per member as CSV to PATH ('-' for stdout)")
-    return parser
 
 
 def sweep_main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = sweep_parser().parse_args(argv)
     outputs = []
     try:
         config = config_from(args)
-        req = request(config, _list(args.ranks, _integer, "ranks"), _list(args.methods, str.strip, "methods"),
-                      _list(args.alphas, float, "alphas") if args.alphas else None,
-                      _list(args.seeds, _integer, "seeds") if args.seeds else None)
+        req = request(config, *sweep_grid(args))
         json_out, csv_out = open_output(args.json), open_output(args.csv, "--csv")
         outputs = [o for o in (json_out, csv_out) if o is not None]
         total = len(members(req))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch.nn as nn
 
-from .config import INITS_FROM_WEIGHTS
+from .config import INITS_FROM_WEIGHTS, METHOD_SET_LABELS, METHOD_SETS  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from .config import ExperimentConfig
@@ -117,20 +117,6 @@ def delta_kind(config: ExperimentConfig) -> str:
 # the target itself).
 REACH = {"lora": lambda c: 2 * c.rank, "from_weights": lambda c: 4 * c.rank, "dora": lambda c: None,
          "full": lambda c: c.hidden}
-
-# A sweep's method names (`sweep --methods`, the Compare page): each a named set of the settings above.
-METHOD_SETS: dict[str, dict[str, Any]] = {
-    "lora": {"method": "lora"},
-    "rslora": {"method": "lora", "use_rslora": True},
-    "dora": {"method": "lora", "use_dora": True},
-    "pissa": {"method": "lora", "init": "pissa"},
-    "olora": {"method": "lora", "init": "olora"},
-    "loraplus": {"method": "lora", "lr_ratio": 16.0},
-    "full": {"method": "full"},
-}
-METHOD_SET_LABELS = {"lora": "LoRA", "rslora": "rsLoRA", "dora": "DoRA", "pissa": "PiSSA", "olora": "OLoRA",
-                     "loraplus": f"LoRA+ (λ = {METHOD_SETS['loraplus']['lr_ratio']:g})", "full": "full fine-tuning"}
-
 
 def method_settings(name: str, config: ExperimentConfig) -> dict[str, Any]:
     """The settings of sweep method `name` on top of `config`: every variant's setting is set, so a member

@@ -11,4 +11,4 @@ fi
 python3 -m venv .venv
 .venv/bin/pip install -q -r requirements-dev.txt
 .venv/bin/ruff check .
-REQUIRE_BROWSER=1 .venv/bin/python -m pytest "$@"
+REQUIRE_BROWSER=1 .venv/bin/python -m pytest --durations=25 "$@"

@@ -111,14 +111,20 @@ def test_a_gpu_out_of_memory_is_one_line_saying_what_to_change(monkeypatch, caps
     assert err.splitlines() == [err] and "GPU ran out of memory" in err and "--device cpu" in err
 
 
-def test_a_bad_flag_is_refused_before_torch_is_imported():
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--rank", "0"], "error: rank must be an integer from 1 to 65,536, got 0"),
+    (["--alpha", "1e-320"], "error: alpha 1e-320 is too small to change anything"),
+    (["sweep", "--methods", "lora,nope"], "error: unknown method(s) nope; allowed: lora"),
+    (["sweep", "--ranks", "1,x"], "error: --ranks must be a comma-separated list of integers"),
+])
+def test_a_bad_flag_is_refused_before_torch_is_imported(argv, message):
     probe = ("import runpy, sys\n"
-             "sys.argv = ['lora_core', '--rank', '0']\n"
+             f"sys.argv = ['lora_core', *{argv!r}]\n"
              "try:\n    runpy.run_module('lora_core', run_name='__main__')\n"
              "except SystemExit as stop:\n    print(stop.code, 'torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert out.stdout.split() == ["2", "False"], out
-    assert out.stderr == "error: rank must be an integer from 1 to 65,536, got 0\n"
+    assert out.stderr.startswith(message) and len(out.stderr.splitlines()) == 1, out.stderr
 
 
 @pytest.mark.parametrize("where", ["/proc/lora-explorer-x", "below-a-file"])
