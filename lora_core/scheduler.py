@@ -32,7 +32,7 @@ Estimator = Callable[[Hashable], Estimate]
 RESULTS_KEPT = 64  # finished results kept for every caller
 # A job whose estimate is over this many seconds runs in the long lane. The default preset's estimate is under
 # 1 s, the Compare page's default grid's 20 s (on the digits 60 s: each member counts the pretraining that the
-# members share); the article's preset (215 s) goes to the long lane.
+# members share); the article's preset (255 s) goes to the long lane.
 LONG_RUN_ENV = "LORA_EXPLORER_LONG_RUN_SECONDS"
 LONG_RUN_S = float(os.environ.get(LONG_RUN_ENV, 60))
 LANES = ("short", "long")
