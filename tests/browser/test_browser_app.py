@@ -65,8 +65,18 @@ def train(page) -> float:
     return elapsed
 
 
-def charts(page) -> dict[str, dict]:
-    return {c["title"]: c for c in page.evaluate(CHARTS_JS)}
+def charts(page, need: str | None = None, guard: float = 90) -> dict[str, dict]:
+    """The page's Plotly charts by title, once every chart element Streamlit placed has been drawn by Plotly
+    (on a busy machine that can come well after the script run ends) and, with `need`, once a chart whose title
+    starts with it is there; polled, with `guard` seconds only against a hang."""
+    deadline = time.monotonic() + guard
+    while True:
+        placed = page.locator('[data-testid="stPlotlyChart"]').count()
+        drawn = {c["title"]: c for c in page.evaluate(CHARTS_JS)}
+        if len(drawn) >= placed and (need is None or any(t.startswith(need) for t in drawn)):
+            return drawn
+        assert time.monotonic() < deadline, f"charts not drawn after {guard:.0f} s: {list(drawn)}, {placed} placed"
+        page.wait_for_timeout(100)
 
 
 def held_out(chart: dict, phase: str) -> list[float]:
@@ -182,7 +192,7 @@ def test_tick_dora_train_and_see_its_full_rank_change_on_the_spectrum(server, pa
     screenshot(page, "playground-dora")
     nav(page, "Spectrum")
     assert page.get_by_text("non-zero singular values of 16 possible", exact=False).count() == 2  # both layers
-    delta = charts(page)["layer1: singular values of ΔW"]
+    delta = charts(page, need="layer1: singular values of ΔW")["layer1: singular values of ΔW"]
     factored = next(t["y"] for t in delta["data"] if t["name"].startswith("s·B·A from the factors"))
     assert len(factored) == 2
     screenshot(page, "spectrum-dora")
@@ -221,8 +231,7 @@ def test_upload_an_adapter_to_the_inspector(server, page, tmp_path):
         [str(folder / "adapter_model.safetensors"), str(folder / "adapter_config.json")])
     page.get_by_text("Adapter parameters").first.wait_for(timeout=60_000)
     settle(page)
-    figs = charts(page)
-    spectra = figs["Singular values of ΔW = s·B·A"]
+    spectra = charts(page, need="Singular values of ΔW = s·B·A")["Singular values of ΔW = s·B·A"]
     assert {t["name"] for t in spectra["data"]} == {"layer1", "layer2"}
     assert all(len(t["y"]) == 3 for t in spectra["data"])
     screenshot(page, "inspector")
@@ -256,14 +265,15 @@ def test_digits_choose_the_task_train_and_see_accuracy_and_the_sample_grid(serve
     screenshot(page, "playground-digits")
     report(page.artifacts, f"default digits run in the browser: {seconds:.2f} s")
     nav(page, "Spectrum")
-    assert "layer3: singular values of ΔW" in charts(page)
+    assert "layer3: singular values of ΔW" in charts(page, need="layer3: singular values of ΔW")
     screenshot(page, "spectrum-digits")
     assert_clean(page)
     nav(page, "Compare")  # the session's settings (the digits) with the default grid
     page.get_by_role("button", name="Run").click()
     page.get_by_text("members in", exact=False).first.wait_for(timeout=120_000)
     settle(page)
-    by_rank = charts(page)["Held-out accuracy of the merged model against rank"]
+    by_rank = charts(page, need="Held-out accuracy of the merged model")[
+        "Held-out accuracy of the merged model against rank"]
     shifted = next(t["y"] for t in by_rank["data"] if t["name"] == "LoRA α=1, shifted")
     assert len(shifted) == 4 and shifted[-1] > shifted[0]  # ranks 1, 2, 4, 8: more rank, more recovered
     screenshot(page, "compare-digits")
