@@ -3,44 +3,12 @@ included), multiply-adds that scale with the work, and this server's limits for 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from lora_core.budget import APP_RUN_MACS, APP_RUN_SECONDS, SECONDS_PER_STEP, check, estimate
 from lora_core.config import ConfigError, preset
+from tests.peak_memory import peak_bytes
 
-ROOT = Path(__file__).resolve().parents[1]
-# Peak RSS from /proc (VmHWM), reset to the current RSS just before the run; getrusage's ru_maxrss is no use
-# here, since a child inherits its parent's (pytest's) peak across fork and exec.
-# A script's start: the config from argv[1] (JSON), torch warmed up, `kib(field)` read from /proc/self/status.
-# (tests/test_sweep_fast.py starts its own script with it too.)
-PEAK_RSS_PREAMBLE = """
-import json, os, sys
-os.environ["LORA_EXPLORER_CACHE"] = "off"
-from lora_core.config import preset
-from lora_core.experiment import run_experiment
-from lora_core.training import warm_up
-
-def kib(field):
-    return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024
-
-warm_up()
-config = preset("default", **json.loads(sys.argv[1]))
-"""
-# One process per shape, as a server's first run of it: a process that has run other shapes may keep freed memory
-# that a later run reuses without growing, and then seems smaller than it is. VmHWM is reset to the current RSS
-# just before the run.
-MEASURE = PEAK_RSS_PREAMBLE + """
-import time
-open("/proc/self/clear_refs", "w").write("5")
-before, start = kib("VmRSS"), time.perf_counter()
-run_experiment(config)
-print(kib("VmHWM") - before, f"{time.perf_counter() - start:.1f}")  # bytes, seconds
-"""
 ARTICLE = dict(rank=1, alpha=1.0, init="gaussian", n_samples=10_000, n_eval=2_000, d_in=1001, hidden=1000,
                d_out=1000, batch_size=128, lr=1e-3)  # the article preset's shapes (at 1 epoch each, below)
 SHAPES = {
@@ -63,16 +31,10 @@ SHAPES = {
 def peaks() -> dict[str, int]:
     """Each shape's measured peak (bytes above the RSS before its run) at 1 epoch of each phase, one after
     another (two at once would slow torch's threads many times over on two cores)."""
-    measured, seconds = {}, {}
-    for name, settings in SHAPES.items():
-        out = subprocess.run([sys.executable, "-c", MEASURE, json.dumps({**settings, "pretrain_epochs": 1,
-                                                                          "epochs": 1})],
-                             capture_output=True, text=True, cwd=ROOT, timeout=600)  # a hang guard
-        assert out.returncode == 0, out.stderr[-2000:]
-        peak, took = out.stdout.split()
-        measured[name], seconds[name] = int(peak), float(took)
-    print("seconds per shape:", seconds)
-    return measured
+    measured = peak_bytes({name: ("experiment", {**settings, "pretrain_epochs": 1, "epochs": 1})
+                           for name, settings in SHAPES.items()})
+    print("seconds per shape:", {name: seconds for name, (_, seconds) in measured.items()})
+    return {name: peak for name, (peak, _) in measured.items()}
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))

@@ -3,9 +3,6 @@ zero, a diverging member stops alone, cancellation stops the batch, and the esti
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ from lora_core.config import preset
 from lora_core.experiment import finetune, prepared, run_experiment
 from lora_core.fast import base_activations
 from lora_core.sweep import members, request, run_sweep, sweep_estimate
-from tests.test_budget import PEAK_RSS_PREAMBLE
+from tests.peak_memory import peak_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,23 +118,10 @@ def test_progress_comes_once_per_member_and_epoch():
     assert all(m.path == "fast-batched" and m.timings["finetune_s"] > 0 for m in sweep.members)
 
 
-MEASURE = PEAK_RSS_PREAMBLE + """
-from lora_core.sweep import run_sweep
-run_experiment(config.replace(rank=1))  # the base, cached in memory, and the lazy initialisations
-open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM to the current RSS
-before = kib("VmRSS")
-run_sweep(config, ranks=(100, 150, 200), methods=("lora", "rslora", "pissa", "olora"))
-print(kib("VmHWM") - before)
-"""
-
-
 def test_the_sweep_estimate_covers_the_batched_fast_path():
     """Twelve wide members (PiSSA's and OLoRA's at twice their rank) train at once: their buffers are counted."""
     settings = dict(d_in=400, hidden=400, d_out=400, n_samples=2000, n_eval=500, pretrain_epochs=1, epochs=1)
-    out = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(settings)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    measured = int(out.stdout.strip())
+    measured, _ = peak_bytes({"sweep": ("sweep", settings)})["sweep"]
     req = request(preset("default", **settings), ranks=(100, 150, 200), methods=("lora", "rslora", "pissa", "olora"))
     configs = [c for _, c in members(req)]
     expected = sweep_estimate(req).bytes
