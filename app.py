@@ -4,7 +4,7 @@ import streamlit as st
 
 from lora_core.analysis import full_param_count, lora_param_count
 from lora_core.devices import describe_device, pick_device
-from ui.navigation import page
+from ui.navigation import link, page
 
 page("Home")
 st.title("LoRA Explorer")
@@ -30,27 +30,24 @@ st.markdown(rf"""
 st.markdown("### The article's story in four steps")
 steps = st.columns(4)
 story = [
-    ("pages/1_Playground.py", "1 · Pretrain", ("A two-layer linear model learns $y = x\\theta$ until its loss is "
+    ("Playground", "1 · Pretrain", ("A two-layer linear model learns $y = x\\theta$ until its loss is "
      "near zero.")),
-    ("pages/1_Playground.py", "2 · Shift", ("The task changes to $\\theta + 1$: the base model's loss on the "
+    ("Playground", "2 · Shift", ("The task changes to $\\theta + 1$: the base model's loss on the "
      "shifted data jumps by orders of magnitude.")),
-    ("pages/2_Parameters.py", "3 · Adapt cheaply", ("A rank-1 adapter trains $(d + k)\\,r$ parameters, a tiny "
+    ("Parameters", "3 · Adapt cheaply", ("A rank-1 adapter trains $(d + k)\\,r$ parameters, a tiny "
      "fraction of $d k$, and the loss falls again.")),
-    ("pages/3_Spectrum.py", "4 · Merge", ("The shift is one direction, ΔW has rank r, and the merged model "
+    ("Spectrum", "4 · Merge", ("The shift is one direction, ΔW has rank r, and the merged model "
      "matches the adapter. Compare runs on the Runs page.")),
 ]
 for column, (target, title, text) in zip(steps, story, strict=True):
     with column.container(border=True):
         st.markdown(f"**{title}**\n\n{text}")
-        st.page_link(target, label=f"Open {target.split('_', 1)[1].removesuffix('.py')}",
-                     icon=":material/arrow_forward:")
-st.page_link("pages/4_Runs.py", label="Runs: every run of this session, overlaid and downloadable",
-             icon=":material/table_chart:")
+        link(target, f"Open {target}", icon=":material/arrow_forward:")
+link("Runs", "Runs: every run of this session, overlaid and downloadable")
 st.markdown("**Beyond the article.** Does it hold for a real network on real data? Choose the task "
             "*handwritten digits* on the Playground: a small ReLU network learns scikit-learn's 8×8 digits, then "
             "meets rotated, mirrored, inverted, noisy or scrambled digits, or classes it never saw.")
-st.page_link("pages/1_Playground.py", label="Playground with the digits", query_params={"preset": "digits"},
-             icon=":material/draw:")
+link("Playground", "Playground with the digits", query_params={"preset": "digits"}, icon=":material/draw:")
 
 st.markdown(f"**Training runs on:** `{describe_device(pick_device('auto'))}` "
             "(a GPU if this server has one, else Apple MPS, else the CPU).")

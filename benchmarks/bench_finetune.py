@@ -38,10 +38,10 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lora_core import analysis, cache, fast
+from lora_core.attach import add_lora
 from lora_core.config import preset
 from lora_core.devices import pick_device
 from lora_core.experiment import finetune, pretrain, run_experiment
-from lora_core.layers import add_lora
 from lora_core.model import TARGETS
 from lora_core.results import PhaseHistory
 from lora_core.tasks import make_tasks, rng

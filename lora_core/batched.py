@@ -6,7 +6,7 @@ the one it would get alone.
 Every LoRA method of a sweep fits: rsLoRA is a per-member scaling, LoRA+ a per-member learning rate of B (and of
 DoRA's magnitudes, as PEFT groups them), DoRA a per-member row scaling (identity for the others), PiSSA and OLoRA
 a per-member residual base. Each member starts from exactly the factors and base its single run builds
-(layers.add_lora), sees the same mini-batches (training.batches), and follows torch.optim.Adam's update; only
+(attach.add_lora), sees the same mini-batches (training.batches), and follows torch.optim.Adam's update; only
 float rounding differs from its single run (tests/test_sweep.py: final losses to 1e-4 relative).
 
 Batching pays where a step's fixed cost (Python, autograd, dispatch) dominates, that is for small layers:
@@ -26,11 +26,11 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
+from .attach import adapted
 from .config import BYTES_PER_ITEM, ExperimentConfig
 from .devices import threads_for
 from .dora import DoRALinear
 from .fast import BETA1, BETA2, EPS
-from .layers import adapted
 from .model import TARGETS
 from .paths import choose_path
 from .results import PhaseHistory, Progress

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from . import analysis, cache, fast, variants
+from .attach import adapted, merge_lora
 from .batched import Trained
 from .budget import has_floor
 from .config import ExperimentConfig
@@ -28,7 +29,7 @@ from .devices import (
     threads_for,
 )
 from .export import save_adapter
-from .layers import LoRALinear, adapted, merge_lora
+from .layers import LoRALinear
 from .paths import TRAINERS, choose_path
 from .results import LOSS_KEYS, ExperimentResult, LayerSpectra, PhaseHistory
 from .task_kinds import kind

@@ -22,9 +22,9 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from .attach import lora_layers
 from .config import INITS_FROM_WEIGHTS
 from .dora import DoRALinear
-from .layers import lora_layers
 from .variants import peft_flags
 
 ADAPTER_CONFIG = "adapter_config.json"

@@ -31,11 +31,12 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
+from .attach import adapted
 from .batched import Trained
 from .config import BYTES_PER_ITEM, INITS_FROM_WEIGHTS, ExperimentConfig
 from .devices import cpu_threads
 from .fast import BETA2, EPS, EVAL_ROWS, advance_moments, base_activations
-from .layers import LoRALinear, adapted
+from .layers import LoRALinear
 from .model import TARGETS
 from .paths import choose_path
 from .results import PhaseHistory, Progress

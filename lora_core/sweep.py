@@ -22,11 +22,11 @@ import torch
 import torch.nn as nn
 
 from . import analysis, batched, fast_batched, variants
+from .attach import lora_layers
 from .budget import Estimate, estimate
 from .config import ConfigError, ExperimentConfig, check_methods
 from .devices import cpu_threads, pick_device
 from .experiment import prepared, run_experiment
-from .layers import lora_layers
 from .model import TARGETS
 from .results import LOSS_KEYS, ExperimentResult, Progress
 

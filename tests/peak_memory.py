@@ -4,8 +4,9 @@ One helper process imports torch and pays its lazy initialisation once, then for
 starts with a clean heap of its own, as a fresh process would, without paying the 5-7 s of imports and warm-up
 that twelve fresh processes cost one after another. A child maps the file pages it touches (torch's libraries)
 into its own page table afresh, so it counts a few MiB of code pages that a fresh process had mapped at import:
-over the budget test's shapes its peak was within 13 MiB of a fresh process's, 4 MiB above it for the digits. A process that had run other shapes could instead reuse
-their freed memory without growing and seem smaller than it is.
+over the budget test's shapes its peak was within 13 MiB of a fresh process's, 4 MiB above it for the digits.
+(One process running every shape in turn would not do: a later run reuses the earlier runs' freed memory
+without growing, and seems smaller than it is.)
 
 Peak RSS comes from /proc (VmHWM), reset to the current RSS just before the run; getrusage's ru_maxrss is no use
 here, since a child inherits its parent's peak across fork.

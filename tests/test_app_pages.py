@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from lora_core.analysis import direction_count, full_param_count, lora_param_count
 from lora_core.config import PRESETS, preset
+from ui.navigation import PAGES
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 120  # AppTest's default is 3 s; a run trains a model
@@ -63,6 +64,14 @@ def test_home_explains_lora_links_the_pages_and_names_the_device():
     assert "B A x" in text and "(d + k)" in text
     assert "Training runs on:" in text and ("cpu" in text or "cuda" in text or "mps" in text)
     assert {p.proto.page for p in at.main.get("page_link")} == {"Playground", "Parameters", "Spectrum", "Runs"}
+
+
+def test_the_page_table_is_every_page_file_in_its_order():
+    """ui/navigation.PAGES is where the pages are declared: one entry per script, in the files' order."""
+    root = Path(__file__).resolve().parents[1]
+    files = ["app.py", *sorted(str(p.relative_to(root)) for p in (root / "pages").glob("*.py"))]
+    assert [p.path for p in PAGES.values()] == files
+    assert all(p.path.endswith(f"_{p.label}.py") for p in list(PAGES.values())[1:])  # its URL path is its label
 
 
 # ---- Playground ---------------------------------------------------------------------------------------------

@@ -64,8 +64,8 @@ def test_the_command_line_trains_on_the_gpu(device):
 def test_an_adapter_trained_on_the_gpu_loads_on_the_cpu(tmp_path):
     from safetensors.torch import load_file
 
+    from lora_core.attach import add_lora
     from lora_core.export import load_base_weights
-    from lora_core.layers import add_lora
     from lora_core.model import TARGETS, TwoLayerLinear
     from lora_core.tasks import make_tasks
     from lora_core.training import mse

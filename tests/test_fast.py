@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from lora_core import fast
+from lora_core.attach import add_lora, merge_lora
 from lora_core.config import ConfigError, preset
 from lora_core.experiment import finetune, pretrain, run_experiment
-from lora_core.layers import add_lora, merge_lora
 from lora_core.model import TARGETS, TwoLayerLinear
 from lora_core.paths import choose_path
 from lora_core.tasks import make_tasks, rng

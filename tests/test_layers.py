@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lora_core.layers import LoRALinear, add_lora, lora_layers, merge_lora
+from lora_core.attach import add_lora, lora_layers, merge_lora
+from lora_core.layers import LoRALinear
 from lora_core.model import TwoLayerLinear
 
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from lora_core import analysis
+from lora_core.attach import merge_lora
 from lora_core.config import ConfigError, preset
 from lora_core.experiment import finetune, pretrain, run_experiment
-from lora_core.layers import merge_lora
 from lora_core.tasks import make_tasks
 from lora_core.training import mse
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from lora_core import analysis, fast
+from lora_core.attach import add_lora, lora_layers, merge_lora
 from lora_core.config import ConfigError, preset
 from lora_core.experiment import finetune, pretrain, run_experiment
 from lora_core.export import load_base_weights, save_adapter
-from lora_core.layers import add_lora, lora_layers, merge_lora
 from lora_core.model import TARGETS, TwoLayerLinear
 from lora_core.paths import choose_path
 from lora_core.tasks import make_tasks, rng

@@ -18,20 +18,14 @@ from pathlib import Path
 import pytest
 
 from lora_core.cache import CACHE_ENV
+from tests.artifacts import ARTIFACTS
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", ROOT / "test-artifacts"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Opening a deep link (/Playground) makes the frontend probe /Playground/_stcore/... first: two harmless 404s.
 HARMLESS = ("/_stcore/health", "/_stcore/host-config")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _fresh_timings():
-    """timings.txt holds this run's measured figures only (server_probe.report appends to it)."""
-    (ARTIFACTS / "timings.txt").unlink(missing_ok=True)
 
 
 def pytest_collection_modifyitems(items):
