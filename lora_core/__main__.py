@@ -1,6 +1,6 @@
 import sys
 
-from .cli_args import precheck
+from .cli.args import precheck
 
 # Flags are checked before the library (and torch, 5-9 s to load here) is imported, so a typo is answered at once.
 try:
@@ -10,7 +10,7 @@ except KeyboardInterrupt:
 if code is not None:
     sys.exit(code)
 
-from .cli import main
+from .cli.main import main
 
 try:
     sys.exit(main())

@@ -11,6 +11,7 @@ import torch.nn as nn
 from . import svd_memo
 from .config import BYTES_PER_ITEM, ExperimentConfig
 from .results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts
+from .task_kinds import kind
 from .tasks import low_rank_factors, rng, shift_delta
 
 
@@ -54,8 +55,6 @@ def param_counts(shapes: dict[str, tuple[int, int]], rank: int, use_dora: bool =
 
 def config_param_counts(config: ExperimentConfig) -> ParamCounts:
     """`param_counts` of a config's model: every layer, adapters on the layers its task adapts."""
-    from .task_kinds import kind  # task_kinds builds on the tasks this module imports
-
     task = kind(config)
     return param_counts(task.layer_shapes(config), config.rank, config.use_dora, task.targets(config),
                         biases=task.biases)

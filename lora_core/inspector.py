@@ -12,11 +12,14 @@ else from the shapes with α = r assumed, and the report says so.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import re
+import zipfile
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -197,9 +200,6 @@ def from_files(files: dict[str, bytes], max_bytes: int = MAX_BYTES) -> AdapterRe
 
 
 def _unzip(data: bytes, max_bytes: int) -> dict[str, bytes]:
-    import io
-    import zipfile
-
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         wanted = [i for i in archive.infolist() if not i.is_dir()]
@@ -212,8 +212,6 @@ def _unzip(data: bytes, max_bytes: int) -> dict[str, bytes]:
 
 def from_path(path: str, max_bytes: int = MAX_BYTES) -> AdapterReport:
     """The report of a folder holding adapter_model.safetensors (and adapter_config.json), or of one file."""
-    from pathlib import Path
-
     source = Path(path)
     if source.is_dir():
         names = [source / WEIGHTS_NAME, source / CONFIG_NAME]

@@ -23,6 +23,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
+import torch
+
 from .budget import Estimate, estimate
 from .config import ExperimentConfig
 from .results import ExperimentResult, Progress
@@ -59,8 +61,6 @@ def default_workers() -> int:
     process share Python's GIL, and one run at a time finishes every run sooner than many at once."""
     if os.environ.get("LORA_EXPLORER_WORKERS"):
         return max(1, int(os.environ["LORA_EXPLORER_WORKERS"]))
-    import torch
-
     if torch.cuda.is_available():
         return torch.cuda.device_count()
     return max(1, (os.cpu_count() or 2) // 2)

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from lora_core.cli import main
+from lora_core.cli.main import main
 from lora_core.model import TwoLayerLinear
 
 SMALL = ["--n-samples", "256", "--n-eval", "128", "--d-in", "12", "--hidden", "10", "--d-out", "8",
@@ -100,7 +100,7 @@ def test_bad_input_in_a_real_process_prints_no_traceback():
 def test_a_gpu_out_of_memory_is_one_line_saying_what_to_change(monkeypatch, capsys):
     import torch
 
-    from lora_core import cli
+    from lora_core.cli import run_command as cli
 
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")

@@ -11,10 +11,10 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from .cli import error_line
-from .cli_args import EXIT_BAD_INPUT, config_from, csv_text, open_output, sweep_grid, sweep_parser
-from .config import ConfigError
-from .sweep import SweepProgress, member_name, members, request, row_fields, rows, run_request
+from ..config import ConfigError
+from ..sweep import SweepProgress, member_name, members, request, row_fields, rows, run_request
+from .args import EXIT_BAD_INPUT, config_from, csv_text, open_output, sweep_grid, sweep_parser
+from .run_command import error_line
 
 
 def sweep_main(argv: list[str]) -> int:

@@ -12,9 +12,9 @@ import argparse
 import json
 import sys
 
-from .cli_args import EXIT_BAD_INPUT, Parser, csv_text, open_output
-from .config import ConfigError
-from .inspector import CSV_FIELDS, MAX_BYTES, AdapterError, AdapterReport, from_path, rows
+from ..config import ConfigError
+from ..inspector import CSV_FIELDS, MAX_BYTES, AdapterError, AdapterReport, from_path, rows
+from .args import EXIT_BAD_INPUT, Parser, csv_text, open_output
 
 
 def build_parser() -> argparse.ArgumentParser:

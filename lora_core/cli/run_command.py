@@ -1,8 +1,8 @@
-"""`python -m lora_core`: run one experiment from the command line and write its result as JSON.
+"""`python -m lora_core [flags]`: run one experiment from the command line and write its result as JSON.
 
 Every configuration field is a flag (`shift_scale` -> `--shift-scale`), so the CLI, the app's URL and the
 JSON's `config` share one set of names. Bad input exits with status 2 and one line; never a traceback. The flags
-themselves are read and checked in cli_args.py, which needs no torch (`python -m lora_core` refuses a bad value
+themselves are read and checked in args.py, which needs no torch (`python -m lora_core` refuses a bad value
 before torch loads).
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .cli_args import EXIT_BAD_INPUT, build_parser, config_from, open_output
-from .config import ConfigError, ExperimentConfig
-from .experiment import run_experiment
-from .results import Progress
+from ..config import ConfigError, ExperimentConfig
+from ..experiment import run_experiment
+from ..results import Progress
+from .args import EXIT_BAD_INPUT, build_parser, config_from, open_output
 
 
 def _print_progress(p: Progress) -> None:
@@ -54,16 +54,8 @@ def error_line(error: BaseException) -> str:
     return f"error: {type(error).__name__}: {text}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["sweep"]:
-        from .sweep_cli import sweep_main
-
-        return sweep_main(argv[1:])
-    if argv[:1] == ["inspect"]:
-        from .inspector_cli import inspect_main
-
-        return inspect_main(argv[1:])
+def run_main(argv: list[str]) -> int:
+    """`python -m lora_core [flags]`: one run; exit status 0 when it ended ok, 1 when not, 2 for bad input."""
     args = build_parser().parse_args(argv)
     out = None
     try:

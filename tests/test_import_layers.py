@@ -1,0 +1,101 @@
+"""lora_core in layers: a module imports only from its own layer or a lower one, never inside a function, and no
+imports go round in a circle. Built from the source with `ast`, so an import hidden in a function counts too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lora_core"
+
+# Lowest first. What each layer holds: README's module table.
+LAYERS: tuple[tuple[str, set[str]], ...] = (
+    ("settings and records, no torch", {"config", "results", "cli.args"}),
+    ("maths, models and adapter layers", {"devices", "svd_memo", "inits", "variants", "tasks", "model", "mlp",
+                                          "layers", "dora"}),
+    ("tasks and training", {"training", "digits", "task_kinds", "fast", "attach", "paths", "batched",
+                            "fast_batched", "cache"}),
+    ("measuring and costing", {"analysis", "budget", "export", "inspector"}),
+    ("runs", {"experiment", "sweep", "scheduler"}),
+    ("entry points", {"", "cli", "cli.main", "cli.run_command", "cli.sweep_command", "cli.inspect_command",
+                      "__main__"}),
+)
+# The imports still made inside a function, each upward: validating a config needs the tasks' layer shapes, the
+# trainers' rule and the memory estimate, which all build on config itself. The last circle to take apart.
+LAZY_LEFT = {("config", "budget"), ("config", "paths"), ("config", "task_kinds"), ("config", "variants")}
+
+
+def _name(path: Path) -> str:
+    """'lora_core/cli/args.py' -> 'cli.args'; the package's own __init__ -> ''."""
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_module(name: str) -> bool:
+    base = PACKAGE.joinpath(*name.split(".")) if name else PACKAGE
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def _imports(path: Path) -> set[str]:
+    """The lora_core modules `path` imports, at the top or inside a function ('' is the package itself)."""
+    module = _name(path)
+    package = [p for p in (module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]) if p]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[:len(package) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+            found |= {t if _is_module(t) else ".".join(base) for t in (".".join([*base, a.name]) for a in node.names)}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lora_core"):
+            found.add(node.module.removeprefix("lora_core").removeprefix("."))
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("lora_core").removeprefix(".") for a in node.names
+                      if a.name.startswith("lora_core")}
+    return found - {module}
+
+
+def graph() -> dict[str, set[str]]:
+    return {_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
+
+
+def test_every_module_has_a_layer():
+    placed = [m for _, members in LAYERS for m in members]
+    assert len(placed) == len(set(placed)), "a module in two layers"
+    assert set(placed) == set(graph()), f"not placed: {set(graph()) - set(placed)}; gone: {set(placed) - set(graph())}"
+
+
+def test_imports_go_down_or_stay_in_their_layer():
+    layer = {m: i for i, (_, members) in enumerate(LAYERS) for m in members}
+    upward = [(m, t) for m, targets in graph().items() for t in targets
+              if layer[t] > layer[m] and (m, t) not in LAZY_LEFT]
+    assert upward == [], "imports from a higher layer: " + ", ".join(f"{m} -> {t}" for m, t in upward)
+
+
+def test_no_import_inside_a_function_but_the_ones_left():
+    all_lazy = set()
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for f in ast.walk(tree):
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for n in ast.walk(f):
+                    if isinstance(n, ast.ImportFrom):  # a relative import's module, e.g. `from .budget` -> budget
+                        all_lazy.add((_name(path), (n.module or "").removeprefix("lora_core.")))
+                    elif isinstance(n, ast.Import):
+                        all_lazy |= {(_name(path), a.name) for a in n.names}
+    assert all_lazy == LAZY_LEFT
+
+
+def test_no_circle_once_the_lazy_ones_are_left_out():
+    edges = {m: {t for t in targets if (m, t) not in LAZY_LEFT} for m, targets in graph().items()}
+    state: dict[str, str] = {}
+
+    def visit(m: str, trail: tuple[str, ...]) -> None:
+        if state.get(m) == "done":
+            return
+        assert state.get(m) != "open", "a circle: " + " -> ".join((*trail, m))
+        state[m] = "open"
+        for t in sorted(edges[m]):
+            visit(t, (*trail, m))
+        state[m] = "done"
+
+    for m in sorted(edges):
+        visit(m, ())
