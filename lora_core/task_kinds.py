@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from . import digits
+from .config import DIGIT_SHIFT_LABELS, SHIFT_LABELS
 from .mlp import LAYERS, DigitsMLP, mlp_shapes
 from .model import TARGETS, TwoLayerLinear, layer_shapes
 from .tasks import Task, make_tasks
@@ -40,6 +41,8 @@ class TaskKind:
     # A few held-out inputs with both models' predictions for the pages (config, base, merged, shifted task), or
     # None where there is nothing to draw.
     samples: Callable[[Any, nn.Module, nn.Module, Task], list[dict]] | None = None
+    # The shift a run met, in words for labels (the Runs list, the Spectrum page).
+    shift_label: Callable[[Any], str] = lambda values: ""
 
     def adapted_shapes(self, values: Any) -> Shapes:
         """The shapes of the layers that get an adapter."""
@@ -58,14 +61,16 @@ TASK_KINDS: dict[str, TaskKind] = {
         layer_shapes=lambda c: layer_shapes(c.d_in, c.hidden, c.d_out),
         targets=lambda c: TARGETS,
         rows=lambda c: (c.n_samples, c.n_eval),
-        loss_name="mean squared error", classifies=False, biases=False, linear_model=True),
+        loss_name="mean squared error", classifies=False, biases=False, linear_model=True,
+        shift_label=lambda c: f"{SHIFT_LABELS[c.shift]} shift of size {c.shift_scale:g}"),
     "digits": TaskKind(
         make_tasks=digits.make_digit_tasks,
         build_model=lambda c, g: DigitsMLP(digits.PIXELS, c.hidden, digits.CLASSES, g, _dtype(c)),
         layer_shapes=lambda c: mlp_shapes(digits.PIXELS, c.hidden, digits.CLASSES),
         targets=lambda c: tuple(LAYERS[int(i) - 1] for i in c.layers.split(",")),
         rows=lambda c: digits.split_sizes(len(digits.load()[1])),
-        loss_name="cross-entropy", classifies=True, biases=True, linear_model=False, samples=digits.sample_grid),
+        loss_name="cross-entropy", classifies=True, biases=True, linear_model=False, samples=digits.sample_grid,
+        shift_label=lambda c: f"digits {DIGIT_SHIFT_LABELS[c.digits_shift]}"),
 }
 
 

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from lora_core.analysis import direction_count, factored_gap
-from lora_core.config import DIGIT_SHIFT_LABELS, SHIFT_LABELS, make_config
+from lora_core.config import make_config
 from lora_core.task_kinds import TASK_KINDS
 from lora_core.variants import delta_kind, method_name
 from ui import figures, session
@@ -26,8 +26,7 @@ rank = config.rank if config.method == "lora" else None
 kind = delta_kind(config)
 shapes = TASK_KINDS[config.task].layer_shapes(config)
 model = " → ".join(str(n) for n in [next(iter(shapes.values()))[0], *(d_out for _, d_out in shapes.values())])
-task = (f"{SHIFT_LABELS[config.shift]} shift of size {config.shift_scale:g}"
-        if TASK_KINDS[config.task].linear_model else f"digits {DIGIT_SHIFT_LABELS[config.digits_shift]}")
+task = TASK_KINDS[config.task].shift_label(config)
 st.markdown(f"Last run: {method_name(config)}, r = {config.rank}, α = {config.alpha:g}, {task}, model {model}. "
             "ΔW is always W_merged − W with W the pretrained weight. " + figures.DELTA_INTRO[kind])
 

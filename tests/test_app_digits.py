@@ -76,6 +76,8 @@ def test_spectrum_and_parameters_pages_follow_the_digits_model(digits_run):
     assert [t for t in titles if "singular values of ΔW" in t] == [f"{layer}: singular values of ΔW"
                                                                    for layer in ("layer1", "layer2", "layer3")]
     assert any("model 64 → 64 → 64 → 10" in m.value for m in at.markdown)
+    session = at.session_state["lora_explorer"]
+    assert session.last_run == "#1 r=4 α=8 digits rotated"  # the digits' shift names the run, not θ's
     at.switch_page("pages/2_Parameters.py").run()
     assert not at.exception
     assert any("64 → 64 → 64 → 10" in m.value for m in at.markdown)

@@ -11,9 +11,10 @@ from typing import Any
 
 import streamlit as st
 
-from lora_core.config import SHIFT_LABELS
+from lora_core.config import make_config
 from lora_core.results import ExperimentResult
 from lora_core.sweep import SweepResult
+from lora_core.task_kinds import kind
 
 from .settings import preset_settings
 
@@ -37,8 +38,8 @@ class Session:
         """Make `result` the last run and add it to the runs (once per distinct config)."""
         label = next((k for k, r in self.runs.items() if r.config == result.config), None)
         if label is None:
-            c = result.config
-            label = f"#{len(self.runs) + 1} r={c['rank']} α={c['alpha']:g} {SHIFT_LABELS[c['shift']]}"
+            c = make_config(**result.config)
+            label = f"#{len(self.runs) + 1} r={c.rank} α={c.alpha:g} {kind(c).shift_label(c)}"
             self.runs[label] = result
         self.last_run = label
 
