@@ -11,12 +11,17 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import variants
-from .config import BYTES_PER_ITEM, INITS_FROM_WEIGHTS, ConfigError, ExperimentConfig
-from .paths import choose_path
-from .task_kinds import kind
-from .training import EVAL_CHUNK
+from .choices import BYTES_PER_ITEM, INITS_FROM_WEIGHTS, ConfigError
+from .path_rule import choose_path
+from .task_specs import spec
+
+if TYPE_CHECKING:
+    from .config import ExperimentConfig
+
+EVAL_CHUNK = 8192  # held-out rows evaluated at a time (training.py), so a large held-out set fits in memory
 
 # Limits a run of the app must stay under; whoever starts the server may change them. The CLI keeps only the
 # configuration's own memory limit (config.MEMORY_LIMIT_BYTES).
@@ -158,7 +163,7 @@ DIGITS_LOAD_BYTES = 9 * 2**20
 def _digits_estimate(config: ExperimentConfig) -> Estimate:
     """The digits task's estimate: 1,797 images of 64 pixels, a ReLU network on the autograd path."""
     c = config
-    task = kind(c)
+    task = spec(c)
     item = BYTES_PER_ITEM[c.dtype]
     train_rows, eval_rows = task.rows(c)
     rows = train_rows + eval_rows
@@ -191,7 +196,7 @@ FLOOR_MAX_ELEMENTS = 4096 * 4096  # the floor needs a dense d_out x d_in SVD: no
 def has_floor(config: ExperimentConfig) -> bool:
     """Whether a run computes its loss floor: not where its method has no bound (variants.REACH: DoRA), nor for
     maps too wide for a dense SVD."""
-    bounded = kind(config).linear_model and variants.REACH[variants.delta_kind(config)](config) is not None
+    bounded = spec(config).linear_model and variants.REACH[variants.delta_kind(config)](config) is not None
     return bounded and config.d_in * config.d_out <= FLOOR_MAX_ELEMENTS
 
 

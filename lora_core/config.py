@@ -9,64 +9,44 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Choices, written once and imported wherever a widget, flag or check needs them.
-TASKS = ("linear", "digits")  # task_kinds.py: the data, model and loss of each
-TASK_LABELS = {"linear": "linear regression (the article)", "digits": "handwritten digits (MLP)"}
-DIGIT_SHIFTS = ("rotated", "mirrored", "inverted", "noised", "permuted", "held_out")  # digits.py
-DIGIT_SHIFT_LABELS = {"rotated": "rotated", "mirrored": "mirrored", "inverted": "inverted", "noised": "noised",
-                      "permuted": "pixels permuted", "held_out": "classes held out"}
-# The digits network's layers an adapter goes on (mlp.LAYERS by number: input 1, hidden 2, output 3)
-LAYER_SETS = ("1,2,3", "1,2", "2,3", "1,3", "1", "2", "3")
-LAYER_SET_LABELS = {"1,2,3": "all three", "1,2": "1 and 2 (input, hidden)", "2,3": "2 and 3 (hidden, output)",
-                    "1,3": "1 and 3 (input, output)", "1": "1 (input)", "2": "2 (hidden)", "3": "3 (output)"}
-METHODS = ("lora", "full")
-METHOD_LABELS = {"lora": "LoRA (and its variants)", "full": "full fine-tuning"}
-SHIFTS = ("constant", "low_rank", "full_rank")
-SHIFT_LABELS = {"constant": "constant", "low_rank": "low-rank", "full_rank": "full-rank"}
-DEVICES = ("auto", "cpu", "cuda", "mps")
-# gaussian: the article's randn; kaiming: PEFT's kaiming_uniform(a=sqrt(5)); pissa, olora: from W (inits.py)
-INITS = ("gaussian", "kaiming", "pissa", "olora")
-INITS_FROM_WEIGHTS = ("pissa", "olora")  # start B A from W and freeze the residual W − s·B·A as the base
-INIT_LABELS = {"gaussian": "Gaussian (the article)", "kaiming": "Kaiming uniform (PEFT)",
-               "pissa": "PiSSA (top-r SVD of W)", "olora": "OLoRA (QR of W)"}
-BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True,
-             "off": False}
-DTYPES = ("float32", "float64")
-BYTES_PER_ITEM = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2}  # half precisions: Parameters page
-# A sweep's method names (`sweep --methods`, the Compare page): each a named set of the settings above.
-METHOD_SETS: dict[str, dict[str, Any]] = {
-    "lora": {"method": "lora"},
-    "rslora": {"method": "lora", "use_rslora": True},
-    "dora": {"method": "lora", "use_dora": True},
-    "pissa": {"method": "lora", "init": "pissa"},
-    "olora": {"method": "lora", "init": "olora"},
-    "loraplus": {"method": "lora", "lr_ratio": 16.0},
-    "full": {"method": "full"},
-}
-METHOD_SET_LABELS = {"lora": "LoRA", "rslora": "rsLoRA", "dora": "DoRA", "pissa": "PiSSA", "olora": "OLoRA",
-                     "loraplus": f"LoRA+ (λ = {METHOD_SETS['loraplus']['lr_ratio']:g})", "full": "full fine-tuning"}
-PATHS = ("auto", "autograd", "fast")  # which training path fine-tunes; auto picks fast when it applies
-
-# Memory a configuration may ask for before it is refused (bytes); an env var raises or lowers it.
-MEMORY_LIMIT_BYTES = int(os.environ.get("LORA_EXPLORER_MAX_BYTES", 8 * 2**30))
-MAX_DIM = 65_536
-MAX_SAMPLES = 10_000_000
-MAX_EPOCHS = 100_000
-FLOAT_MAX = 3.4e38  # a little under float32's largest finite value, 3.4028e38
-# The smallest positive setting that still does something. Every positive float scales or adds to values of
-# order 1 (an Adam step, α/r on B·A, a shift, a noise): float32 resolves about 6e-8 of a value, so anything
-# 1e-12 or more below it is lost to rounding, and below 1.2e-38 (float32's smallest normal) it becomes 0 outright
-# (1e-320 in a link is 0.0 in float32). Refused by name, rather than a run that reports "ok" and changed nothing.
-MIN_POSITIVE = 1e-12
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message says what is wrong and what is allowed."""
+# What validating a config asks of the tasks, the trainers' rule and the budget, from below (none loads torch).
+from .budget import estimate
+from .choices import (  # noqa: F401 - re-exported: every setting's choices are importable from config
+    BOOL_TEXT,
+    BYTES_PER_ITEM,
+    DEVICES,
+    DIGIT_SHIFT_LABELS,
+    DIGIT_SHIFTS,
+    DTYPES,
+    FLOAT_MAX,
+    INIT_LABELS,
+    INITS,
+    INITS_FROM_WEIGHTS,
+    LAYER_SET_LABELS,
+    LAYER_SETS,
+    MAX_DIM,
+    MAX_EPOCHS,
+    MAX_SAMPLES,
+    MEMORY_LIMIT_BYTES,
+    METHOD_LABELS,
+    METHOD_SET_LABELS,
+    METHOD_SETS,
+    METHODS,
+    MIN_POSITIVE,
+    PATHS,
+    SHIFT_LABELS,
+    SHIFTS,
+    TASK_LABELS,
+    TASKS,
+    ConfigError,
+)
+from .path_rule import choose_path
+from .task_specs import rank_limit
+from .variants import lora_scaling
 
 
 def _knob(default: Any, help: str, *, label: str | None = None, lo: float | None = None, hi: float | None = None,
@@ -186,8 +166,6 @@ class ExperimentConfig:
     @property
     def scaling(self) -> float:
         """The factor s that multiplies B A: α / r, or α / √r with rsLoRA."""
-        from .variants import lora_scaling  # variants.py builds on this module
-
         return lora_scaling(self.alpha, self.rank, self.use_rslora)
 
 
@@ -306,10 +284,6 @@ def validate(config: ExperimentConfig) -> None:
     if matters("shift_rank", config.to_dict()) and config.shift_rank > min(config.d_in, config.d_out):
         raise ConfigError(f"shift_rank must be from 1 to {min(config.d_in, config.d_out)} (min of d_in, d_out), "
                           f"got {config.shift_rank}")
-    # The path rule and the estimate build on this module's types, so they are imported here.
-    from .budget import estimate
-    from .paths import choose_path
-
     choose_path(config)  # refuses a path that cannot apply
     need = estimate(config).bytes
     if need > MEMORY_LIMIT_BYTES:
@@ -347,15 +321,6 @@ def check_value(name: str, value: Any, shown: Any = None) -> None:
         bad = not isinstance(value, str) or value not in meta["choices"]
     if bad:
         raise ConfigError(f"{name} must be {bounds_text(name)}, got {shown}")
-
-
-def rank_limit(values: Any) -> int:
-    """The largest rank the adapted layers of `values` (a config, or anything with its attributes) allow: the
-    smallest dimension of an adapted layer of its task's model."""
-    from .task_kinds import TASK_KINDS  # it builds on this module
-
-    shapes = TASK_KINDS[values.task].adapted_shapes(values)
-    return min(min(shape) for shape in shapes.values())
 
 
 def matters(name: str, values: Mapping[str, Any]) -> bool:

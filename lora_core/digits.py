@@ -21,14 +21,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ConfigError, ExperimentConfig
+from .task_specs import CLASSES, PIXELS, SIDE, split_sizes
 from .tasks import Split, Task, rng
 from .training import predictions
 
-SIDE = 8  # images are SIDE x SIDE
-PIXELS = SIDE * SIDE
-CLASSES = 10
 PIXEL_MAX = 16.0  # the data's pixel values run from 0 to 16
-TEST_FRACTION = 0.25  # of the images held out for evaluation, chosen by the seed
 DATA_FILE = ("datasets", "data", "digits.csv.gz")  # inside the scikit-learn package
 
 
@@ -100,12 +97,6 @@ SHIFT_TRANSFORMS = {
 def shifted_images(images: torch.Tensor, config: ExperimentConfig, generator: torch.Generator) -> torch.Tensor:
     """`images` [n, 64] (scaled to [0, 1]) under the config's digits shift; `generator` draws the noise."""
     return SHIFT_TRANSFORMS[config.digits_shift](images, config, generator)
-
-
-def split_sizes(n: int) -> tuple[int, int]:
-    """(training rows, held-out rows) of n images."""
-    n_eval = round(n * TEST_FRACTION)
-    return n - n_eval, n_eval
 
 
 def split_indices(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:

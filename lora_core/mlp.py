@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-LAYERS = ("layer1", "layer2", "layer3")  # input, hidden and output layer; any subset can carry an adapter
-
 
 class DigitsMLP(nn.Module):
     """x: [n, d_in] -> layer1 -> ReLU -> layer2 -> ReLU -> layer3 -> logits [n, classes].
@@ -30,7 +28,3 @@ class DigitsMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer3(torch.relu(self.layer2(torch.relu(self.layer1(x)))))
 
-
-def mlp_shapes(d_in: int, hidden: int, classes: int) -> dict[str, tuple[int, int]]:
-    """{layer name: (d_in, d_out)} of the three layers."""
-    return {"layer1": (d_in, hidden), "layer2": (hidden, hidden), "layer3": (hidden, classes)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-TARGETS = ("layer1", "layer2")  # the layers the experiment adapts
+from .task_specs import LINEAR_LAYERS as TARGETS  # noqa: F401 - the layers the experiment adapts
 
 
 class TwoLayerLinear(nn.Module):
@@ -29,7 +29,3 @@ class TwoLayerLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer2(self.layer1(x))
 
-
-def layer_shapes(d_in: int, hidden: int, d_out: int) -> dict[str, tuple[int, int]]:
-    """{layer name: (d_in, d_out)} of the two layers."""
-    return {"layer1": (d_in, hidden), "layer2": (hidden, d_out)}

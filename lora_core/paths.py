@@ -1,36 +1,9 @@
-"""Which fine-tuning path runs: one table of paths and one function that holds every rule for choosing.
-
-Both paths follow the same trajectory (same batches, same Adam, same losses; tests/test_fast.py): `fast` is
-the article's model with hand-written gradients (fast.py), `autograd` any model (training.py).
-"""
+"""The fine-tuning paths as one table; path_rule.choose_path picks one for a config."""
 
 from __future__ import annotations
 
-from . import variants
-from .config import ConfigError, ExperimentConfig
 from .fast import train_fast
-from .task_kinds import kind
+from .path_rule import choose_path  # noqa: F401 - the rule, re-exported beside the table it chooses from
 from .training import train
 
 TRAINERS = {"autograd": train, "fast": train_fast}
-
-
-def choose_path(config: ExperimentConfig) -> str:
-    """The path that fine-tunes `config`: 'fast' where it applies and was not ruled out, else 'autograd'.
-
-    The fast path applies to LoRA on both layers of the linear task's two-layer model with every variant it stays
-    exact with (variants.VARIANTS: all but DoRA); fast.applies checks the built model again. `path fast` where it
-    does not apply raises ConfigError.
-    """
-    excluded = variants.not_fast(config)
-    linear_model = kind(config).linear_model
-    fast_applies = config.method == "lora" and not excluded and linear_model
-    if config.path == "fast" and not linear_model:
-        raise ConfigError(f"path 'fast' applies only to the linear task's model, not to task {config.task!r}; "
-                          "use path auto or autograd")
-    if config.path == "fast" and config.method != "lora":
-        raise ConfigError(f"path 'fast' applies only to method 'lora', not {config.method!r}; "
-                          "use path auto or autograd")
-    if config.path == "fast" and excluded:
-        raise ConfigError(f"path 'fast' does not apply to {' or '.join(excluded)}; use path auto or autograd")
-    return "fast" if fast_applies and config.path != "autograd" else "autograd"

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .budget import EVAL_CHUNK
 from .results import PhaseHistory, Progress
 from .tasks import Split, rng
 from .variants import optimizer_groups
@@ -26,7 +27,6 @@ CancelCheck = Callable[[], bool]
 # One epoch of a path: given the epoch's mini-batches (index tensors on the data's device), train on them and
 # return the epoch's mean training loss.
 EpochStep = Callable[[Iterable[torch.Tensor]], float]
-EVAL_CHUNK = 8192  # held-out rows evaluated at a time, so a large held-out set fits in memory
 
 
 class Cancelled(Exception):

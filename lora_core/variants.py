@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
+from .choices import INITS_FROM_WEIGHTS, METHOD_SET_LABELS, METHOD_SETS  # noqa: F401 - re-exported
 
-from .config import INITS_FROM_WEIGHTS, METHOD_SET_LABELS, METHOD_SETS  # noqa: F401 - re-exported
+if TYPE_CHECKING:  # types only: variants.py needs no torch, so that validating a config does not load it
+    import torch.nn as nn
 
-if TYPE_CHECKING:
     from .config import ExperimentConfig
 
 

@@ -17,6 +17,7 @@ from lora_core.export import load_base_weights
 from lora_core.mlp import DigitsMLP
 from lora_core.results import ExperimentResult
 from lora_core.task_kinds import kind
+from lora_core.task_specs import N_IMAGES, TEST_FRACTION
 
 
 def test_the_data_is_scikit_learns_digits():
@@ -25,13 +26,14 @@ def test_the_data_is_scikit_learns_digits():
     reference = load_digits()
     images, labels = digits.load()
     assert images.shape == (1797, 64) and labels.shape == (1797,)
+    assert N_IMAGES == 1797  # what a config's estimate counts without reading the file
     assert torch.equal(images, torch.tensor(reference.data, dtype=torch.float64))
     assert torch.equal(labels, torch.tensor(reference.target, dtype=torch.long))
 
 
 def test_the_split_is_fixed_by_the_seed_and_covers_every_image_once():
     train, held_out = digits.split_indices(0, 1797)
-    assert len(held_out) == round(1797 * digits.TEST_FRACTION) and len(train) + len(held_out) == 1797
+    assert len(held_out) == round(1797 * TEST_FRACTION) and len(train) + len(held_out) == 1797
     assert sorted(torch.cat([train, held_out]).tolist()) == list(range(1797))
     assert torch.equal(digits.split_indices(0, 1797)[1], held_out)
     assert not torch.equal(digits.split_indices(1, 1797)[1], held_out)
