@@ -15,7 +15,7 @@ TASK_LABELS = {"linear": "linear regression (the article)", "digits": "handwritt
 DIGIT_SHIFTS = ("rotated", "mirrored", "inverted", "noised", "permuted", "held_out")  # digits.py
 DIGIT_SHIFT_LABELS = {"rotated": "rotated", "mirrored": "mirrored", "inverted": "inverted", "noised": "noised",
                       "permuted": "pixels permuted", "held_out": "classes held out"}
-# The digits network's layers an adapter goes on (mlp.LAYERS by number: input 1, hidden 2, output 3)
+# The digits network's layers an adapter goes on (task_specs.MLP_LAYERS by number: input 1, hidden 2, output 3)
 LAYER_SETS = ("1,2,3", "1,2", "2,3", "1,3", "1", "2", "3")
 LAYER_SET_LABELS = {"1,2,3": "all three", "1,2": "1 and 2 (input, hidden)", "2,3": "2 and 3 (hidden, output)",
                     "1,3": "1 and 3 (input, output)", "1": "1 (input)", "2": "2 (hidden)", "3": "3 (output)"}

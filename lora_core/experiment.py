@@ -62,7 +62,7 @@ class FineTuned(NamedTuple):
 
 def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress: ProgressCallback | None = None,
              cancel: CancelCheck | None = None, trained: Trained | None = None) -> FineTuned:
-    """Fine-tune a copy of `base` on the shifted task, on the path `paths.choose_path` picks, with the LoRA
+    """Fine-tune a copy of `base` on the shifted task, on the path `path_rule.choose_path` picks, with the LoRA
     variants the config turns on (variants.py). With `trained` (a sweep's batched fine-tune, batched.py), the
     adapter is built the same way, its trained parameters installed and its history replayed; its path is the
     batch's ('batched', 'fast-batched')."""
