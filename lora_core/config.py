@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# What validating a config asks of the tasks, the trainers' rule and the budget, from below (none loads torch).
+# All below this module, none loading torch: the rules a config is validated by (budget, path_rule, task_specs,
+# variants) and the choices its settings are declared with.
 from .budget import estimate
 from .choices import (  # noqa: F401 - re-exported: every setting's choices are importable from config
     BOOL_TEXT,

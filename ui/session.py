@@ -14,7 +14,7 @@ import streamlit as st
 from lora_core.config import make_config
 from lora_core.results import ExperimentResult
 from lora_core.sweep import SweepResult
-from lora_core.task_kinds import kind
+from lora_core.task_specs import spec
 
 from .settings import preset_settings
 
@@ -39,7 +39,7 @@ class Session:
         label = next((k for k, r in self.runs.items() if r.config == result.config), None)
         if label is None:
             c = make_config(**result.config)
-            label = f"#{len(self.runs) + 1} r={c.rank} α={c.alpha:g} {kind(c).shift_label(c)}"
+            label = f"#{len(self.runs) + 1} r={c.rank} α={c.alpha:g} {spec(c).shift_label(c)}"
             self.runs[label] = result
         self.last_run = label
 
