@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save
 
+from lora_core.cli.main import main
 from lora_core.inspector import AdapterError, effective_rank, from_files, from_path, inspect_adapter, rank_for_energy
 
 peft = pytest.importorskip("peft")
@@ -163,10 +164,12 @@ def test_inspect_command_writes_json_and_csv(tmp_path):
                                          (lambda p: (p / "x.bin").write_bytes(b"\x80\x04.") and str(p / "x.bin"),
                                           "pickle"),
                                          (lambda p: str(p), "no adapter_model.safetensors")])
-def test_inspect_command_refuses_bad_input_with_one_line(tmp_path, make, words):
-    proc = _cli(make(tmp_path))
-    assert proc.returncode == 2 and words in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+def test_inspect_command_refuses_bad_input_with_one_line(tmp_path, make, words, capsys):
+    """In this process (a real process's one-line errors: test_cli.py); the exit status is what `main` returns."""
+    code = main(["inspect", make(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_nothing_is_written_anywhere(tmp_path, monkeypatch):
