@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from lora_core.analysis import full_param_count, lora_param_count
-from lora_core.devices import describe_device, pick_device
+from lora_core.measure.analysis import full_param_count, lora_param_count
+from lora_core.training.devices import describe_device, pick_device
 from ui.navigation import link, page
 
 page("Home")

@@ -21,10 +21,10 @@ os.environ.setdefault("LORA_EXPLORER_CACHE", "off")  # every case pretrains: wha
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lora_core import cache
-from lora_core.budget import estimate
-from lora_core.config import preset
 from lora_core.experiment import run_experiment
-from lora_core.training import warm_up
+from lora_core.settings.budget import estimate
+from lora_core.settings.config import preset
+from lora_core.training.loop import warm_up
 
 ONE_ROW = dict(d_in=1, hidden=1, d_out=1, rank=1, n_eval=1, batch_size=1, pretrain_epochs=1, epochs=1)
 CASES = {  # name: (preset, overrides, quick)

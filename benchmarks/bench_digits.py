@@ -20,9 +20,9 @@ os.environ.setdefault("LORA_EXPLORER_CACHE", "off")  # the first run of each set
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lora_core import cache
-from lora_core.config import DIGIT_SHIFT_LABELS, DIGIT_SHIFTS, preset
 from lora_core.experiment import run_experiment
-from lora_core.training import warm_up
+from lora_core.settings.config import DIGIT_SHIFT_LABELS, DIGIT_SHIFTS, preset
+from lora_core.training.loop import warm_up
 
 
 def main() -> None:

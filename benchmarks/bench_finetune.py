@@ -37,15 +37,18 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lora_core import analysis, cache, fast
-from lora_core.attach import add_lora
-from lora_core.config import preset
-from lora_core.devices import pick_device
+from lora_core import cache
+from lora_core.adapters.attach import add_lora
 from lora_core.experiment import finetune, pretrain, run_experiment
-from lora_core.model import TARGETS
-from lora_core.results import PhaseHistory
-from lora_core.tasks import make_tasks, rng
-from lora_core.training import train
+from lora_core.measure import analysis
+from lora_core.settings.config import preset
+from lora_core.settings.results import PhaseHistory
+from lora_core.tasks.data import rng
+from lora_core.tasks.linear import make_tasks
+from lora_core.tasks.linear_model import TARGETS
+from lora_core.training import fast
+from lora_core.training.devices import pick_device
+from lora_core.training.loop import train
 
 # ---------------------------------------------------------------------------------------------------------
 # The article's adapter, written from its description (A: [d_in, r] randn, B: [r, d_out] zeros).

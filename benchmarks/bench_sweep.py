@@ -21,11 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lora_core import cache, svd_memo
-from lora_core.config import preset
+from lora_core import cache
 from lora_core.experiment import run_experiment
+from lora_core.measure import svd_memo
+from lora_core.settings.config import preset
 from lora_core.sweep import run_sweep
-from lora_core.training import warm_up
+from lora_core.training.loop import warm_up
 
 
 def best_of(repeats: int, work) -> tuple[float, object]:

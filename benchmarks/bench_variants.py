@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lora_core import cache
-from lora_core.analysis import direction_count
-from lora_core.config import PRESETS, preset
 from lora_core.experiment import run_experiment
+from lora_core.measure.analysis import direction_count
+from lora_core.settings.config import PRESETS, preset
 
 METHODS = {  # label -> the settings that differ from the preset
     "LoRA": {},

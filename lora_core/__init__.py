@@ -1,6 +1,6 @@
 """LoRA Explorer's computation: a config in, a trained, merged and measured run out.
 
-    from lora_core import preset, run_experiment
+    from . import preset, run_experiment
     result = run_experiment(preset("default", rank=2))
     result.losses, result.history["finetune"].eval_loss, result.spectra["layer1"].delta_merged
 
@@ -16,19 +16,18 @@ from typing import Any
 # name -> the module that defines it
 _PUBLIC = {
     # configuration
-    "ExperimentConfig": "config", "ConfigError": "config", "preset": "config", "make_config": "config",
-    "PRESETS": "config",
+    **dict.fromkeys(("ExperimentConfig", "ConfigError", "preset", "make_config", "PRESETS"), "settings.config"),
     # runs and their results
-    "run_experiment": "experiment", "ExperimentResult": "results",
+    "run_experiment": "experiment", "ExperimentResult": "settings.results",
     "run_sweep": "sweep", "SweepResult": "sweep",
     # adapters and models
-    "LoRALinear": "layers", "add_lora": "attach", "merge_lora": "attach", "DoRALinear": "dora",
-    "TwoLayerLinear": "model", "DigitsMLP": "mlp", "save_adapter": "export",
+    "LoRALinear": "adapters.lora_layer", "DoRALinear": "adapters.dora",
+    "add_lora": "adapters.attach", "merge_lora": "adapters.attach", "save_adapter": "adapters.peft_format",
+    "TwoLayerLinear": "tasks.linear_model", "DigitsMLP": "tasks.mlp",
     # the inspector
-    "inspect_adapter": "inspector", "from_path": "inspector", "AdapterReport": "inspector",
-    "AdapterError": "inspector",
+    **dict.fromkeys(("inspect_adapter", "from_path", "AdapterReport", "AdapterError"), "inspector"),
     # what a run costs
-    "estimate": "budget",
+    "estimate": "settings.budget",
 }
 __all__ = sorted(_PUBLIC)
 

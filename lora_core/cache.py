@@ -35,17 +35,17 @@ import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import digits as digits_module
-from . import mlp as mlp_module
-from . import model as model_module
-from . import task_kinds as task_kinds_module
-from . import tasks as tasks_module
-from . import training as training_module
-from .config import BASE_FIELDS, ExperimentConfig, matters
-from .results import PhaseHistory
-from .task_kinds import kind
-from .tasks import Task
-from .training import CancelCheck, ProgressCallback, report
+from .settings.config import BASE_FIELDS, ExperimentConfig, matters
+from .settings.results import PhaseHistory
+from .tasks import digits as digits_module
+from .tasks import linear as tasks_module
+from .tasks import linear_model as model_module
+from .tasks import mlp as mlp_module
+from .tasks import registry as task_kinds_module
+from .tasks.data import Task
+from .tasks.registry import kind
+from .training import loop as training_module
+from .training.loop import CancelCheck, ProgressCallback, report
 
 CACHE_ENV = "LORA_EXPLORER_CACHE"
 DEFAULT_DIR = "~/.cache/lora-explorer"

@@ -14,12 +14,20 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from . import analysis, cache, fast, variants
-from .attach import adapted, merge_lora
-from .batched import Trained
-from .budget import has_floor
-from .config import ExperimentConfig
-from .devices import (
+from . import cache
+from .adapters.attach import adapted, merge_lora
+from .adapters.lora_layer import LoRALinear
+from .adapters.peft_format import save_adapter
+from .measure import analysis
+from .settings import variants
+from .settings.budget import has_floor
+from .settings.config import ExperimentConfig
+from .settings.results import LOSS_KEYS, ExperimentResult, LayerSpectra, PhaseHistory
+from .tasks.data import Split, Task, rng
+from .tasks.registry import kind
+from .training import fast
+from .training.batched import Trained
+from .training.devices import (
     cpu_threads,
     describe_device,
     pick_device,
@@ -28,13 +36,8 @@ from .devices import (
     synchronize,
     threads_for,
 )
-from .export import save_adapter
-from .layers import LoRALinear
-from .paths import TRAINERS, choose_path
-from .results import LOSS_KEYS, ExperimentResult, LayerSpectra, PhaseHistory
-from .task_kinds import kind
-from .tasks import Split, Task, rng
-from .training import CancelCheck, Cancelled, ProgressCallback, held_out_scores, report, train
+from .training.loop import CancelCheck, Cancelled, ProgressCallback, held_out_scores, report, train
+from .training.trainers import TRAINERS, choose_path
 
 # What to tell a person whose run diverged.
 DIVERGED_HINT = "the loss became infinite or NaN: lower the learning rate or α and train again"

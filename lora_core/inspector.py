@@ -26,8 +26,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load
 
-from .analysis import factored_singular_values
-from .variants import lora_scaling
+from .measure.analysis import factored_singular_values
+from .settings.variants import lora_scaling
 
 # The largest adapter read: 1 GiB, or $LORA_EXPLORER_ADAPTER_MAX_MIB (whoever starts the server sets it); per call too.
 MAX_BYTES = int(float(os.environ.get("LORA_EXPLORER_ADAPTER_MAX_MIB", 1024)) * 2**20)

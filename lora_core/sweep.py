@@ -21,14 +21,16 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import analysis, batched, fast_batched, variants
-from .attach import lora_layers
-from .budget import Estimate, estimate
-from .config import ConfigError, ExperimentConfig, check_methods
-from .devices import cpu_threads, pick_device
+from .adapters.attach import lora_layers
 from .experiment import prepared, run_experiment
-from .model import TARGETS
-from .results import LOSS_KEYS, ExperimentResult, Progress
+from .measure import analysis
+from .settings import variants
+from .settings.budget import Estimate, estimate
+from .settings.config import ConfigError, ExperimentConfig, check_methods
+from .settings.results import LOSS_KEYS, ExperimentResult, Progress
+from .tasks.linear_model import TARGETS
+from .training import batched, fast_batched
+from .training.devices import cpu_threads, pick_device
 
 
 @dataclass(frozen=True)

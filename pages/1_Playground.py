@@ -4,11 +4,11 @@ import logging
 
 import streamlit as st
 
-from lora_core.analysis import config_param_counts, loss_improvement
-from lora_core.budget import human_bytes
-from lora_core.config import LABELS, ConfigError, make_config
-from lora_core.task_kinds import TASK_KINDS
-from lora_core.variants import adapter_name, method_name, notes
+from lora_core.measure.analysis import config_param_counts, loss_improvement
+from lora_core.settings.budget import human_bytes
+from lora_core.settings.config import LABELS, ConfigError, make_config
+from lora_core.settings.variants import adapter_name, method_name, notes
+from lora_core.tasks.registry import TASK_KINDS
 from ui import figures, live, session, training_figures
 from ui.navigation import page
 from ui.sidebar import show_link_warnings, sidebar

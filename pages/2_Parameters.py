@@ -4,9 +4,9 @@ from types import SimpleNamespace
 
 import streamlit as st
 
-from lora_core.analysis import adam_state_bytes, param_counts
-from lora_core.config import FIELDS, LABELS
-from lora_core.task_kinds import TASK_KINDS
+from lora_core.measure.analysis import adam_state_bytes, param_counts
+from lora_core.settings.config import FIELDS, LABELS
+from lora_core.tasks.registry import TASK_KINDS
 from ui import figures, session
 from ui.navigation import page
 from ui.sidebar import config_error

@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from lora_core.analysis import direction_count, factored_gap
-from lora_core.config import make_config
-from lora_core.task_kinds import TASK_KINDS
-from lora_core.variants import delta_kind, method_name
+from lora_core.measure.analysis import direction_count, factored_gap
+from lora_core.settings.config import make_config
+from lora_core.settings.variants import delta_kind, method_name
+from lora_core.tasks.registry import TASK_KINDS
 from ui import figures, session
 from ui.navigation import need_run, page
 from ui.text import plain

@@ -6,11 +6,11 @@ from types import SimpleNamespace
 
 import streamlit as st
 
-from lora_core.analysis import INTRUDER_EPSILON, INTRUDER_K
-from lora_core.config import ConfigError, rank_limit
+from lora_core.measure.analysis import INTRUDER_EPSILON, INTRUDER_K
+from lora_core.settings.config import ConfigError, rank_limit
+from lora_core.settings.variants import METHOD_SET_LABELS
 from lora_core.sweep import answers, member_name, members, request
-from lora_core.task_kinds import TASK_KINDS
-from lora_core.variants import METHOD_SET_LABELS
+from lora_core.tasks.registry import TASK_KINDS
 from ui import compare_figures as cf
 from ui import figures, live, session
 from ui import grid as g

@@ -25,10 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 HELPER = r"""
 import json, os, sys, time
 os.environ["LORA_EXPLORER_CACHE"] = "off"
-from lora_core.config import preset
+from lora_core.settings.config import preset
 from lora_core.experiment import run_experiment
 from lora_core.sweep import run_sweep
-from lora_core.training import warm_up
+from lora_core.training.loop import warm_up
 
 def kib(field):
     return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) * 1024

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lora_core.analysis import (
+from lora_core.measure.analysis import (
     break_even_rank,
     cumulative_energy,
     direction_count,
@@ -17,9 +17,9 @@ from lora_core.analysis import (
     param_counts,
     shift_singular_values,
 )
-from lora_core.config import preset
-from lora_core.results import LayerSpectra
-from lora_core.tasks import make_tasks
+from lora_core.settings.config import preset
+from lora_core.settings.results import LayerSpectra
+from lora_core.tasks.linear import make_tasks
 
 
 def test_parameter_counts():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lora_core.config import preset
+from lora_core.settings.config import preset
 from tests.test_app_pages import charts, start, trace, train, widget
 
 # Short enough for a test, long enough to recover from a quarter turn (the default is 30 and 30 epochs).

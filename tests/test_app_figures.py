@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from lora_core.analysis import adam_state_bytes
-from lora_core.config import LABELS, preset
-from lora_core.results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts, PhaseHistory
+from lora_core.measure.analysis import adam_state_bytes
+from lora_core.settings.config import LABELS, preset
+from lora_core.settings.results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts, PhaseHistory
 from ui import figures, training_figures
 
 

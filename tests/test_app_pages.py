@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from lora_core.analysis import direction_count, full_param_count, lora_param_count
-from lora_core.config import PRESETS, preset
+from lora_core.measure.analysis import direction_count, full_param_count, lora_param_count
+from lora_core.settings.config import PRESETS, preset
 from ui.navigation import PAGES
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

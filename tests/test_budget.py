@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from lora_core.budget import APP_RUN_MACS, APP_RUN_SECONDS, SECONDS_PER_STEP, check, estimate
-from lora_core.config import ConfigError, preset
+from lora_core.settings.budget import APP_RUN_MACS, APP_RUN_SECONDS, SECONDS_PER_STEP, check, estimate
+from lora_core.settings.config import ConfigError, preset
 from tests.peak_memory import peak_bytes
 
 ARTICLE = dict(rank=1, alpha=1.0, init="gaussian", n_samples=10_000, n_eval=2_000, d_in=1001, hidden=1000,

@@ -14,8 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from lora_core import cache, experiment
-from lora_core.config import FIELDS, ConfigError, preset
-from lora_core.task_kinds import kind
+from lora_core.settings.config import FIELDS, ConfigError, preset
+from lora_core.tasks.registry import kind
 
 SMALL = dict(n_samples=256, n_eval=64, d_in=12, hidden=10, d_out=8, pretrain_epochs=6, epochs=4, batch_size=32,
              lr=1e-2, device="cpu")

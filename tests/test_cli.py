@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lora_core.cli.main import main
-from lora_core.model import TwoLayerLinear
+from lora_core.tasks.linear_model import TwoLayerLinear
 
 SMALL = ["--n-samples", "256", "--n-eval", "128", "--d-in", "12", "--hidden", "10", "--d-out", "8",
          "--pretrain-epochs", "15", "--epochs", "15", "--batch-size", "32", "--device", "cpu"]

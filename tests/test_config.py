@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from lora_core.config import (
+from lora_core.settings.config import (
     BASE_FIELDS,
     FIELDS,
     LABELS,

@@ -13,8 +13,8 @@ import sys
 import pytest
 import torch
 
-from lora_core.config import preset
 from lora_core.experiment import run_experiment
+from lora_core.settings.config import preset
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")]
@@ -64,11 +64,11 @@ def test_the_command_line_trains_on_the_gpu(device):
 def test_an_adapter_trained_on_the_gpu_loads_on_the_cpu(tmp_path):
     from safetensors.torch import load_file
 
-    from lora_core.attach import add_lora
-    from lora_core.export import load_base_weights
-    from lora_core.model import TARGETS, TwoLayerLinear
-    from lora_core.tasks import make_tasks
-    from lora_core.training import mse
+    from lora_core.adapters.attach import add_lora
+    from lora_core.adapters.peft_format import load_base_weights
+    from lora_core.tasks.linear import make_tasks
+    from lora_core.tasks.linear_model import TARGETS, TwoLayerLinear
+    from lora_core.training.loop import mse
 
     config = preset("default", **SMALL, device="cuda", rank=2, use_dora=True)
     result = run_experiment(config, save_adapter_to=tmp_path / "adapter")

@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lora_core import digits
-from lora_core.config import DIGIT_SHIFTS, ConfigError, preset
+from lora_core.adapters.peft_format import load_base_weights
 from lora_core.experiment import run_experiment
-from lora_core.export import load_base_weights
-from lora_core.mlp import DigitsMLP
-from lora_core.results import ExperimentResult
-from lora_core.task_kinds import kind
-from lora_core.task_specs import N_IMAGES, TEST_FRACTION
+from lora_core.settings.config import DIGIT_SHIFTS, ConfigError, preset
+from lora_core.settings.results import ExperimentResult
+from lora_core.settings.task_specs import N_IMAGES, TEST_FRACTION
+from lora_core.tasks import digits
+from lora_core.tasks.mlp import DigitsMLP
+from lora_core.tasks.registry import kind
 
 
 def test_the_data_is_scikit_learns_digits():

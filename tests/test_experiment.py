@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from lora_core.config import make_config, preset
 from lora_core.experiment import run_experiment
-from lora_core.results import LOSS_KEYS, ExperimentResult
+from lora_core.settings.config import make_config, preset
+from lora_core.settings.results import LOSS_KEYS, ExperimentResult
 
 SMALL = dict(n_samples=512, n_eval=256, d_in=24, hidden=20, d_out=16, pretrain_epochs=30, epochs=30,
              batch_size=32, lr=1e-2, device="cpu")
@@ -125,7 +125,7 @@ def test_same_seed_same_numbers_and_the_same_base_on_any_shift():
 
 
 def test_tasks_use_same_data_on_cpu_regardless_of_shift():
-    from lora_core.tasks import make_tasks
+    from lora_core.tasks.linear import make_tasks
     a, _ = make_tasks(make_config(**SMALL))
     b, shifted = make_tasks(make_config(**SMALL, shift="full_rank", shift_scale=3.0))
     assert torch.equal(a.train.x, b.train.x) and torch.equal(a.theta, b.theta)

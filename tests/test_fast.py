@@ -9,14 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lora_core import fast
-from lora_core.attach import add_lora, merge_lora
-from lora_core.config import ConfigError, preset
+from lora_core.adapters.attach import add_lora, merge_lora
 from lora_core.experiment import finetune, pretrain, run_experiment
-from lora_core.model import TARGETS, TwoLayerLinear
-from lora_core.paths import choose_path
-from lora_core.tasks import make_tasks, rng
-from lora_core.training import batches, train
+from lora_core.settings.config import ConfigError, preset
+from lora_core.tasks.data import rng
+from lora_core.tasks.linear import make_tasks
+from lora_core.tasks.linear_model import TARGETS, TwoLayerLinear
+from lora_core.training import fast
+from lora_core.training.loop import batches, train
+from lora_core.training.trainers import choose_path
 
 SMALL = dict(n_samples=300, n_eval=70, d_in=13, hidden=11, d_out=9, pretrain_epochs=5, epochs=6, batch_size=32,
              lr=1e-2, device="cpu")

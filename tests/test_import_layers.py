@@ -13,15 +13,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lora_core"
 
 # Lowest first. What each layer holds: README's module table.
 LAYERS: tuple[tuple[str, set[str]], ...] = (
-    ("choices and records, no torch", {"choices", "results"}),
-    ("the rules a config is checked by, no torch", {"task_specs", "variants", "path_rule", "budget"}),
-    ("settings, no torch", {"config", "cli.args"}),
-    ("maths, models and adapter layers", {"devices", "svd_memo", "inits", "tasks", "model", "mlp", "layers",
-                                          "dora"}),
-    ("tasks and training", {"training", "digits", "task_kinds", "fast", "attach", "paths", "batched",
-                            "fast_batched", "cache"}),
-    ("measuring", {"analysis", "export", "inspector"}),
-    ("runs", {"experiment", "sweep", "scheduler"}),
+    ("choices and records, no torch", {"settings", "settings.choices", "settings.results"}),
+    ("the rules a config is checked by, no torch", {"settings.task_specs", "settings.variants",
+                                                    "settings.path_rule", "settings.budget"}),
+    ("settings, no torch", {"settings.config", "cli.args"}),
+    ("tasks: data and models", {"tasks", "tasks.data", "tasks.linear", "tasks.linear_model", "tasks.mlp",
+                                "tasks.digits", "tasks.registry"}),
+    ("adapters", {"adapters", "adapters.inits", "adapters.lora_layer", "adapters.dora", "adapters.attach",
+                  "adapters.peft_format"}),
+    ("training", {"training", "training.devices", "training.loop", "training.fast", "training.trainers",
+                  "training.batched", "training.fast_batched"}),
+    ("measuring", {"measure", "measure.svd_memo", "measure.analysis"}),
+    ("runs", {"cache", "experiment", "sweep", "inspector"}),
+    ("serving a room", {"serving", "serving.scheduler"}),
     ("entry points", {"", "cli", "cli.main", "cli.run_command", "cli.sweep_command", "cli.inspect_command",
                       "__main__"}),
 )
@@ -114,7 +118,7 @@ def test_no_circle():
 
 def test_the_lower_layers_load_without_torch():
     modules = sorted(f"lora_core.{m}" for _, members in LAYERS[:TORCH_FREE] for m in members)
-    code = (f"import sys; import {', '.join(modules)}; from lora_core.config import preset\n"
+    code = (f"import sys; import {', '.join(modules)}; from lora_core.settings.config import preset\n"
             "configs = [preset(name) for name in ('default', 'digits', 'article')]  # each validated\n"
             "print('torch' in sys.modules, 'gzip' in sys.modules)")  # the digits' file is not read either
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -17,7 +17,7 @@ APP_LIBRARIES = ("streamlit", "plotly", "pandas")
 def test_importing_every_lora_core_module_loads_no_app_library():
     found = pkgutil.walk_packages(lora_core.__path__, "lora_core.")
     modules = [m.name for m in found if m.name != "lora_core.__main__"]
-    assert {"lora_core.experiment", "lora_core.analysis", "lora_core.cli.main"} <= set(modules)
+    assert {"lora_core.experiment", "lora_core.measure.analysis", "lora_core.cli.main"} <= set(modules)
     code = f"import sys; import {', '.join(modules)}; print([m for m in {APP_LIBRARIES!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])

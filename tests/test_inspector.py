@@ -78,8 +78,8 @@ def test_without_a_config_rank_comes_from_the_shapes_and_alpha_is_assumed(tmp_pa
 
 
 def test_the_projects_own_adapter(tmp_path):
-    from lora_core.config import preset
     from lora_core.experiment import run_experiment
+    from lora_core.settings.config import preset
 
     result = run_experiment(preset("default", rank=3, alpha=6.0, epochs=3, pretrain_epochs=3),
                             save_adapter_to=tmp_path / "ours")

@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from lora_core.attach import add_lora, lora_layers, merge_lora
-from lora_core.layers import LoRALinear
-from lora_core.model import TwoLayerLinear
+from lora_core.adapters.attach import add_lora, lora_layers, merge_lora
+from lora_core.adapters.lora_layer import LoRALinear
+from lora_core.tasks.linear_model import TwoLayerLinear
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,7 @@ def _script_that_is_overtaken() -> None:
 
     import streamlit as st
 
-    from lora_core.config import preset
+    from lora_core.settings.config import preset
     from ui import live, session
 
     # Epochs of 4,000 single-row steps: only a check between mini-batches can stop one quickly. (About a
@@ -49,10 +49,10 @@ def test_a_newer_run_releases_the_old_one_which_stops_and_is_not_kept():
 
 
 def test_sessions_waiting_for_one_job_share_its_live_chart_and_see_every_update():
-    from lora_core.budget import estimate
-    from lora_core.config import preset
-    from lora_core.results import Progress
-    from lora_core.scheduler import Job
+    from lora_core.serving.scheduler import Job
+    from lora_core.settings.budget import estimate
+    from lora_core.settings.config import preset
+    from lora_core.settings.results import Progress
     from ui import live
 
     config = preset("default", pretrain_epochs=3, epochs=2)

@@ -8,11 +8,11 @@ import time
 
 import pytest
 
-from lora_core.budget import Estimate, estimate
-from lora_core.config import preset
 from lora_core.experiment import run_experiment
-from lora_core.results import Progress
-from lora_core.scheduler import LONG_RUN_S, Scheduler
+from lora_core.serving.scheduler import LONG_RUN_S, Scheduler
+from lora_core.settings.budget import Estimate, estimate
+from lora_core.settings.config import preset
+from lora_core.settings.results import Progress
 
 TINY = dict(d_in=8, hidden=8, d_out=8, n_samples=64, n_eval=16, pretrain_epochs=2, epochs=2, batch_size=16)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from lora_core.config import preset
+from lora_core.settings.config import preset
 from ui.settings import parse_params, preset_settings, url_params
 from ui.text import parse_shapes, plain
 

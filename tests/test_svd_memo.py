@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from lora_core import svd_memo
-from lora_core.config import preset
+from lora_core.measure import svd_memo
+from lora_core.settings.config import preset
 from lora_core.sweep import run_sweep
 
 

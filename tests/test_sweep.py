@@ -13,13 +13,13 @@ import sys
 import pytest
 import torch
 
-from lora_core import analysis
-from lora_core.attach import merge_lora
+from lora_core.adapters.attach import merge_lora
 from lora_core.cli.main import main
-from lora_core.config import ConfigError, preset
 from lora_core.experiment import finetune, pretrain, run_experiment
-from lora_core.tasks import make_tasks
-from lora_core.training import mse
+from lora_core.measure import analysis
+from lora_core.settings.config import ConfigError, preset
+from lora_core.tasks.linear import make_tasks
+from lora_core.training.loop import mse
 
 SMALL = dict(d_in=16, hidden=16, d_out=16, n_samples=256, n_eval=512, pretrain_epochs=10, epochs=10, batch_size=32,
              device="cpu")
@@ -228,8 +228,8 @@ def test_batched_members_follow_their_single_runs_and_the_padding_stays_zero():
     """DoRA members of ranks 1 and 4 in one batch (the rank-1 one padded to 4): each ends where it ends alone."""
     import torch
 
-    from lora_core import batched
     from lora_core.experiment import prepared
+    from lora_core.training import batched
 
     configs = [preset("default", **SMALL, use_dora=True, rank=r, alpha=a, lr_ratio=q)
                for r, a, q in ((1, 2.0, 1.0), (4, 8.0, 1.0), (2, 2.0, 4.0))]

@@ -1,5 +1,5 @@
-"""The sweep's batched fast path (lora_core/fast_batched.py): every member is its single fast run, padding stays
-zero, a diverging member stops alone, cancellation stops the batch, and the estimate covers its buffers."""
+"""The sweep's batched fast path (lora_core/training/fast_batched.py): each member is its single fast run, padding
+stays zero, a diverging member stops alone, cancellation stops the batch, and the estimate covers its buffers."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lora_core import fast_batched
-from lora_core.config import preset
 from lora_core.experiment import finetune, prepared, run_experiment
-from lora_core.fast import base_activations
+from lora_core.settings.config import preset
 from lora_core.sweep import members, request, run_sweep, sweep_estimate
+from lora_core.training import fast_batched
+from lora_core.training.fast import base_activations
 from tests.peak_memory import peak_bytes
 
 ROOT = Path(__file__).resolve().parents[1]

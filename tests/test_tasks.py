@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from lora_core.config import make_config
-from lora_core.tasks import make_tasks, shift_matrix
+from lora_core.settings.config import make_config
+from lora_core.tasks.linear import make_tasks, shift_matrix
 
 SIZES = {"d_in": 30, "hidden": 20, "d_out": 25, "n_samples": 64, "n_eval": 32}
 

@@ -11,16 +11,18 @@ import json
 import pytest
 import torch
 
-from lora_core import analysis, fast
-from lora_core.attach import add_lora, lora_layers, merge_lora
-from lora_core.config import ConfigError, preset
+from lora_core.adapters.attach import add_lora, lora_layers, merge_lora
+from lora_core.adapters.peft_format import load_base_weights, save_adapter
 from lora_core.experiment import finetune, pretrain, run_experiment
-from lora_core.export import load_base_weights, save_adapter
-from lora_core.model import TARGETS, TwoLayerLinear
-from lora_core.paths import choose_path
-from lora_core.tasks import make_tasks, rng
-from lora_core.training import train
-from lora_core.variants import lora_scaling, optimizer_groups
+from lora_core.measure import analysis
+from lora_core.settings.config import ConfigError, preset
+from lora_core.settings.variants import lora_scaling, optimizer_groups
+from lora_core.tasks.data import rng
+from lora_core.tasks.linear import make_tasks
+from lora_core.tasks.linear_model import TARGETS, TwoLayerLinear
+from lora_core.training import fast
+from lora_core.training.loop import train
+from lora_core.training.trainers import choose_path
 
 peft = pytest.importorskip("peft")
 D_IN, HIDDEN, D_OUT = 12, 10, 8

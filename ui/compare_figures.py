@@ -15,10 +15,10 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lora_core.config import make_config
+from lora_core.settings.config import make_config
+from lora_core.settings.variants import METHOD_SET_LABELS, delta_kind
 from lora_core.sweep import SweepResult, member_name, rows
-from lora_core.task_kinds import TASK_KINDS
-from lora_core.variants import METHOD_SET_LABELS, delta_kind
+from lora_core.tasks.registry import TASK_KINDS
 
 from .figures import _finite, _layout
 from .training_figures import ACCURACY_AXIS

@@ -12,18 +12,18 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
-from lora_core.analysis import (
+from lora_core.measure.analysis import (
     adam_state_bytes,
     break_even_rank,
     cumulative_energy,
     full_param_count,
     lora_param_count,
 )
-from lora_core.budget import human_bytes
-from lora_core.config import LABELS, SHIFT_LABELS, ExperimentConfig, make_config
-from lora_core.results import LOSS_KEYS, PHASES, ExperimentResult, PhaseHistory
-from lora_core.task_kinds import TASK_KINDS
-from lora_core.variants import delta_kind
+from lora_core.settings.budget import human_bytes
+from lora_core.settings.config import LABELS, SHIFT_LABELS, ExperimentConfig, make_config
+from lora_core.settings.results import LOSS_KEYS, PHASES, ExperimentResult, PhaseHistory
+from lora_core.settings.variants import delta_kind
+from lora_core.tasks.registry import TASK_KINDS
 
 PHASE_LABELS = {"pretrain": "pretraining", "finetune": "fine-tuning"}
 PHASE_COLORS = {"pretrain": "#4C6EF5", "finetune": "#F76707"}
@@ -44,7 +44,7 @@ def loss_axis(*tasks: str) -> str:
         + " (log scale)"
 
 
-# What ΔW = W_merged − W is, per kind of method (lora_core.variants.delta_kind): the Spectrum page's words.
+# What ΔW = W_merged − W is, per kind of method (lora_core.settings.variants.delta_kind): the Spectrum page's words.
 DELTA_INTRO = {
     "lora": "With LoRA, ΔW = s·B·A has at most r non-zero singular values; the factors give them without forming "
             "ΔW, the merged weights give them from W_merged − W. The two should agree.",

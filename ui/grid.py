@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lora_core.variants import METHOD_SET_LABELS, METHOD_SETS
+from lora_core.settings.variants import METHOD_SET_LABELS, METHOD_SETS
 
 GRID_KEYS = ("methods", "ranks", "alphas", "seeds")
 CHOICES: dict[str, tuple[Any, ...]] = {

@@ -1,4 +1,4 @@
-"""Training from a page: every run goes through the server's one scheduler (lora_core/scheduler.py); the page
+"""Training from a page: every run goes through the server's one scheduler (lora_core/serving/scheduler.py); the page
 waits for its job, shows its place in the queue, then its progress bar and a live loss chart.
 
 The session owns the job while it waits. A newer script run of the session (a moved slider, Stop), a closed
@@ -16,13 +16,13 @@ import streamlit as st
 from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from lora_core.budget import APP_RUN_MACS, APP_RUN_SECONDS, Estimate, check, estimate, within
-from lora_core.config import ExperimentConfig
 from lora_core.experiment import run_experiment
-from lora_core.results import PHASES, ExperimentResult, PhaseHistory
-from lora_core.scheduler import Job, Scheduler, default_memory_budget, default_workers
+from lora_core.serving.scheduler import Job, Scheduler, default_memory_budget, default_workers
+from lora_core.settings.budget import APP_RUN_MACS, APP_RUN_SECONDS, Estimate, check, estimate, within
+from lora_core.settings.config import ExperimentConfig
+from lora_core.settings.results import PHASES, ExperimentResult, PhaseHistory
 from lora_core.sweep import SweepProgress, SweepRequest, SweepResult, member_name, members, run_request, sweep_estimate
-from lora_core.training import warm_up as warm_up_torch
+from lora_core.training.loop import warm_up as warm_up_torch
 
 from . import figures, session, training_figures
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import streamlit as st
 
-from lora_core.config import make_config
-from lora_core.results import ExperimentResult
+from lora_core.settings.config import make_config
+from lora_core.settings.results import ExperimentResult
+from lora_core.settings.task_specs import spec
 from lora_core.sweep import SweepResult
-from lora_core.task_specs import spec
 
 from .settings import preset_settings
 

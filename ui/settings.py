@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lora_core.config import (
+from lora_core.settings.config import (
     FIELDS,
     LABELS,
     PRESETS,

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from lora_core.config import FIELDS, LABELS, PRESETS, ConfigError, ExperimentConfig, matters, rank_limit
+from lora_core.settings.config import FIELDS, LABELS, PRESETS, ConfigError, ExperimentConfig, matters, rank_limit
 
 from . import session
 from .settings import PRESET_LABELS, parse_params, preset_settings, to_config, url_params

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lora_core.config import DIGIT_SHIFT_LABELS
-from lora_core.digits import SIDE
-from lora_core.results import PHASES, ExperimentResult, PhaseHistory
-from lora_core.task_kinds import TASK_KINDS
+from lora_core.settings.config import DIGIT_SHIFT_LABELS
+from lora_core.settings.results import PHASES, ExperimentResult, PhaseHistory
+from lora_core.tasks.digits import SIDE
+from lora_core.tasks.registry import TASK_KINDS
 
 from . import figures
 

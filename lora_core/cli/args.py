@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, TextIO
 
-from ..config import (
+from ..settings.config import (
     FIELDS,
     METHOD_SETS,
     PRESETS,

@@ -12,8 +12,8 @@ import argparse
 import json
 import sys
 
-from ..config import ConfigError
 from ..inspector import CSV_FIELDS, MAX_BYTES, AdapterError, AdapterReport, from_path, rows
+from ..settings.config import ConfigError
 from .args import EXIT_BAD_INPUT, Parser, csv_text, open_output
 
 

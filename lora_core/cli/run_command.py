@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, ExperimentConfig
 from ..experiment import run_experiment
-from ..results import Progress
+from ..settings.config import ConfigError, ExperimentConfig
+from ..settings.results import Progress
 from .args import EXIT_BAD_INPUT, build_parser, config_from, open_output
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 
-from ..config import ConfigError
+from ..settings.config import ConfigError
 from ..sweep import SweepProgress, member_name, members, request, row_fields, rows, run_request
 from .args import EXIT_BAD_INPUT, config_from, csv_text, open_output, sweep_grid, sweep_parser
 from .run_command import error_line

@@ -22,10 +22,10 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from ..settings.config import INITS_FROM_WEIGHTS
+from ..settings.variants import peft_flags
 from .attach import lora_layers
-from .config import INITS_FROM_WEIGHTS
 from .dora import DoRALinear
-from .variants import peft_flags
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

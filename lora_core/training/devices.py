@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .config import ConfigError
+from ..settings.config import ConfigError
 
 # Models with fewer weights than this train on one CPU thread: their ops are too small to share, and on a
 # 2-core laptop a second thread that waits for a busy core made the default preset 5-25x slower (measured).

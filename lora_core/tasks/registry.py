@@ -15,11 +15,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..settings.task_specs import CLASSES, PIXELS, TASK_SPECS, TaskSpec
 from . import digits
+from .data import Task
+from .linear import make_tasks
+from .linear_model import TwoLayerLinear
 from .mlp import DigitsMLP
-from .model import TwoLayerLinear
-from .task_specs import CLASSES, PIXELS, TASK_SPECS, TaskSpec
-from .tasks import Task, make_tasks
 
 
 @dataclass(frozen=True)

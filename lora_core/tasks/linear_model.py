@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .task_specs import LINEAR_LAYERS as TARGETS  # noqa: F401 - the layers the experiment adapts
+from ..settings.task_specs import LINEAR_LAYERS as TARGETS  # noqa: F401 - the layers the experiment adapts
 
 
 class TwoLayerLinear(nn.Module):

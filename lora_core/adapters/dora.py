@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import LoRALinear
+from .lora_layer import LoRALinear
 
 
 class DoRALinear(LoRALinear):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ..settings.path_rule import choose_path  # noqa: F401 - the rule, re-exported beside the table it chooses from
 from .fast import train_fast
-from .path_rule import choose_path  # noqa: F401 - the rule, re-exported beside the table it chooses from
-from .training import train
+from .loop import train
 
 TRAINERS = {"autograd": train, "fast": train_fast}

@@ -42,12 +42,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..adapters.lora_layer import LoRALinear
+from ..settings.results import PhaseHistory
+from ..tasks.data import Split
+from ..tasks.linear_model import TwoLayerLinear
 from .devices import cpu_threads
-from .layers import LoRALinear
-from .model import TwoLayerLinear
-from .results import PhaseHistory
-from .tasks import Split
-from .training import CancelCheck, ProgressCallback, epoch_loop
+from .loop import CancelCheck, ProgressCallback, epoch_loop
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which the general path uses
 EVAL_ROWS = 128  # held-out rows per chunk: a chunk's residual stays in cache between its two uses

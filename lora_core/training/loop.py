@@ -17,10 +17,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .budget import EVAL_CHUNK
-from .results import PhaseHistory, Progress
-from .tasks import Split, rng
-from .variants import optimizer_groups
+from ..settings.budget import EVAL_CHUNK
+from ..settings.results import PhaseHistory, Progress
+from ..settings.variants import optimizer_groups
+from ..tasks.data import Split, rng
 
 ProgressCallback = Callable[[Progress], "bool | None"]
 CancelCheck = Callable[[], bool]
@@ -105,11 +105,6 @@ mse = held_out_loss  # on a regression task the held-out loss is the mean square
 
 
 @torch.no_grad()
-def predictions(model: nn.Module, x: torch.Tensor) -> list[int]:
-    """The class `model` predicts for each row of x: [n, d_in]."""
-    return model(x).argmax(-1).tolist()
-
-
 def report(on_progress: ProgressCallback | None, history: PhaseHistory, phase: str, epoch: int, epochs: int,
            train_loss: float, eval_loss: float, eval_accuracy: float | None = None) -> str | None:
     """Record one epoch and tell the callback; returns 'diverged' or 'cancelled' when the run must stop."""

@@ -20,10 +20,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ConfigError, ExperimentConfig
-from .task_specs import CLASSES, PIXELS, SIDE, split_sizes
-from .tasks import Split, Task, rng
-from .training import predictions
+from ..settings.config import ConfigError, ExperimentConfig
+from ..settings.task_specs import CLASSES, PIXELS, SIDE, split_sizes
+from .data import Split, Task, rng
 
 PIXEL_MAX = 16.0  # the data's pixel values run from 0 to 16
 DATA_FILE = ("datasets", "data", "digits.csv.gz")  # inside the scikit-learn package
@@ -152,5 +151,9 @@ def sample_grid(config: ExperimentConfig, base: nn.Module, merged: nn.Module, sh
     return [{"label": int(label), "original": [round(v, 3) for v in before.tolist()],
              "shifted": [round(v, 3) for v in after.tolist()], "base": b, "adapted": a}
             for label, before, after, b, a in zip(shifted.eval.y[positions].tolist(), originals, x_shifted.cpu(),
-                                                  predictions(base, x_shifted), predictions(merged, x_shifted),
-                                                  strict=True)]
+                                                  _classes(base, x_shifted), _classes(merged, x_shifted), strict=True)]
+
+
+def _classes(model: nn.Module, x: torch.Tensor) -> list[int]:
+    """The class `model` predicts for each row of x: [n, d_in]."""
+    return model(x).argmax(-1).tolist()

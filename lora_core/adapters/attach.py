@@ -9,11 +9,11 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 
-from .config import ExperimentConfig
+from ..settings.config import ExperimentConfig
+from ..tasks.data import rng
+from ..tasks.registry import kind
 from .dora import DoRALinear
-from .layers import LoRALinear
-from .task_kinds import kind
-from .tasks import rng
+from .lora_layer import LoRALinear
 
 
 def add_lora(model: nn.Module, targets: Iterable[str], rank: int, alpha: float, init: str = "kaiming",

@@ -31,17 +31,17 @@ from collections.abc import Callable
 import torch
 import torch.nn as nn
 
-from .attach import adapted
+from ..adapters.attach import adapted
+from ..adapters.lora_layer import LoRALinear
+from ..settings.config import BYTES_PER_ITEM, INITS_FROM_WEIGHTS, ExperimentConfig
+from ..settings.results import PhaseHistory, Progress
+from ..tasks.data import Task
+from ..tasks.linear_model import TARGETS
 from .batched import Trained
-from .config import BYTES_PER_ITEM, INITS_FROM_WEIGHTS, ExperimentConfig
 from .devices import cpu_threads
 from .fast import BETA2, EPS, EVAL_ROWS, advance_moments, base_activations
-from .layers import LoRALinear
-from .model import TARGETS
-from .paths import choose_path
-from .results import PhaseHistory, Progress
-from .tasks import Task
-from .training import CancelCheck, Cancelled, batches, checked, report, shuffle_generator
+from .loop import CancelCheck, Cancelled, batches, checked, report, shuffle_generator
+from .trainers import choose_path
 
 PATH = "fast-batched"  # what a member's result says ran
 # Both layers' weights from which members train together. Below it the products are too small for sharing to

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
+from ..settings.results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts
+from ..tasks.data import rng
+from ..tasks.linear import low_rank_factors, shift_delta
+from ..tasks.registry import kind
 from . import svd_memo
-from .config import BYTES_PER_ITEM, ExperimentConfig
-from .results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts
-from .task_kinds import kind
-from .tasks import low_rank_factors, rng, shift_delta
 
 
 def lora_param_count(d_in: int, d_out: int, rank: int) -> int:

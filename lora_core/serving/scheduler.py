@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .budget import Estimate, estimate
-from .config import ExperimentConfig
-from .results import ExperimentResult, Progress
+from ..settings.budget import Estimate, estimate
+from ..settings.config import ExperimentConfig
+from ..settings.results import ExperimentResult, Progress
 
 Runner = Callable[..., ExperimentResult]  # run_experiment's signature: (config, on_progress=, cancel=)
 Estimator = Callable[[Hashable], Estimate]

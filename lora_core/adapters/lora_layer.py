@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ..settings.variants import lora_scaling
 from .inits import init_factors
-from .variants import lora_scaling
 
 
 class LoRALinear(nn.Module):

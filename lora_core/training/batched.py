@@ -26,17 +26,17 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from .attach import adapted
-from .config import BYTES_PER_ITEM, ExperimentConfig
+from ..adapters.attach import adapted
+from ..adapters.dora import DoRALinear
+from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
+from ..settings.results import PhaseHistory, Progress
+from ..tasks.data import Task
+from ..tasks.linear_model import TARGETS
+from ..tasks.registry import kind
 from .devices import threads_for
-from .dora import DoRALinear
 from .fast import BETA1, BETA2, EPS
-from .model import TARGETS
-from .paths import choose_path
-from .results import PhaseHistory, Progress
-from .task_kinds import kind
-from .tasks import Task
-from .training import EVAL_CHUNK, CancelCheck, Cancelled, batches, checked, report, shuffle_generator
+from .loop import EVAL_CHUNK, CancelCheck, Cancelled, batches, checked, report, shuffle_generator
+from .trainers import choose_path
 
 BATCH_MAX_WEIGHTS = 2**16  # both layers' weights; about two 181-wide square layers
 
