@@ -21,6 +21,7 @@ class Page:
 # names a page by its label here; tests/test_app_pages.py checks this table against the files in pages/.
 PAGES = {p.label: p for p in (
     Page("app.py", "Home", ":material/home:"),
+    Page("pages/0_Lessons.py", "Lessons", ":material/school:"),
     Page("pages/1_Playground.py", "Playground", ":material/tune:"),
     Page("pages/2_Parameters.py", "Parameters", ":material/functions:"),
     Page("pages/3_Spectrum.py", "Spectrum", ":material/stacked_line_chart:"),

@@ -33,6 +33,7 @@ class Session:
     sweep: SweepResult | None = None  # the Compare page's last sweep
     grid_written: dict[str, str] | None = None  # the Compare page's grid parameters it last wrote
     grid_warnings: list[str] = field(default_factory=list)  # what the last link's grid had that was ignored
+    lessons: dict[str, tuple[str, SweepResult]] = field(default_factory=dict)  # lesson id -> (prediction, runs)
 
     def record(self, result: ExperimentResult) -> None:
         """Make `result` the last run and add it to the runs (once per distinct config)."""
