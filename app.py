@@ -1,20 +1,42 @@
-"""Home: LoRA in five sentences, the article's story in four steps, and where training will run."""
+"""Home: what the app is for in one screen, where to start (Lessons, Playground), and every page in one line."""
 
 import streamlit as st
 
 from lora_core.measure.analysis import full_param_count, lora_param_count
 from lora_core.training.devices import describe_device, pick_device
-from ui.navigation import link, page
+from ui.navigation import PAGES, link, page
 
 page("Home")
 st.title("LoRA Explorer")
-st.caption("Low-rank adaptation, live: after Rajan Ghimire's *LoRA (Low Rank Adaptation): A Deeper Dive*.")
+st.markdown("**See how Low-Rank Adaptation works by training it.** A small model learns a task, the task shifts, "
+            "and LoRA fine-tunes it by training two thin matrices instead of every weight. Move the rank r and the "
+            "scale α, and see the loss, the parameters it trains and the directions it learns, on your own CPU in "
+            "seconds. After Rajan Ghimire's *LoRA (Low Rank Adaptation): A Deeper Dive*.")
+
+start, free = st.columns(2)
+with start.container(border=True):
+    st.markdown("**New to LoRA, or in a workshop? Start with a lesson.** Six questions, each one screen: commit to a "
+                "prediction, run it, and see what happened, in your run's numbers.")
+    link("Lessons", "Start the lessons", icon=":material/arrow_forward:")
+with free.container(border=True):
+    st.markdown("**Know what to ask?** The Playground has every setting, the article's experiment and a real "
+                "network on handwritten digits.")
+    link("Playground", "Open the Playground", icon=":material/arrow_forward:")
+    link("Playground", "Playground with the digits", query_params={"preset": "digits"}, icon=":material/draw:")
+
+st.markdown("**Every page**")
+for label, p in PAGES.items():
+    if label not in ("Home",):
+        left, right = st.columns([1, 4], vertical_alignment="center")
+        with left:
+            link(label, label)
+        right.markdown(p.about)
 
 d = k = 4096
 r = 8
 lora, full = lora_param_count(d, k, r), full_param_count(d, k)
-st.markdown(rf"""
-### LoRA in five sentences
+with st.expander("LoRA in five sentences"):
+    st.markdown(rf"""
 1. Fine-tuning changes a pretrained weight $W \in \mathbb{{R}}^{{k \times d}}$ by some $\Delta W$; LoRA keeps $W$
    frozen and learns only the change.
 2. It writes the change as a product of two thin matrices, $\Delta W = B A$ with $A \in \mathbb{{R}}^{{r \times d}}$
@@ -27,27 +49,5 @@ st.markdown(rf"""
    original and gives the adapter's outputs.
 """)
 
-st.markdown("### The article's story in four steps")
-steps = st.columns(4)
-story = [
-    ("Playground", "1 · Pretrain", ("A two-layer linear model learns $y = x\\theta$ until its loss is "
-     "near zero.")),
-    ("Playground", "2 · Shift", ("The task changes to $\\theta + 1$: the base model's loss on the "
-     "shifted data jumps by orders of magnitude.")),
-    ("Parameters", "3 · Adapt cheaply", ("A rank-1 adapter trains $(d + k)\\,r$ parameters, a tiny "
-     "fraction of $d k$, and the loss falls again.")),
-    ("Spectrum", "4 · Merge", ("The shift is one direction, ΔW has rank r, and the merged model "
-     "matches the adapter. Compare runs on the Runs page.")),
-]
-for column, (target, title, text) in zip(steps, story, strict=True):
-    with column.container(border=True):
-        st.markdown(f"**{title}**\n\n{text}")
-        link(target, f"Open {target}", icon=":material/arrow_forward:")
-link("Runs", "Runs: every run of this session, overlaid and downloadable")
-st.markdown("**Beyond the article.** Does it hold for a real network on real data? Choose the task "
-            "*handwritten digits* on the Playground: a small ReLU network learns scikit-learn's 8×8 digits, then "
-            "meets rotated, mirrored, inverted, noisy or scrambled digits, or classes it never saw.")
-link("Playground", "Playground with the digits", query_params={"preset": "digits"}, icon=":material/draw:")
-
-st.markdown(f"**Training runs on:** `{describe_device(pick_device('auto'))}` "
-            "(a GPU if this server has one, else Apple MPS, else the CPU).")
+st.caption(f"Training runs on: `{describe_device(pick_device('auto'))}` (a GPU if this server has one, else Apple "
+           "MPS, else the CPU).")

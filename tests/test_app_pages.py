@@ -62,8 +62,12 @@ def test_home_explains_lora_links_the_pages_and_names_the_device():
     at = start()
     text = " ".join(m.value for m in at.markdown)
     assert "B A x" in text and "(d + k)" in text
-    assert "Training runs on:" in text and ("cpu" in text or "cuda" in text or "mps" in text)
-    assert {p.proto.page for p in at.main.get("page_link")} == {"Playground", "Parameters", "Spectrum", "Runs"}
+    caption = " ".join(c.value for c in at.caption)
+    assert "Training runs on:" in caption and ("cpu" in caption or "cuda" in caption or "mps" in caption)
+    links = [p.proto.page for p in at.main.get("page_link")]
+    assert links[:2] == ["Lessons", "Playground"]  # where to start
+    assert set(links) == set(PAGES) - {"Home"}  # and every page named
+    assert all(p.about in text for label, p in PAGES.items() if label != "Home")
 
 
 def test_the_page_table_is_every_page_file_in_its_order():

@@ -99,15 +99,16 @@ def show(lesson: Lesson) -> None:
         if result is None or not answers(result, req) or result.status != "ok":
             st.warning("The lesson's runs did not finish; press Run again.")
             return
-        state.lessons[lesson.id] = kept = (prediction, result)
+        state.lessons[lesson.id] = (prediction, result)
+        st.rerun()  # drawn again with the prediction committed (its widget disabled) and the reveal below it
     _reveal(lesson, *kept)
 
 
 def _reveal(lesson: Lesson, prediction: str, result: SweepResult) -> None:
     reveal = lesson.reveal(result)
-    held = prediction == reveal.answer
+    held = prediction == reveal.answer  # one of the lesson's own choices: a radio sends only an index
     verdict = st.success if held else st.info
-    verdict(f"You predicted **{plain(prediction)}**; the runs say **{reveal.answer}**."
+    verdict(f"You predicted **{prediction}**; the runs say **{reveal.answer}**."
             + (" Your prediction held." if held else " Not this time: see why below."))
     st.markdown(reveal.text)
     st.plotly_chart(lesson_figure(reveal, lesson.title), key=f"lesson-{lesson.id}")

@@ -15,19 +15,26 @@ class Page:
     path: str  # the script, from the app's folder (Streamlit's multipage convention: pages/N_Name.py)
     label: str  # the sidebar's name, also the page's URL path and tab title
     icon: str
+    about: str  # one line on what the page is for (Home lists every page with it)
 
 
 # The sidebar's navigation, in order (Streamlit's own would call the home page "app"). Every link in the app
 # names a page by its label here; tests/test_app_pages.py checks this table against the files in pages/.
 PAGES = {p.label: p for p in (
-    Page("app.py", "Home", ":material/home:"),
-    Page("pages/0_Lessons.py", "Lessons", ":material/school:"),
-    Page("pages/1_Playground.py", "Playground", ":material/tune:"),
-    Page("pages/2_Parameters.py", "Parameters", ":material/functions:"),
-    Page("pages/3_Spectrum.py", "Spectrum", ":material/stacked_line_chart:"),
-    Page("pages/4_Runs.py", "Runs", ":material/table_chart:"),
-    Page("pages/5_Compare.py", "Compare", ":material/compare_arrows:"),
-    Page("pages/6_Inspector.py", "Inspector", ":material/search:"),
+    Page("app.py", "Home", ":material/home:", "what the app is for, and where to start"),
+    Page("pages/0_Lessons.py", "Lessons", ":material/school:",
+         "six questions about LoRA: predict, run, and see what happened and why"),
+    Page("pages/1_Playground.py", "Playground", ":material/tune:",
+         "every setting: train a base, shift its task, fine-tune with LoRA and watch the loss live"),
+    Page("pages/2_Parameters.py", "Parameters", ":material/functions:",
+         "what an adapter trains, (d + k)·r against d·k, layer by layer"),
+    Page("pages/3_Spectrum.py", "Spectrum", ":material/stacked_line_chart:",
+         "the singular values of ΔW and of the weights before and after merging"),
+    Page("pages/4_Runs.py", "Runs", ":material/table_chart:", "every run of this session, overlaid and downloadable"),
+    Page("pages/5_Compare.py", "Compare", ":material/compare_arrows:",
+         "a grid of ranks, α, methods and seeds against the best any adapter of a rank could do"),
+    Page("pages/6_Inspector.py", "Inspector", ":material/search:",
+         "any PEFT adapter's modules, ranks and spectra, from its files alone"),
 )}
 
 
