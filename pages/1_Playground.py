@@ -11,11 +11,12 @@ from lora_core.settings.variants import adapter_name, method_name, notes
 from lora_core.tasks.registry import TASK_KINDS
 from ui import figures, live, session, training_figures
 from ui.navigation import page
-from ui.sidebar import show_link_warnings, sidebar
+from ui.sidebar import share_panel, show_link_warnings, sidebar
 from ui.text import plain
 
 page("Playground")
 config = sidebar()
+share_panel()
 state = session.current()
 
 INTRO = {

@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from . import live, session
+from . import classroom, live, session
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,17 @@ def page(title: str) -> None:
     st.set_page_config(page_title=f"{title} · LoRA Explorer", page_icon="🧮", layout="wide")
     session.current().active_run = None  # any new script run of this session stops a run an older one started
     live.warm_up()
-    for p in PAGES.values():
-        st.sidebar.page_link(p.path, label=p.label, icon=p.icon)
+    classroom.apply(tuple(PAGES))
+    shown = [p for p in PAGES.values() if classroom.allowed(p.label)]
+    for p in shown:
+        st.sidebar.page_link(p.path, label=p.label, icon=p.icon, query_params=classroom.params())
     st.sidebar.divider()
+    classroom.show_warnings()
+    if not classroom.allowed(title):  # a workshop's link shows only some pages
+        st.info(f"This workshop's link opens only: {', '.join(p.label for p in shown)}.")
+        for p in shown:
+            st.page_link(p.path, label=p.label, icon=p.icon, query_params=classroom.params())
+        st.stop()
 
 
 def need_run(what: str) -> None:

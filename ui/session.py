@@ -33,6 +33,10 @@ class Session:
     sweep: SweepResult | None = None  # the Compare page's last sweep
     grid_written: dict[str, str] | None = None  # the Compare page's grid parameters it last wrote
     grid_warnings: list[str] = field(default_factory=list)  # what the last link's grid had that was ignored
+    hidden: tuple[str, ...] = ()  # the Playground settings a classroom link hid (classroom.py)
+    pages: tuple[str, ...] = ()  # the pages a classroom link shows; empty: all
+    classroom_written: dict[str, str] | None = None  # the link's hide/pages last applied
+    classroom_warnings: list[str] = field(default_factory=list)
     lessons: dict[str, tuple[str, SweepResult]] = field(default_factory=dict)  # lesson id -> (prediction, runs)
 
     def record(self, result: ExperimentResult) -> None:

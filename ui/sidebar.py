@@ -14,7 +14,8 @@ import streamlit as st
 
 from lora_core.settings.config import FIELDS, LABELS, PRESETS, ConfigError, ExperimentConfig, matters, rank_limit
 
-from . import session
+from . import classroom, session
+from .navigation import PAGES
 from .settings import PRESET_LABELS, parse_params, preset_settings, to_config, url_params
 from .text import plain
 
@@ -38,7 +39,8 @@ def _forget_widgets() -> None:
 
 def _on_preset() -> None:
     s = session.current()
-    s.settings = preset_settings(st.session_state["w_preset"])
+    fixed = {f: s.settings[f] for f in s.hidden}  # a classroom link's values stay
+    s.settings = {**preset_settings(st.session_state["w_preset"]), **fixed}
     for field, value in s.settings.items():
         st.session_state[f"w_{field}"] = value
 
@@ -71,14 +73,15 @@ def _widget(field: str, settings: dict[str, Any]) -> Any:
 
 
 def _shown(field: str, settings: dict[str, Any]) -> bool:
-    return matters(field, settings)
+    """Whether `field` gets a widget: it matters for these settings and no classroom link hid it."""
+    return matters(field, settings) and field not in session.current().hidden
 
 
 def apply_url(extra_keys: tuple[str, ...] = ()) -> None:
     """If the URL is not the one this page last wrote (a shared link, a reload), load settings from it.
     `extra_keys` belong to the page (the Compare page's grid), not to the settings."""
     s = session.current()
-    params = {k: st.query_params[k] for k in st.query_params if k not in extra_keys}
+    params = {k: st.query_params[k] for k in st.query_params if k not in (*extra_keys, *classroom.CLASSROOM_KEYS)}
     if params == s.url_written:
         return
     if params:
@@ -90,8 +93,9 @@ def write_url(extra: dict[str, str] | None = None) -> None:
     """The settings (and the page's `extra` parameters) into the URL."""
     s = session.current()
     params = url_params(s.settings)
-    if {**params, **(extra or {})} != {k: st.query_params[k] for k in st.query_params}:
-        st.query_params.from_dict({**params, **(extra or {})})
+    wanted = {**params, **(extra or {}), **classroom.params()}
+    if wanted != {k: st.query_params[k] for k in st.query_params}:
+        st.query_params.from_dict(wanted)
     s.url_written = params
 
 
@@ -111,13 +115,16 @@ def sidebar(extra: dict[str, str] | None = None, methods: bool = True) -> Experi
     s = session.current().settings
     # Widgets hold the newest values; take them all first, because which widgets show depends on other groups'
     # settings (the task decides the sizes shown in the expander, the sizes bound the rank slider above it).
-    s.update({field: st.session_state[f"w_{field}"] for field in LABELS if f"w_{field}" in st.session_state})
+    hidden = session.current().hidden  # a classroom link's values, fixed: no widget may change them
+    s.update({field: st.session_state[f"w_{field}"] for field in LABELS
+              if f"w_{field}" in st.session_state and field not in hidden})
     top = st.sidebar.container()
     method = (st.sidebar.expander("Method: LoRA, its variants, or full fine-tuning", expanded=True) if methods
               else st.sidebar.empty().container())
     with st.sidebar.expander("Sizes, training and preset"):
-        s["preset"] = st.selectbox("Preset", list(PRESETS), key=_key("preset", s["preset"]),
-                                   format_func=PRESET_LABELS.get, on_change=_on_preset, help=PRESET_HELP)
+        if "preset" not in session.current().hidden:
+            s["preset"] = st.selectbox("Preset", list(PRESETS), key=_key("preset", s["preset"]),
+                                       format_func=PRESET_LABELS.get, on_change=_on_preset, help=PRESET_HELP)
         for field in LABELS:
             if FIELDS[field].metadata["group"] == "more" and _shown(field, s):
                 s[field] = _widget(field, s)
@@ -136,6 +143,12 @@ def sidebar(extra: dict[str, str] | None = None, methods: bool = True) -> Experi
     except ConfigError as e:
         st.error(f"These settings cannot run: {plain(str(e), 400)}")
         return None
+
+
+def share_panel() -> None:
+    """The Playground's "Share this setup" panel over the session's settings and the controls it shows."""
+    s = session.current().settings
+    classroom.share_panel(url_params(s), [f for f in LABELS if _shown(f, s)], tuple(PAGES))
 
 
 def config_error(**changes: Any) -> str | None:
