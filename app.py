@@ -4,6 +4,7 @@ import streamlit as st
 
 from lora_core.measure.analysis import full_param_count, lora_param_count
 from lora_core.training.devices import describe_device, pick_device
+from ui import live
 from ui.navigation import PAGES, link, page
 
 page("Home")
@@ -13,6 +14,8 @@ st.markdown("**See how Low-Rank Adaptation works by training it.** A small model
             "scale α, and see the loss, the parameters it trains and the directions it learns, on your own CPU in "
             "seconds. After Rajan Ghimire's *LoRA (Low Rank Adaptation): A Deeper Dive*.")
 
+if note := live.prewarm_note():
+    st.caption(note)
 start, free = st.columns(2)
 with start.container(border=True):
     st.markdown("**New to LoRA, or in a workshop? Start with a lesson.** Six questions, each one screen: commit to a "

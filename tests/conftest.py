@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lora_core.cache import CACHE_ENV
+from lora_core.serving.prewarm import PREWARM_ENV
 from tests.artifacts import ARTIFACTS
 
 
@@ -21,6 +22,10 @@ def pytest_configure(config):
         os.environ["OMP_NUM_THREADS"] = "1"  # the subprocesses' torch reads it when it loads
         torch.set_num_threads(1)
 
+
+# A server of the suite does not pretrain the lessons' bases in the background (tests/test_prewarm.py tests that):
+# it would share the two cores with the tests' own runs. Set before any server or AppTest starts.
+os.environ[PREWARM_ENV] = "off"
 
 # The files that take longest, first (scripts/test.sh prints the slowest tests): pytest-xdist hands out whole files
 # in the collected order, and a long file that started last would leave the other worker idle at the end.

@@ -33,6 +33,9 @@ def chosen_lesson() -> tuple[Lesson, str | None]:
 
 def pick_lesson() -> Lesson:
     """The lesson chooser, kept in the URL (?lesson=<id>) so that a link opens one lesson."""
+    note = live.prewarm_note()
+    if note:
+        st.caption(note)
     lesson, warning = chosen_lesson()
     if warning:
         st.warning(plain(warning), icon="⚠️")
@@ -51,7 +54,7 @@ def lesson_figure(reveal: Reveal, title: str) -> go.Figure:
     floors = [(b.label, b.floor) for b in reveal.bars if b.floor is not None]
     if floors:
         fig.add_trace(go.Scatter(x=[f[0] for f in floors], y=[f[1] for f in floors], mode="markers",
-                                 name="best possible at that rank", marker={"symbol": "line-ew-open", "size": 28,
+                                 name="best possible at that rank", marker={"symbol": "line-ew-open", "size": 28, "color": "#1F2937",
                                                                            "line": {"width": 3}}))
     fig.update_layout(title=title, yaxis_title=reveal.y_title, legend=LEGEND, margin=MARGIN, showlegend=True)
     if "MSE" in reveal.y_title:

@@ -17,6 +17,8 @@ from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from lora_core.experiment import run_experiment
+from lora_core.serving import prewarm as prewarming
+from lora_core.serving.prewarm import Pretraining, Prewarmer, pretraining_estimate, run_pretraining
 from lora_core.serving.scheduler import Job, Scheduler, default_memory_budget, default_workers
 from lora_core.settings.budget import APP_RUN_MACS, APP_RUN_SECONDS, Estimate, check, estimate, within
 from lora_core.settings.config import ExperimentConfig
@@ -47,24 +49,43 @@ def warm_up() -> threading.Thread:
     return thread
 
 
-# The kinds of work the server's one scheduler runs: how to run each and how to estimate it.
-WORK = {ExperimentConfig: (run_experiment, estimate), SweepRequest: (run_request, sweep_estimate)}
+# The kinds of work the server's one scheduler runs: what the log calls each, how to run and estimate it.
+WORK = {ExperimentConfig: ("run", run_experiment, estimate), SweepRequest: ("sweep", run_request, sweep_estimate),
+        Pretraining: ("pretraining", run_pretraining, pretraining_estimate)}
 
 
 @st.cache_resource(show_spinner=False)
 def scheduler() -> Scheduler:
     """The server's scheduler. It is shut down before Python waits for its threads at exit (SIGTERM included),
     so that a running job stops within a step and the process exits cleanly."""
-    def run_logged(work: ExperimentConfig | SweepRequest, **kwargs) -> ExperimentResult | SweepResult:
+    def run_logged(work: ExperimentConfig | SweepRequest | Pretraining, **kwargs) -> ExperimentResult | SweepResult:
         config = work if isinstance(work, ExperimentConfig) else work.config
-        LOG.info("lora-explorer: computing a %s (r=%s, seed=%s)", "run" if work is config else "sweep",
-                 config.rank, config.seed)
-        return WORK[type(work)][0](work, **kwargs)
+        name, run, _ = WORK[type(work)]
+        LOG.info("lora-explorer: computing a %s (r=%s, seed=%s)", name, config.rank, config.seed)
+        return run(work, **kwargs)
 
     sched = Scheduler(run_logged, default_workers(), default_memory_budget(),
-                      estimate=lambda work: WORK[type(work)][1](work))
+                      estimate=lambda work: WORK[type(work)][2](work))
     threading._register_atexit(sched.shutdown)  # what concurrent.futures uses for the same reason
     return sched
+
+
+@st.cache_resource(show_spinner=False)
+def prewarm() -> Prewarmer | None:
+    """The lessons' and the presets' bases, pretrained in the background when the server's first page opens
+    (None when $LORA_EXPLORER_PREWARM is off)."""
+    if not prewarming.enabled():
+        return None
+    return prewarming.start(scheduler(), scheduler().memory_budget)
+
+
+def prewarm_note() -> str | None:
+    """What the background pretraining is doing, for a page to say; None once it is done (or off)."""
+    warm = prewarm()
+    if warm is None or warm.finished.is_set():
+        return None
+    return (f"The server is pretraining the lessons' and presets' models in the background ({warm.done} of "
+            f"{warm.total} ready), so that they are ready when you press Run; your runs go first.")
 
 
 def admit(config: ExperimentConfig) -> Estimate:

@@ -43,6 +43,7 @@ def page(title: str) -> None:
     st.set_page_config(page_title=f"{title} · LoRA Explorer", page_icon="🧮", layout="wide")
     session.current().active_run = None  # any new script run of this session stops a run an older one started
     live.warm_up()
+    live.prewarm()
     classroom.apply(tuple(PAGES))
     shown = [p for p in PAGES.values() if classroom.allowed(p.label)]
     for p in shown:

@@ -52,6 +52,7 @@ class Job:
     from_cache: bool = False  # done at once: a finished result of the same config was kept
     started_at: float | None = None
     lane: str = "short"  # LANES: where it queues and which workers run it
+    background: bool = False  # runs only while no other job waits, and gives way to any (prewarm.py)
     cancelled: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -81,6 +82,7 @@ class Scheduler:
         self._lane_workers = {"short": workers, "long": long_workers}
         self._lock = threading.Condition()
         self._queues: dict[str, deque[Job]] = {lane: deque() for lane in LANES}
+        self._background: deque[Job] = deque()  # taken by the short lane's workers when nothing else waits
         self._live: dict[ExperimentConfig, Job] = {}  # queued or running, not cancelled: what single flight joins
         self._running: set[Job] = set()
         self._results: OrderedDict[ExperimentConfig, ExperimentResult] = OrderedDict()
@@ -94,8 +96,9 @@ class Scheduler:
 
     # ---- callers ----------------------------------------------------------------------------------------------
 
-    def submit(self, config: ExperimentConfig, owner: str) -> Job:
-        """The job computing `config`, with `owner` among its owners: a kept result, a live job, or a new one."""
+    def submit(self, config: ExperimentConfig, owner: str, background: bool = False) -> Job:
+        """The job computing `config`, with `owner` among its owners: a kept result, a live job, or a new one.
+        A `background` job waits until no other job is queued, and any other job's arrival cancels it."""
         with self._lock:
             if config in self._results:
                 self._results.move_to_end(config)
@@ -106,10 +109,16 @@ class Scheduler:
             job = self._live.get(config)
             if job is None:
                 cost = self.estimate(config)
-                job = Job(config, cost, lane="long" if cost.seconds > self.long_after else "short")
+                lane = "short" if background or cost.seconds <= self.long_after else "long"
+                job = Job(config, cost, lane=lane, background=background)
                 self._live[config] = job
-                self._queues[job.lane].append(job)
+                (self._background if background else self._queues[lane]).append(job)
                 self._lock.notify_all()
+            if not background:  # a participant's run goes first: background work gives way within a step
+                for running in self._running:
+                    if running.background:
+                        running.cancelled.set()
+                        self._live.pop(running.config, None)
             job.owners.add(owner)
             return job
 
@@ -122,7 +131,7 @@ class Scheduler:
             job.cancelled.set()
             self._live.pop(job.config, None)
             if job.state == "queued":
-                self._queues[job.lane].remove(job)
+                (self._background if job.background else self._queues[job.lane]).remove(job)
                 job.state = "done"
                 job.done.set()
             self._lock.notify_all()
@@ -147,6 +156,16 @@ class Scheduler:
             work = left + sum(j.estimate.seconds for j in ahead)
             return len(ahead) + len(running), work / self._lane_workers[job.lane]
 
+    def wait_idle(self, stop: threading.Event, poll: float = 0.2) -> bool:
+        """Block until no job but background ones is queued or running; False if the scheduler or `stop` closes
+        first."""
+        with self._lock:
+            while not (self._closing or stop.is_set()):
+                if not any(not j.background for j in (*self._queued(), *self._running)):
+                    return True
+                self._lock.wait(poll)
+        return False
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"queued": len(self._queued()), "running": len(self._running), "computed": self.computed,
@@ -166,8 +185,8 @@ class Scheduler:
     # ---- workers ----------------------------------------------------------------------------------------------
 
     def _queued(self) -> list[Job]:
-        """Every queued job, both lanes (call with the lock held)."""
-        return [job for lane in LANES for job in self._queues[lane]]
+        """Every queued job, both lanes and the background (call with the lock held)."""
+        return [job for lane in LANES for job in self._queues[lane]] + list(self._background)
 
     def _next(self, lane: str) -> Job | None:
         """The head of `lane`'s queue once it fits in the memory left (strict FIFO within the lane: nobody
@@ -177,6 +196,8 @@ class Scheduler:
             while True:
                 if self._closing:
                     return None
+                if not queue and lane == "short" and self._background and not self._queues["long"]:
+                    queue = self._background  # nothing else waits: background work may start
                 if queue:
                     head = queue[0]
                     if not self._running or self._running_bytes() + head.estimate.bytes <= self.memory_budget:
@@ -185,6 +206,7 @@ class Scheduler:
                         self._running.add(head)
                         self.computed += 1
                         return head
+                queue = self._queues[lane]
                 self._lock.wait()
 
     def _running_bytes(self) -> int:
