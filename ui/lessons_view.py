@@ -54,8 +54,9 @@ def lesson_figure(reveal: Reveal, title: str) -> go.Figure:
     floors = [(b.label, b.floor) for b in reveal.bars if b.floor is not None]
     if floors:
         fig.add_trace(go.Scatter(x=[f[0] for f in floors], y=[f[1] for f in floors], mode="markers",
-                                 name="best possible at that rank", marker={"symbol": "line-ew-open", "size": 28, "color": "#1F2937",
-                                                                           "line": {"width": 3}}))
+                                 name="best possible at that rank",
+                                 marker={"symbol": "line-ew-open", "size": 28, "color": "#1F2937",
+                                         "line": {"width": 3}}))
     fig.update_layout(title=title, yaxis_title=reveal.y_title, legend=LEGEND, margin=MARGIN, showlegend=True)
     if "MSE" in reveal.y_title:
         fig.update_yaxes(type="log", exponentformat="power")
