@@ -15,12 +15,15 @@ from ui import compare_figures as cf
 from ui import figures, live, session
 from ui import grid as g
 from ui.navigation import page
-from ui.sidebar import sidebar
+from ui.sidebar import prefer, sidebar
 from ui.text import plain
 
 LONG_S = 60  # a grid estimated to take longer than this says so before it starts
+# Where rank matters: on the default constant shift (rank 1) every rank does the same, so Compare starts here.
+START = {"shift": "low_rank", "shift_rank": 4}
 
 page("Compare")
+started_on_a_rank_shift = prefer(START)
 state = session.current()
 params = {k: st.query_params[k] for k in st.query_params if k in g.GRID_KEYS}
 if params and params != state.grid_written:  # a shared link or a reload: the grid from the URL
@@ -38,6 +41,9 @@ st.markdown("Fine-tune a grid of methods × ranks × α × seeds from one pretra
             "settings), on the same batches, and see which choices matter: final loss against r beside the best "
             "any adapter of that rank could do, α/r against α/√r, forgetting, intruder dimensions and how "
             "alike the learned subspaces are.")
+if started_on_a_rank_shift:
+    st.caption("Compare starts on a shift of rank 4, where the rank matters (on the default constant shift, rank "
+               "1 is enough and every rank does the same); change it in the sidebar.")
 if state.grid_warnings:
     st.warning("Ignored from the link:\n" + "\n".join(f"- {plain(w)}" for w in state.grid_warnings), icon="⚠️")
 top = rank_limit(SimpleNamespace(**state.settings))

@@ -109,3 +109,13 @@ def test_a_grid_over_the_servers_limit_says_what_to_change():
     errors = " ".join(e.value for e in at.error)
     assert "this grid would take about" in errors and "multiply" in errors and "fewer ranks" in errors
     assert next(b for b in at.button if b.label == "Run").disabled
+
+
+def test_a_fresh_compare_page_starts_on_a_shift_whose_rank_matters():
+    at = compare()
+    assert at.session_state["lora_explorer"].settings["shift"] == "low_rank"
+    assert at.session_state["lora_explorer"].settings["shift_rank"] == 4
+    assert any("shift of rank 4" in c.value for c in at.caption)
+    linked = compare(shift="constant", rank="1")  # a link's settings are its own
+    assert linked.session_state["lora_explorer"].settings["shift"] == "constant"
+    assert not any("shift of rank 4" in c.value for c in linked.caption)

@@ -145,6 +145,21 @@ def sidebar(extra: dict[str, str] | None = None, methods: bool = True) -> Experi
         return None
 
 
+def prefer(settings: dict[str, Any]) -> bool:
+    """Start this page from `settings` when the session still has the default preset's settings and the URL
+    names none (a page whose question needs them: Compare's ranks matter only on a shift of some rank).
+    True if it did."""
+    s = session.current()
+    if any(k not in classroom.CLASSROOM_KEYS for k in st.query_params) or s.settings != preset_settings("default"):
+        return False
+    if any(f in s.hidden for f in settings):
+        return False
+    s.settings = {**s.settings, **settings}
+    for field, value in settings.items():
+        st.session_state[f"w_{field}"] = value
+    return True
+
+
 def share_panel() -> None:
     """The Playground's "Share this setup" panel over the session's settings and the controls it shows."""
     s = session.current().settings
