@@ -4,6 +4,9 @@ layers, rows, loss and labels: task_specs.py, without torch).
 `linear` is the article's regression y = x θ with a two-layer linear model (tasks.py, model.py); `digits` the
 8×8 handwritten digits with a ReLU network (digits.py, mlp.py). The loss follows the labels (training.py): mean
 squared error for real-valued targets, cross-entropy for class indices.
+
+A new task is one call, `register_task(name, label, spec, kind, estimate)`, from anywhere (tests/test_plugin_task.py
+adds one from the test file and runs it through run_experiment, a sweep, the CLI and --save-adapter).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..settings.budget import ESTIMATES, Estimate
+from ..settings.choices import TASK_LABELS, TASKS
 from ..settings.task_specs import CLASSES, PIXELS, TASK_SPECS, TaskSpec
 from . import digits
 from .data import Task
@@ -58,3 +63,24 @@ TASK_KINDS: dict[str, TaskKind] = {
 def kind(values: Any) -> TaskKind:
     """The TaskKind of a config (or of settings with its attributes)."""
     return TASK_KINDS[values.task]
+
+
+def register_task(name: str, label: str, spec: TaskSpec, task_kind: TaskKind,
+                  estimate: Callable[[Any], Estimate]) -> None:
+    """Add a task, everything about it in one call: its name and label (the `task` setting's choices, the
+    CLI's --task, the Playground's menu), what it is (`spec`, no torch), its data and model (`task_kind`) and its
+    budget's estimator (an upper bound on its peak memory: the scheduler admits by it)."""
+    if name in TASK_KINDS:
+        raise ValueError(f"a task named {name!r} exists already")
+    TASKS.append(name)
+    TASK_LABELS[name] = label
+    TASK_SPECS[name] = spec
+    TASK_KINDS[name] = task_kind
+    ESTIMATES[name] = estimate
+
+
+def unregister_task(name: str) -> None:
+    """Take a registered task away again (a test, or a notebook trying a task out)."""
+    TASKS.remove(name)
+    for table in (TASK_LABELS, TASK_SPECS, TASK_KINDS, ESTIMATES):
+        table.pop(name, None)
