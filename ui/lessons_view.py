@@ -99,7 +99,7 @@ def show(lesson: Lesson) -> None:
             st.caption("Choose a prediction to run the lesson.")
         if not pressed:
             return
-        result, _ = live.sweep(req, st.empty())
+        result, _ = live.sweep(req, st.empty(), lesson=lesson.id)
         if result is None or not answers(result, req) or result.status != "ok":
             st.warning("The lesson's runs did not finish; press Run again.")
             return

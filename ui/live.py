@@ -16,9 +16,11 @@ import streamlit as st
 from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from lora_core.cache import cache_dir
 from lora_core.experiment import run_experiment
 from lora_core.serving import prewarm as prewarming
 from lora_core.serving.prewarm import Pretraining, Prewarmer, pretraining_estimate, run_pretraining
+from lora_core.serving.room import RoomStore, board_run, default_path
 from lora_core.serving.scheduler import Job, Scheduler, default_memory_budget, default_workers
 from lora_core.settings.budget import APP_RUN_MACS, APP_RUN_SECONDS, Estimate, check, estimate, within
 from lora_core.settings.config import ExperimentConfig
@@ -109,6 +111,27 @@ def _session_gone(session_id: str) -> bool:
     return Runtime.exists() and session_id != "no-session" and not Runtime.instance().is_active_session(session_id)
 
 
+@st.cache_resource(show_spinner=False)
+def room() -> RoomStore:
+    """The room's board, shared by every session of this server (and the server's other processes)."""
+    return RoomStore(default_path(cache_dir()))
+
+
+def my_board_id() -> str:
+    """How the board knows this session: a random id of its own, never anything about a person."""
+    return session.current().board_id
+
+
+def _post(work: ExperimentConfig | SweepRequest, result: ExperimentResult | SweepResult, lesson: str) -> None:
+    """Put a finished run (or a sweep's members) on the room's board, as this session's."""
+    if isinstance(result, SweepResult):
+        entries = [board_run(m, "lesson" if lesson else "sweep", lesson) for m in result.members
+                   if m.status == "ok"]
+    else:
+        entries = [board_run(result, "run")] if result.status == "ok" else []
+    room().add(my_board_id(), entries, nickname=session.current().nickname)
+
+
 def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult | None, bool]:
     """Run (or fetch) `config`, drawing its place in the queue and then its progress into `status` and the
     growing loss chart into `chart`. Returns (result, came from the kept results); the result is None when
@@ -130,8 +153,9 @@ def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult | N
     return _follow(config, status, draw)
 
 
-def sweep(req: SweepRequest, status) -> tuple[SweepResult | None, bool]:
-    """Run (or fetch) a sweep, drawing its place and then a progress bar over the whole grid into `status`."""
+def sweep(req: SweepRequest, status, lesson: str = "") -> tuple[SweepResult | None, bool]:
+    """Run (or fetch) a sweep, drawing its place and then a progress bar over the whole grid into `status`;
+    `lesson` names the lesson it is the runs of (the board files it under it)."""
     admit_sweep(req)
     names = [member_name(method, c.to_dict()) for method, c in members(req)]
     epochs = sum(c.epochs for _, c in members(req))
@@ -144,15 +168,16 @@ def sweep(req: SweepRequest, status) -> tuple[SweepResult | None, bool]:
                      f"({names[p.member]}): {figures.PHASE_LABELS[p.progress.phase]} epoch {p.progress.epoch} of "
                      f"{p.progress.epochs}")
 
-    return _follow(req, status, draw)
+    return _follow(req, status, draw, lesson)
 
 
-def _follow(work: ExperimentConfig | SweepRequest, status, draw) -> tuple:
+def _follow(work: ExperimentConfig | SweepRequest, status, draw, lesson: str = "") -> tuple:
     """Submit `work` to the scheduler and follow it: its place in the queue, then `draw(job, bar, progress,
     run_id)` on every update, until it is done. (result or None, came from the kept results)."""
     sched, state, owner = scheduler(), session.current(), _session_id()
     job = sched.submit(work, owner)
     if job.from_cache:
+        _post(work, job.result, lesson)
         return job.result, True
     run_id = uuid.uuid4().hex
     state.active_run = run_id
@@ -169,6 +194,7 @@ def _follow(work: ExperimentConfig | SweepRequest, status, draw) -> tuple:
         raise RuntimeError(job.error)
     if not waited or job.result is None or job.result.status == "cancelled":
         return None, False
+    _post(work, job.result, lesson)
     return job.result, False
 
 

@@ -35,6 +35,8 @@ PAGES = {p.label: p for p in (
          "a grid of ranks, α, methods and seeds against the best any adapter of a rank could do"),
     Page("pages/6_Inspector.py", "Inspector", ":material/search:",
          "any PEFT adapter's modules, ranks and spectra, from its files alone"),
+    Page("pages/7_Room.py", "Room", ":material/groups:",
+         "everyone's runs on this server on one live board, for a workshop"),
 )}
 
 

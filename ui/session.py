@@ -6,6 +6,7 @@ so it survives page switches (which discard widget state) and is listed in one p
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,9 @@ class Session:
     pages: tuple[str, ...] = ()  # the pages a classroom link shows; empty: all
     classroom_written: dict[str, str] | None = None  # the link's hide/pages last applied
     classroom_warnings: list[str] = field(default_factory=list)
+    board_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])  # how the Room's board knows this session
+    nickname: str = ""  # shown beside this session's runs on the Room's board, if chosen (plain text, ≤ 24)
+    facilitator: bool = False  # entered the facilitator's token on the Room page
     lessons: dict[str, tuple[str, SweepResult]] = field(default_factory=dict)  # lesson id -> (prediction, runs)
 
     def record(self, result: ExperimentResult) -> None:

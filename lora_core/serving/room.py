@@ -74,10 +74,12 @@ class RoomStore:
         self._recent: dict[str, deque[float]] = defaultdict(deque)
         self._db: sqlite3.Connection | None = None
         try:
+            if path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, timeout=5, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._migrate()
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             self._fail(error)
 
     def _migrate(self) -> None:

@@ -1,0 +1,150 @@
+"""The Room page: every run finished on this server, from every session, on one chart that refreshes itself,
+a table beside it, a nickname a participant may choose, and the facilitator's controls for a session that
+entered the server's facilitator token.
+
+Cheap to watch: the board's rows and its figure are built once per change of the board (the store's version)
+and shared by every viewer; each viewer adds only the marks of its own runs."""
+
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from lora_core.lessons import LESSONS
+from lora_core.serving.room import NICKNAME_MAX
+from lora_core.settings.choices import TASK_LABELS
+
+from . import live, session
+from .figures import LEGEND, MARGIN
+from .text import plain
+
+FACILITATOR_ENV = "LORA_EXPLORER_FACILITATOR_TOKEN"
+REFRESH_S = 2.0
+COLUMNS = {"nickname": "nickname", "method": "method", "rank": "r", "alpha": "α", "params": "trainable parameters",
+           "loss": "merged loss, shifted", "accuracy": "accuracy, shifted (%)", "source": "from", "lesson": "lesson"}
+
+_SHARED: dict[tuple, tuple[list[dict], go.Figure]] = {}  # (board version, task, lesson) -> (rows, figure)
+_LOCK = threading.Lock()
+
+
+def board(task: str, lesson: str) -> tuple[list[dict], go.Figure]:
+    """The board's rows and figure for this filter, built once per change of the board for every viewer."""
+    store = live.room()
+    key = (store.version(), task, lesson)
+    with _LOCK:
+        if key not in _SHARED:
+            rows = store.runs(task=task, lesson=lesson or None)
+            _SHARED.clear()  # only the newest board is worth keeping
+            _SHARED[key] = (rows, board_figure(rows, task))
+        return _SHARED[key]
+
+
+def _metric(task: str) -> tuple[str, str]:
+    """(row key, axis title) of what the board plots for the task."""
+    return ("accuracy", "held-out accuracy on the shifted task (%)") if task == "digits" else (
+        "loss", "merged model's loss on the shifted task (MSE)")
+
+
+def board_figure(rows: list[dict], task: str) -> go.Figure:
+    """Merged loss (accuracy for the digits) against trainable parameters, one colour per method."""
+    key, title = _metric(task)
+    fig = go.Figure()
+    scale = 100 if key == "accuracy" else 1
+    for method in sorted({r["method"] for r in rows}):
+        mine = [r for r in rows if r["method"] == method and r[key] is not None]
+        fig.add_trace(go.Scatter(x=[r["params"] for r in mine], y=[scale * r[key] for r in mine], mode="markers",
+                                 name=method, text=[_hover(r) for r in mine], hoverinfo="text+x+y",
+                                 marker={"size": 9, "opacity": 0.8}))
+    floors = [r for r in rows if r["floor"] is not None and key == "loss"]
+    if floors:
+        fig.add_trace(go.Scatter(x=[r["params"] for r in floors], y=[r["floor"] for r in floors], mode="markers",
+                                 name="best possible at that rank", marker={"symbol": "line-ew-open", "size": 14,
+                                                                           "color": "#1F2937"}))
+    fig.update_layout(title=f"The room's runs: {TASK_LABELS.get(task, task)}", xaxis_title="trainable parameters",
+                      yaxis_title=title, legend=LEGEND, margin=MARGIN)
+    fig.update_xaxes(type="log")
+    if key == "loss":
+        fig.update_yaxes(type="log", exponentformat="power")
+    return fig
+
+
+def _hover(row: dict) -> str:
+    who = plain(row["nickname"], NICKNAME_MAX) if row["nickname"] else "anonymous"
+    return f"{who}: {row['method']} r={row['rank']} α={row['alpha']:g}"
+
+
+def mine(fig: go.Figure, rows: list[dict], task: str) -> go.Figure:
+    """A copy of the shared figure with this session's runs ringed."""
+    key, _ = _metric(task)
+    scale = 100 if key == "accuracy" else 1
+    own = [r for r in rows if r["session"] == live.my_board_id() and r[key] is not None]
+    out = go.Figure(fig)
+    if own:
+        out.add_trace(go.Scatter(x=[r["params"] for r in own], y=[scale * r[key] for r in own], mode="markers",
+                                 name="your runs", marker={"size": 16, "symbol": "circle-open", "color": "#000",
+                                                           "line": {"width": 2}}))
+    return out
+
+
+def table(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["id", *COLUMNS]) if rows else pd.DataFrame(columns=["id", *COLUMNS])
+    frame["accuracy"] = frame["accuracy"] * 100
+    return frame.drop(columns="id").rename(columns=COLUMNS)
+
+
+def filters() -> tuple[str, str]:
+    left, right = st.columns(2)
+    task = left.selectbox("Task", list(TASK_LABELS), format_func=TASK_LABELS.get, key="w_room_task")
+    lesson = right.selectbox("Lesson", ["", *LESSONS], key="w_room_lesson",
+                             format_func=lambda i: "every run" if not i else f"lesson: {LESSONS[i].title}")
+    return task, lesson
+
+
+def nickname() -> None:
+    state = session.current()
+    chosen = st.text_input("Your nickname on the board (optional)", value=state.nickname, max_chars=NICKNAME_MAX,
+                           help="Runs are anonymous unless you choose one; it goes with the runs you finish from "
+                                "now on.")
+    state.nickname = " ".join(chosen.split())[:NICKNAME_MAX]
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_board(task: str, lesson: str) -> None:
+    """The chart and the table, redrawn every REFRESH_S seconds from the shared board."""
+    rows, fig = board(task, lesson)
+    if live.room().problem:
+        st.warning(plain(live.room().problem, 300), icon="⚠️")
+        return
+    st.caption(f"{len(rows)} run(s) on the board for this filter; it refreshes itself every {REFRESH_S:g} s.")
+    chart, listing = st.columns([3, 2])
+    chart.plotly_chart(mine(fig, rows, task), key="room-board")
+    listing.dataframe(table(rows), hide_index=True, height=420)
+
+
+def facilitator() -> None:
+    """The facilitator's controls, only with a server token and only for a session that entered it."""
+    token = os.environ.get(FACILITATOR_ENV, "")
+    if not token:
+        return
+    state = session.current()
+    with st.expander("Facilitator"):
+        if not state.facilitator:
+            entered = st.text_input("Facilitator token", type="password", key="w_room_token")
+            if entered and hmac.compare_digest(entered.encode(), token.encode()):
+                state.facilitator = True
+                st.rerun()
+            elif entered:
+                st.error("That is not the facilitator's token.")
+            return
+        store = live.room()
+        if st.button("Clear the board"):
+            store.clear()
+        names = sorted({r["nickname"] for r in store.runs() if r["nickname"]})
+        hide = st.selectbox("Nickname to hide", ["", *names], format_func=lambda n: plain(n, NICKNAME_MAX) or "—")
+        if hide and st.button("Hide it"):
+            store.hide_nickname(hide)
