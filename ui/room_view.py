@@ -121,9 +121,8 @@ def live_board(task: str, lesson: str) -> None:
         st.warning(plain(live.room().problem, 300), icon="⚠️")
         return
     st.caption(f"{len(rows)} run(s) on the board for this filter; it refreshes itself every {REFRESH_S:g} s.")
-    chart, listing = st.columns([3, 2])
-    chart.plotly_chart(mine(fig, rows, task), key="room-board")
-    listing.dataframe(table(rows), hide_index=True, height=420)
+    st.plotly_chart(mine(fig, rows, task), key="room-board")
+    st.dataframe(table(rows), hide_index=True, height=300)
 
 
 def facilitator() -> None:
