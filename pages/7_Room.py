@@ -11,6 +11,7 @@ st.markdown("Every run finished on this server, from every session (single runs,
             "on one chart that refreshes itself: the merged model's loss on the shifted data (accuracy for the "
             "digits) against the parameters it trained, one colour per method. Your own runs are ringed. Runs are "
             "anonymous unless you choose a nickname.")
+room_view.show_challenge()
 room_view.nickname()
 task, lesson = room_view.filters()
 room_view.live_board(task, lesson)

@@ -101,3 +101,30 @@ def test_a_wrong_token_gives_nothing_and_the_right_one_the_controls(monkeypatch)
     assert at.session_state["lora_explorer"].facilitator
     widget(at, "button", "Clear the board").click().run()
     assert live.room().runs() == []
+
+
+def test_a_facilitators_challenge_its_link_and_its_leaderboard(monkeypatch):
+    monkeypatch.setenv(FACILITATOR_ENV, "tok")
+    host = start("pages/1_Playground.py", **SMALL, seed="620")  # the challenge's settings: the host's
+    host.switch_page(ROOM).run()
+    widget(host, "text_input", "Facilitator token").input("tok").run()
+    widget(host, "number_input", "Threshold X").set_value(5.0).run()
+    widget(host, "multiselect", "Settings participants may change").set_value(["rank"]).run()
+    widget(host, "button", "Set the challenge").click().run()
+    rules = live.room().challenge()
+    assert rules["goal"] == "loss_at_most" and rules["shared"]["seed"] == 620 and "rank" not in rules["shared"]
+
+    params = room_view.challenge_link(rules)
+    hidden = params["hide"].split(",")
+    assert "rank" not in hidden and {"alpha", "seed", "preset"} <= set(hidden)
+    player = start("pages/1_Playground.py", **params)
+    labels = {w.label for w in (*player.sidebar.slider, *player.sidebar.number_input)}
+    assert labels == {"Rank r"}  # only what the challenge lets them change
+    widget(player, "slider", "Rank r").set_value(3).run()
+    train(player)
+    player.switch_page(ROOM).run()
+    (shown,) = [d.value for d in player.dataframe if "place" in d.value.columns]
+    assert list(shown["you"]) == ["←"] and list(shown["r"]) == [3]
+    (leader,) = room_view.rules.leaderboard(rules, live.room().runs(task="linear"))
+    assert leader["rank"] == 3 and leader["session"] == player.session_state["lora_explorer"].board_id
+    assert any("Challenge" in m.value and "at most 5" in m.value for m in player.markdown)

@@ -25,7 +25,8 @@ LAYERS: tuple[tuple[str, set[str]], ...] = (
                   "training.batched", "training.fast_batched"}),
     ("measuring", {"measure", "measure.svd_memo", "measure.analysis"}),
     ("runs", {"cache", "experiment", "sweep", "inspector", "lessons"}),
-    ("serving a room", {"serving", "serving.scheduler", "serving.prewarm", "serving.room"}),
+    ("serving a room", {"serving", "serving.scheduler", "serving.prewarm", "serving.room",
+                        "serving.challenge"}),
     ("entry points", {"", "cli", "cli.main", "cli.run_command", "cli.sweep_command", "cli.inspect_command",
                       "__main__"}),
 )

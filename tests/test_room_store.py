@@ -5,10 +5,12 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 
+import pytest
+
 from lora_core.experiment import run_experiment
-from lora_core.serving import room
+from lora_core.serving import challenge, room
 from lora_core.serving.room import MAX_BATCH, NICKNAME_MAX, RATE_ENTRIES, BoardRun, RoomStore, board_run
-from lora_core.settings.config import preset
+from lora_core.settings.config import ConfigError, preset
 
 RUN = BoardRun("linear", "LoRA", 2, 2.0, 256, 0.5, None, 0.1, "run")
 
@@ -117,3 +119,46 @@ def test_a_finished_run_as_the_board_keeps_it():
     entry = board_run(result, "run")
     assert entry.params == (8 + 8) * 2 * 2 and entry.loss == result.losses["merged_on_shifted"]
     assert entry.method == "LoRA" and entry.rank == 2 and entry.floor == result.floor
+
+
+def _row(session, at, params, loss, accuracy=None, **config):
+    return {"session": session, "at": at, "params": params, "loss": loss, "accuracy": accuracy, "task": "linear",
+            "config": {"task": "linear", "shift": "constant", "rank": 1, **config}}
+
+
+def test_a_challenges_leaderboard_ranks_each_participants_best_run_that_meets_it():
+    rules = challenge.rules(preset("default"), "loss_at_most", 0.1, ["rank", "alpha"])
+    assert "rank" not in rules["shared"] and rules["shared"]["shift"] == "constant"
+    shared = {k: v for k, v in rules["shared"].items() if k != "task"}
+    rows = [_row("a", 1.0, 64, 0.05, **shared), _row("a", 2.0, 32, 0.09, **shared),  # a's best: fewer params
+            _row("b", 0.5, 32, 0.09, **shared),  # the same score as a's best, earlier: b first
+            _row("c", 0.1, 16, 0.5, **shared),  # misses the goal
+            _row("d", 0.1, 16, 0.01, **{**shared, "shift": "low_rank"})]  # changed a shared setting
+    board = challenge.leaderboard(rules, rows)
+    assert [(r["session"], r["params"]) for r in board] == [("b", 32), ("a", 32)]
+    with pytest.raises(ConfigError, match="unknown goal"):
+        challenge.rules(preset("default"), "fastest", 1, [])
+    with pytest.raises(ConfigError, match="not Playground settings"):
+        challenge.rules(preset("default"), "loss_at_most", 1, ["device"])
+
+
+def test_the_challenge_is_kept_with_the_board_and_changes_its_version(tmp_path):
+    path = str(tmp_path / "room.sqlite3")
+    store = RoomStore(path)
+    before = store.version()
+    rules = challenge.rules(preset("digits"), "accuracy_within", 2000, ["rank", "layers"])
+    assert store.set_challenge(rules) and RoomStore(path).challenge() == rules
+    assert store.version() != before
+    assert store.set_challenge(None) and RoomStore(path).challenge() is None
+
+
+def test_a_version_1_board_migrates_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "room.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(room.MIGRATIONS[0] + " PRAGMA user_version = 1;")
+    db.execute("INSERT INTO runs (at, session, task, method, rank, alpha, params, source) "
+               "VALUES (1, 's', 'linear', 'LoRA', 1, 1, 10, 'run')")
+    db.commit()
+    db.close()
+    store = RoomStore(str(path))
+    assert store.on and [(r["session"], r["config"]) for r in store.runs()] == [("s", {})]

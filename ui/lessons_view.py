@@ -3,20 +3,17 @@ the reveal (lora_core/lessons.py writes it from the runs), its chart, and a link
 
 from __future__ import annotations
 
-from typing import Any
-
 import plotly.graph_objects as go
 import streamlit as st
 
 from lora_core.lessons import LESSONS, Lesson, Reveal
-from lora_core.settings.config import LABELS, ExperimentConfig
 from lora_core.sweep import SweepResult, answers, members
 
 from . import live, session
 from .figures import LEGEND, MARGIN
 from .grid import grid_params
 from .navigation import link
-from .settings import preset_settings, url_params
+from .settings import settings_of, url_params
 from .text import plain
 
 LESSON_PARAM = "lesson"  # /Lessons?lesson=<id>
@@ -66,16 +63,11 @@ def lesson_figure(reveal: Reveal, title: str) -> go.Figure:
 def explore_params(lesson: Lesson) -> dict[str, str]:
     """The query parameters that open the lesson's page with its settings (and its grid, on Compare)."""
     req = lesson.runs()
-    params = url_params(_settings(req.config))
+    params = url_params(settings_of(req.config))
     if lesson.explore == "Compare":
         params.update(grid_params({"methods": list(req.methods), "ranks": list(req.ranks),
                                    "alphas": list(req.alphas), "seeds": list(req.seeds)}))
     return params
-
-
-def _settings(config: ExperimentConfig) -> dict[str, Any]:
-    name = "digits" if config.task == "digits" else "default"
-    return {**preset_settings(name), **{k: getattr(config, k) for k in LABELS}}
 
 
 def show(lesson: Lesson) -> None:

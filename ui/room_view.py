@@ -16,11 +16,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from lora_core.lessons import LESSONS
+from lora_core.serving import challenge as rules
 from lora_core.serving.room import NICKNAME_MAX
 from lora_core.settings.choices import TASK_LABELS
+from lora_core.settings.config import LABELS, ConfigError, cli_name
 
 from . import live, session
 from .figures import LEGEND, MARGIN
+from .navigation import link
+from .settings import settings_of, to_config, url_params
 from .text import plain
 
 FACILITATOR_ENV = "LORA_EXPLORER_FACILITATOR_TOKEN"
@@ -125,6 +129,55 @@ def live_board(task: str, lesson: str) -> None:
     st.dataframe(table(rows), hide_index=True, height=300)
 
 
+def challenge_link(challenge: dict) -> dict[str, str]:
+    """The Playground with the challenge's settings, every control outside it hidden (a classroom link)."""
+    settings = settings_of(rules.playground_settings(challenge))
+    hidden = [f for f in ("preset", *LABELS) if f not in challenge["allowed"]]
+    return {**url_params(settings), "hide": ",".join(cli_name(f) for f in hidden)}
+
+
+@st.fragment(run_every=REFRESH_S)
+def show_challenge() -> None:
+    """The challenge, if the facilitator set one: its goal, a link to take it, and its leaderboard."""
+    challenge = live.room().challenge()
+    if challenge is None:
+        return
+    with st.container(border=True):
+        st.markdown(f"**Challenge** ({TASK_LABELS.get(challenge['task'], challenge['task'])}): "
+                    f"{rules.describe(challenge)}. You may change: "
+                    + (", ".join(LABELS[f] for f in challenge["allowed"]) or "nothing") + ".")
+        link("Playground", "Take the challenge on the Playground", query_params=challenge_link(challenge),
+             icon=":material/flag:")
+        board_rows = rules.leaderboard(challenge, live.room().runs(task=challenge["task"]))
+        if not board_rows:
+            st.caption("No run meets it yet.")
+            return
+        st.dataframe(pd.DataFrame([{
+            "place": i + 1, "nickname": r["nickname"] or "anonymous", "trainable parameters": r["params"],
+            "merged loss, shifted": r["loss"], "accuracy, shifted (%)": None if r["accuracy"] is None else
+            100 * r["accuracy"], "method": r["method"], "r": r["rank"], "α": r["alpha"],
+            "you": "←" if r["session"] == live.my_board_id() else ""} for i, r in enumerate(board_rows)]),
+            hide_index=True)
+
+
+def _set_challenge() -> None:
+    """The facilitator's form: a challenge from this session's Playground settings."""
+    st.markdown("**A challenge from your Playground settings**")
+    goal = st.selectbox("Goal", list(rules.GOALS), format_func=lambda g: rules.GOALS[g].label.format(
+        threshold=0).replace(" 0", " X"))
+    threshold = st.number_input("Threshold X", min_value=0.0, value=0.1 if goal == "loss_at_most" else 2000.0,
+                                format="%g")
+    allowed = st.multiselect("Settings participants may change", list(LABELS), default=["rank", "alpha"],
+                             format_func=LABELS.get)
+    if st.button("Set the challenge"):
+        try:
+            live.room().set_challenge(rules.rules(to_config(session.current().settings), goal, threshold, allowed))
+        except ConfigError as e:
+            st.error(plain(str(e), 300))
+    if live.room().challenge() is not None and st.button("End the challenge"):
+        live.room().set_challenge(None)
+
+
 def facilitator() -> None:
     """The facilitator's controls, only with a server token and only for a session that entered it."""
     token = os.environ.get(FACILITATOR_ENV, "")
@@ -140,6 +193,7 @@ def facilitator() -> None:
             elif entered:
                 st.error("That is not the facilitator's token.")
             return
+        _set_challenge()
         store = live.room()
         if st.button("Clear the board"):
             store.clear()

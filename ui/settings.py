@@ -30,6 +30,12 @@ def preset_settings(name: str) -> dict[str, Any]:
     return {"preset": name, **{k: getattr(cfg, k) for k in LABELS}}
 
 
+def settings_of(config: ExperimentConfig) -> dict[str, Any]:
+    """A config's Playground settings, on the preset of its task (so that its link names only what differs)."""
+    name = "digits" if config.task == "digits" else "default"
+    return {**preset_settings(name), **{k: getattr(config, k) for k in LABELS}}
+
+
 def to_config(settings: dict[str, Any], **changes: Any) -> ExperimentConfig:
     """The config of `settings` with `changes`; raises ConfigError when they cannot run."""
     return preset(settings["preset"], **{**{k: settings[k] for k in LABELS}, **changes})

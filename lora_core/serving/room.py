@@ -10,13 +10,14 @@ reported once and the board is switched off; the app carries on without it. No S
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
 import threading
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..settings.results import ExperimentResult
 from ..settings.variants import method_name
 
 ROOM_DB_ENV = "LORA_EXPLORER_ROOM_DB"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAX_ROWS = 10_000
 RATE_ENTRIES, RATE_WINDOW_S = 6, 60.0  # per session
 MAX_BATCH = 64  # rows one entry may add (a sweep's members)
@@ -39,6 +40,9 @@ MIGRATIONS = (
        alpha REAL NOT NULL, params INTEGER NOT NULL, loss REAL, accuracy REAL, floor REAL, source TEXT NOT NULL,
        lesson TEXT NOT NULL DEFAULT '', hidden INTEGER NOT NULL DEFAULT 0);
        CREATE INDEX runs_task ON runs (task);""",
+    # 2: each run's settings (a challenge's rules read them), and the facilitator's challenge
+    """ALTER TABLE runs ADD COLUMN config TEXT NOT NULL DEFAULT '{}';
+       CREATE TABLE challenge (id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL, rules TEXT NOT NULL);""",
 )
 
 
@@ -56,6 +60,7 @@ class BoardRun:
     floor: float | None
     source: str  # "run", "sweep" or "lesson"
     lesson: str = ""
+    config: dict[str, Any] = field(default_factory=dict)  # the run's settings
 
 
 def default_path(cache_folder: Path | None) -> str:
@@ -113,10 +118,10 @@ class RoomStore:
                 return False
             recent.append(now)
             rows = [(time.time(), session, nickname[:NICKNAME_MAX], r.task, r.method, r.rank, r.alpha, r.params,
-                     r.loss, r.accuracy, r.floor, r.source, r.lesson) for r in runs[:MAX_BATCH]]
+                     r.loss, r.accuracy, r.floor, r.source, r.lesson, json.dumps(r.config)) for r in runs[:MAX_BATCH]]
             return self._write(lambda db: (
                 db.executemany("INSERT INTO runs (at, session, nickname, task, method, rank, alpha, params, loss, "
-                               "accuracy, floor, source, lesson) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows),
+                               "accuracy, floor, source, lesson, config) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows),
                 db.execute("DELETE FROM runs WHERE id <= (SELECT max(id) FROM runs) - ?", (MAX_ROWS,))))
 
     def _write(self, action) -> bool:
@@ -138,7 +143,8 @@ class RoomStore:
             return ()
         try:
             with self._lock:
-                return self._db.execute("SELECT max(id), count(*), sum(hidden) FROM runs").fetchone()
+                return self._db.execute("SELECT max(id), count(*), sum(hidden), (SELECT at FROM challenge) "
+                                        "FROM runs").fetchone()
         except sqlite3.Error as error:
             self._fail(error)
             return ()
@@ -155,16 +161,39 @@ class RoomStore:
             where.append("lesson = ?")
             args.append(lesson)
         query = ("SELECT id, at, session, CASE WHEN hidden THEN '' ELSE nickname END AS nickname, task, method, rank, "
-                 "alpha, params, loss, accuracy, floor, source, lesson FROM runs WHERE "
+                 "alpha, params, loss, accuracy, floor, source, lesson, config FROM runs WHERE "
                  + " AND ".join(where) + " ORDER BY id DESC")
         try:
             with self._lock:
                 cursor = self._db.execute(query, args)
                 names = [c[0] for c in cursor.description]
-                return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+                rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            for row in rows:
+                row["config"] = json.loads(row["config"])
+            return rows
         except sqlite3.Error as error:
             self._fail(error)
             return []
+
+    def challenge(self) -> dict[str, Any] | None:
+        """The facilitator's challenge (its rules, as challenge.py reads them), or None."""
+        if not self.on:
+            return None
+        try:
+            with self._lock:
+                row = self._db.execute("SELECT rules FROM challenge WHERE id = 1").fetchone()
+        except sqlite3.Error as error:
+            self._fail(error)
+            return None
+        return json.loads(row[0]) if row else None
+
+    def set_challenge(self, rules: dict[str, Any] | None) -> bool:
+        """Set (or with None, end) the challenge."""
+        with self._lock:
+            return self.on and self._write(lambda db: (
+                db.execute("DELETE FROM challenge"),
+                rules is not None and db.execute("INSERT INTO challenge VALUES (1, ?, ?)",
+                                                  (time.time(), json.dumps(rules)))))
 
     def clear(self) -> bool:
         with self._lock:
@@ -183,4 +212,4 @@ def board_run(result: ExperimentResult, source: str, lesson: str = "") -> BoardR
     return BoardRun(config.task, method_name(config), config.rank if lora else 0, config.alpha,
                     result.params.lora_trainable if lora else result.params.full_trainable,
                     result.losses.get("merged_on_shifted"), result.accuracies.get("merged_on_shifted"),
-                    result.floor, source, lesson)
+                    result.floor, source, lesson, result.config)
