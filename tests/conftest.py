@@ -30,7 +30,8 @@ os.environ[PREWARM_ENV] = "off"
 # The files that take longest, first (scripts/test.sh prints the slowest tests): pytest-xdist hands out whole files
 # in the collected order, and a long file that started last would leave the other worker idle at the end.
 SLOW_FILES_FIRST = ("test_budget.py", "browser/test_browser_app.py", "browser/test_load.py",
-                    "browser/test_browser_more.py", "browser/test_browser_server.py", "test_sweep_fast.py")
+                    "browser/test_browser_more.py", "browser/test_browser_room.py", "browser/test_browser_server.py",
+                    "test_sweep_fast.py")
 
 
 def pytest_collection_modifyitems(items):
