@@ -46,6 +46,11 @@ def test_predict_run_and_reveal(lesson_id):
     assert bars["x"] == [b.label for b in reveal.bars]
     assert bars["y"] == pytest.approx([b.value for b in reveal.bars])
     assert chart["layout"]["title"]["text"] == lesson.title and chart["layout"]["yaxis"]["title"]["text"]
+    values = [b.value for b in reveal.bars] + [b.floor for b in reveal.bars if b.floor is not None]
+    wide = max(values) / min(values) > 100
+    assert (chart["layout"]["yaxis"].get("type") == "log") == wide  # a log axis only where it is needed
+    if wide:  # and every bar's foot below the smallest value, so that no bar looks empty
+        assert 10 ** chart["layout"]["yaxis"]["range"][0] < min(values)
     assert widget(at, "radio", "Your prediction").disabled  # committed
 
     (explore,) = [p for p in at.get("page_link") if p.proto.label.startswith("Explore")]

@@ -3,6 +3,8 @@ the reveal (lora_core/lessons.py writes it from the runs), its chart, and a link
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 import streamlit as st
 
@@ -55,8 +57,10 @@ def lesson_figure(reveal: Reveal, title: str) -> go.Figure:
                                  marker={"symbol": "line-ew-open", "size": 28, "color": "#1F2937",
                                          "line": {"width": 3}}))
     fig.update_layout(title=title, yaxis_title=reveal.y_title, legend=LEGEND, margin=MARGIN, showlegend=True)
-    if "MSE" in reveal.y_title:
-        fig.update_yaxes(type="log", exponentformat="power")
+    values = [b.value for b in reveal.bars] + [f for _, f in floors]
+    if min(values) > 0 and max(values) / min(values) > 100:  # over two decades: only a log axis shows them all
+        low = math.floor(math.log10(min(values))) - 0.5  # every bar starts below its top, the smallest too
+        fig.update_yaxes(type="log", exponentformat="power", range=[low, math.log10(max(values)) + 0.3])
     return fig
 
 

@@ -23,8 +23,11 @@ from pathlib import Path
 import pytest
 from protocol import PageSession
 
+from ui.room_view import REFRESH_S
+
 pytestmark = pytest.mark.load
 SESSIONS = int(os.environ.get("LOAD_SESSIONS", "4"))
+ROOM_VIEWERS = int(os.environ.get("LOAD_ROOM_VIEWERS", "2"))  # Room pages open (refreshing) in the browser test
 SMALL = "d-in=16&hidden=16&d-out=16&n-samples=256&n-eval=64&pretrain-epochs=15&epochs=15&batch-size=32"
 SHARED_SEED = 500
 
@@ -170,8 +173,16 @@ def test_a_long_run_does_not_hold_the_short_ones_behind_it(launch, tmp_path):
 
 def test_browser_sessions_pressing_train_together(browser, launch, tmp_path):
     url, proc, log = launch(tmp_path / "cache", "streamlit-load.log")
-    contexts, pages = [], []
+    contexts, pages, viewers = [], [], []
     try:
+        for _ in range(ROOM_VIEWERS):  # the wall of a workshop: the board refreshing itself while the room trains
+            context = browser.new_context(viewport={"width": 1200, "height": 900})
+            viewer = context.new_page()
+            viewer.set_default_timeout(180_000)
+            viewer.goto(f"{url}/Room")
+            viewer.get_by_text("run(s) on the board", exact=False).wait_for()
+            contexts.append(context)
+            viewers.append(viewer)
         for seed in _seeds():
             context = browser.new_context(viewport={"width": 1200, "height": 900})
             page = context.new_page()
@@ -192,9 +203,12 @@ def test_browser_sessions_pressing_train_together(browser, launch, tmp_path):
                 seconds.append(time.perf_counter() - start)
                 own.append(page.get_by_text("from different settings").count() == 0
                            and page.locator(".js-plotly-plot").count() >= 1)
+            for viewer in viewers:  # every session's run reached the board, and the board redrew itself
+                viewer.get_by_text(f"{SESSIONS} run(s) on the board", exact=False).wait_for()
         peak = _peak_rss_mib(proc.pid)
     finally:
         for context in contexts:
             context.close()
         computed = _stop(proc, log)
-    _report("browser", Path(log.name).parent, seconds, own, computed, health.worst, peak)
+    _report("browser", Path(log.name).parent, seconds, own, computed, health.worst, peak,
+            f"; {ROOM_VIEWERS} Room page(s) open, refreshing every {REFRESH_S:g} s, saw all {SESSIONS} runs")
