@@ -125,8 +125,12 @@ def live_board(task: str, lesson: str) -> None:
         st.warning(plain(live.room().problem, 300), icon="⚠️")
         return
     st.caption(f"{len(rows)} run(s) on the board for this filter; it refreshes itself every {REFRESH_S:g} s.")
-    st.plotly_chart(mine(fig, rows, task), key="room-board")
-    st.dataframe(table(rows), hide_index=True, height=300)
+    state = session.current()
+    if state.room_drawn is None or state.room_drawn[0] is not fig:  # the board changed: this viewer's copy too
+        state.room_drawn = (fig, mine(fig, rows, task), table(rows))
+    _, own, listing = state.room_drawn
+    st.plotly_chart(own, key="room-board")
+    st.dataframe(listing, hide_index=True, height=300)
 
 
 def challenge_link(challenge: dict) -> dict[str, str]:
