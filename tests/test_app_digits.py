@@ -3,6 +3,8 @@ accuracy cards and the sample grid back; the Spectrum, Parameters and Compare pa
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lora_core.settings.config import preset
@@ -94,6 +96,8 @@ def test_a_digits_sweep_runs_on_the_compare_page():
     result = at.session_state["lora_explorer"].sweep
     assert [run.status for run in result.members] == ["ok"] * 3
     assert all(run.accuracies["merged_on_shifted"] is not None for run in result.members)
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert "Final loss against rank" in titles  # no floor promised: the digits have none
 
 
 def test_home_points_to_the_digits_and_the_digits_preset_link_loads_them():

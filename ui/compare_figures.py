@@ -82,7 +82,9 @@ def loss_by_rank(result: SweepResult) -> go.Figure:
         fig.add_trace(go.Scatter(x=list(means), y=_finite(means.values()), mode="lines", name=name,
                                  line={"dash": "dash", "color": "gray"}))
     _flat_lines(fig, result, flat)
-    _layout(fig, "Final loss against rank, and the best any adapter of that rank could do", RANK_AXIS,
+    title = ("Final loss against rank, and the best any adapter of that rank could do" if floors else
+             "Final loss against rank")  # the digits have no floor: the title promises none
+    _layout(fig, title, RANK_AXIS,
             f"merged model's held-out {loss_name(result)} (log scale)", log_y=True)
     _ranks_axis(fig, result)
     return fig
