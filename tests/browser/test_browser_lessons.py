@@ -26,7 +26,7 @@ def test_a_lesson_from_prediction_to_reveal_and_its_explore_link(server, page):
     page.get_by_text("Your prediction held", exact=False).wait_for(timeout=120_000)
     seconds = time.perf_counter() - start
     settle(page)
-    report(page.artifacts, f"lesson 'rank' in the browser, click to reveal: {seconds:.2f} s (base cold)")
+    report(page.artifacts, f"lesson 'rank' in the browser, click to reveal: {seconds:.2f} s")
     bars = next(t for t in charts(page, need=lesson.title)[lesson.title]["data"] if t["name"] == "your runs")
     assert len(bars["y"]) == 3 and bars["y"][0] > 10 * bars["y"][2]  # r = 1 stays high, r = 4 gets far lower
     assert page.get_by_text("The best any rank-1 pair of adapters", exact=False).count() == 1
