@@ -9,6 +9,7 @@ import json
 import pytest
 
 from lora_core.serving.room import ROOM_DB_ENV
+from tests.test_app_lessons import _open
 from tests.test_app_pages import SMALL, start, train, widget
 from ui import live, room_view
 from ui.room_view import FACILITATOR_ENV
@@ -63,8 +64,6 @@ def test_a_nickname_goes_with_the_runs_as_plain_text():
 
 
 def test_the_lessons_filter_shows_a_lessons_runs():
-    from tests.test_app_lessons import _open
-
     at = _open("rank")
     widget(at, "radio", "Your prediction").set_value("r = 2").run()
     widget(at, "button", "Run").click().run()

@@ -51,16 +51,21 @@ def apply(pages: tuple[str, ...]) -> None:
         s.classroom_written = params
 
 
+def link_params(hide: list[str] | tuple[str, ...], pages: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """`hide` (fields, written with the CLI's names) and `pages` as a link's query parameters; none when empty."""
+    out = {"hide": ",".join(cli_name(f) for f in hide)} if hide else {}
+    return out | ({"pages": ",".join(pages)} if pages else {})
+
+
 def params() -> dict[str, str]:
     """The session's classroom parameters, for the URL."""
     s = session.current()
-    out = {"hide": ",".join(cli_name(f) for f in s.hidden)} if s.hidden else {}
-    return out | ({"pages": ",".join(s.pages)} if s.pages else {})
+    return link_params(s.hidden, s.pages)
 
 
 def allowed(label: str) -> bool:
     pages = session.current().pages
-    return not pages or label in pages or (label == "Home" and "Home" in pages)
+    return not pages or label in pages
 
 
 def show_warnings() -> None:
@@ -71,11 +76,7 @@ def show_warnings() -> None:
 
 def share_link(settings_params: dict[str, str], hide: list[str], pages: list[str], base: str = "") -> str:
     """The Playground's address with these settings, controls hidden and pages shown."""
-    query = dict(settings_params)
-    if hide:
-        query["hide"] = ",".join(cli_name(f) for f in hide)
-    if pages:
-        query["pages"] = ",".join(pages)
+    query = {**settings_params, **link_params(hide, pages)}
     return f"{base}/Playground" + (f"?{urlencode(query, safe=',')}" if query else "")
 
 

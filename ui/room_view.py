@@ -19,9 +19,10 @@ from lora_core.lessons import LESSONS
 from lora_core.serving import challenge as rules
 from lora_core.serving.room import NICKNAME_MAX
 from lora_core.settings.choices import TASK_LABELS
-from lora_core.settings.config import LABELS, ConfigError, cli_name
+from lora_core.settings.config import LABELS, ConfigError
+from lora_core.settings.task_specs import TASK_SPECS
 
-from . import live, session
+from . import classroom, live, session
 from .figures import LEGEND, MARGIN
 from .navigation import link
 from .settings import settings_of, to_config, url_params
@@ -48,31 +49,43 @@ def board(task: str, lesson: str) -> tuple[list[dict], go.Figure]:
         return _SHARED[key]
 
 
-def _metric(task: str) -> tuple[str, str]:
-    """(row key, axis title) of what the board plots for the task."""
-    return ("accuracy", "held-out accuracy on the shifted task (%)") if task == "digits" else (
-        "loss", "merged model's loss on the shifted task (MSE)")
+def _classifies(task: str) -> bool:
+    """Whether the board plots the task's accuracy (a classification task) rather than its loss."""
+    return TASK_SPECS[task].classifies
+
+
+def _value(row: dict, task: str) -> float | None:
+    """What the board plots for a run: its merged loss on the shifted data, or its accuracy there in percent."""
+    if _classifies(task):
+        return None if row["accuracy"] is None else 100 * row["accuracy"]
+    return row["loss"]
+
+
+def _markers(rows: list[dict], task: str, name: str, marker: dict, hover: bool = False) -> go.Scatter:
+    """The runs among `rows` that have a value, as one trace of markers at (trainable parameters, value)."""
+    shown = [r for r in rows if _value(r, task) is not None]
+    return go.Scatter(x=[r["params"] for r in shown], y=[_value(r, task) for r in shown], mode="markers",
+                      name=name, marker=marker, text=[_hover(r) for r in shown] if hover else None,
+                      hoverinfo="text+x+y" if hover else None)
 
 
 def board_figure(rows: list[dict], task: str) -> go.Figure:
-    """Merged loss (accuracy for the digits) against trainable parameters, one colour per method."""
-    key, title = _metric(task)
+    """Merged loss (accuracy for a classification task) against trainable parameters, one colour per method."""
     fig = go.Figure()
-    scale = 100 if key == "accuracy" else 1
     for method in sorted({r["method"] for r in rows}):
-        mine = [r for r in rows if r["method"] == method and r[key] is not None]
-        fig.add_trace(go.Scatter(x=[r["params"] for r in mine], y=[scale * r[key] for r in mine], mode="markers",
-                                 name=method, text=[_hover(r) for r in mine], hoverinfo="text+x+y",
-                                 marker={"size": 9, "opacity": 0.8}))
-    floors = [r for r in rows if r["floor"] is not None and key == "loss"]
+        fig.add_trace(_markers([r for r in rows if r["method"] == method], task, method,
+                               {"size": 9, "opacity": 0.8}, hover=True))
+    floors = [r for r in rows if r["floor"] is not None] if not _classifies(task) else []
     if floors:
         fig.add_trace(go.Scatter(x=[r["params"] for r in floors], y=[r["floor"] for r in floors], mode="markers",
                                  name="best possible at that rank", marker={"symbol": "line-ew-open", "size": 14,
                                                                            "color": "#1F2937"}))
+    title = ("held-out accuracy on the shifted task (%)" if _classifies(task) else
+             "merged model's loss on the shifted task (MSE)")
     fig.update_layout(title=f"The room's runs: {TASK_LABELS.get(task, task)}", xaxis_title="trainable parameters",
                       yaxis_title=title, legend=LEGEND, margin=MARGIN)
     fig.update_xaxes(type="log")
-    if key == "loss":
+    if not _classifies(task):
         fig.update_yaxes(type="log", exponentformat="power")
     return fig
 
@@ -84,19 +97,16 @@ def _hover(row: dict) -> str:
 
 def mine(fig: go.Figure, rows: list[dict], task: str) -> go.Figure:
     """A copy of the shared figure with this session's runs ringed."""
-    key, _ = _metric(task)
-    scale = 100 if key == "accuracy" else 1
-    own = [r for r in rows if r["session"] == live.my_board_id() and r[key] is not None]
+    own = [r for r in rows if r["session"] == live.my_board_id()]
     out = go.Figure(fig)
-    if own:
-        out.add_trace(go.Scatter(x=[r["params"] for r in own], y=[scale * r[key] for r in own], mode="markers",
-                                 name="your runs", marker={"size": 16, "symbol": "circle-open", "color": "#000",
-                                                           "line": {"width": 2}}))
+    if any(_value(r, task) is not None for r in own):
+        out.add_trace(_markers(own, task, "your runs", {"size": 16, "symbol": "circle-open", "color": "#000",
+                                                        "line": {"width": 2}}))
     return out
 
 
 def table(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=["id", *COLUMNS]) if rows else pd.DataFrame(columns=["id", *COLUMNS])
+    frame = pd.DataFrame(rows, columns=["id", *COLUMNS])
     frame["accuracy"] = frame["accuracy"] * 100
     return frame.drop(columns="id").rename(columns=COLUMNS)
 
@@ -137,7 +147,7 @@ def challenge_link(challenge: dict) -> dict[str, str]:
     """The Playground with the challenge's settings, every control outside it hidden (a classroom link)."""
     settings = settings_of(rules.playground_settings(challenge))
     hidden = [f for f in ("preset", *LABELS) if f not in challenge["allowed"]]
-    return {**url_params(settings), "hide": ",".join(cli_name(f) for f in hidden)}
+    return {**url_params(settings), **classroom.link_params(hidden, ())}
 
 
 @st.fragment(run_every=REFRESH_S)

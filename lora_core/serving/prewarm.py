@@ -54,7 +54,9 @@ def pretraining_estimate(work: Pretraining) -> Estimate:
 def server_bases() -> list[ExperimentConfig]:
     """The lessons' and the presets' bases, one per distinct base, the quickest first."""
     configs = [lesson.runs().config for lesson in LESSONS.values()] + [preset(name) for name in PRESETS]
-    distinct = {tuple(getattr(c, f) for f in BASE_FIELDS): c for c in reversed(configs)}
+    distinct: dict[tuple, ExperimentConfig] = {}
+    for config in configs:  # the first config of each base stands for it
+        distinct.setdefault(tuple(getattr(config, f) for f in BASE_FIELDS), config)
     return sorted(distinct.values(), key=lambda c: estimate(c).seconds)
 
 
