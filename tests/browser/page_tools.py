@@ -62,15 +62,16 @@ def train(page) -> float:
     return elapsed
 
 
-def charts(page, need: str | None = None, guard: float = 90) -> dict[str, dict]:
+def charts(page, need: str | tuple[str, ...] | None = None, guard: float = 90) -> dict[str, dict]:
     """The page's Plotly charts by title, once every chart element Streamlit placed has been drawn by Plotly
     (on a busy machine that can come well after the script run ends) and, with `need`, once a chart whose title
-    starts with it is there; polled, with `guard` seconds only against a hang."""
+    starts with it (with each of them, for a tuple) is there; polled, with `guard` seconds only against a hang."""
+    needed = (need,) if isinstance(need, str) else tuple(need or ())
     deadline = time.monotonic() + guard
     while True:
         placed = page.locator('[data-testid="stPlotlyChart"]').count()
         drawn = {c["title"]: c for c in page.evaluate(CHARTS_JS)}
-        if len(drawn) >= placed and (need is None or any(t.startswith(need) for t in drawn)):
+        if len(drawn) >= placed and all(any(t.startswith(n) for t in drawn) for n in needed):
             return drawn
         assert time.monotonic() < deadline, f"charts not drawn after {guard:.0f} s: {list(drawn)}, {placed} placed"
         page.wait_for_timeout(100)

@@ -39,7 +39,7 @@ def test_move_rank_train_and_see_the_loss_fall_then_visit_every_page(server, pag
     settle(page)
     assert int(rank.input_value()) == before + 1
     train(page)
-    loss = next(c for t, c in charts(page).items() if t.startswith("Loss"))
+    loss = next(c for t, c in charts(page, need="Loss").items() if t.startswith("Loss"))
     pre, fine = held_out(loss, "pretraining"), held_out(loss, "fine-tuning")
     assert len(pre) == SMALL["pretrain-epochs"] and len(fine) == SMALL["epochs"]
     assert fine[-1] < fine[0] / 10 and pre[-1] < pre[0] / 10
@@ -51,7 +51,7 @@ def test_move_rank_train_and_see_the_loss_fall_then_visit_every_page(server, pag
         screenshot(page, f"page-{name.lower()}-after-run")
         assert_clean(page)
     nav(page, "Spectrum")
-    titles = list(charts(page))
+    titles = list(charts(page, need=("layer1: singular values of ΔW", "layer2: singular values of the weight")))
     assert "layer1: singular values of ΔW" in titles and "layer2: singular values of the weight" in titles
 
 
