@@ -68,7 +68,7 @@ def test_an_adapter_trained_on_the_gpu_loads_on_the_cpu(tmp_path):
     from lora_core.adapters.peft_format import load_base_weights
     from lora_core.tasks.linear import make_tasks
     from lora_core.tasks.linear_model import TARGETS, TwoLayerLinear
-    from lora_core.training.loop import mse
+    from lora_core.training.loop import held_out_loss as mse
 
     config = preset("default", **SMALL, device="cuda", rank=2, use_dora=True)
     result = run_experiment(config, save_adapter_to=tmp_path / "adapter")

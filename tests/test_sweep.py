@@ -19,7 +19,7 @@ from lora_core.experiment import finetune, pretrain, run_experiment
 from lora_core.measure import analysis
 from lora_core.settings.config import ConfigError, preset
 from lora_core.tasks.linear import make_tasks
-from lora_core.training.loop import mse
+from lora_core.training.loop import held_out_loss as mse
 
 SMALL = dict(d_in=16, hidden=16, d_out=16, n_samples=256, n_eval=512, pretrain_epochs=10, epochs=10, batch_size=32,
              device="cpu")

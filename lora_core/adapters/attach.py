@@ -10,21 +10,22 @@ import torch
 import torch.nn as nn
 
 from ..settings.config import ExperimentConfig
+from ..settings.variants import layer_kind
 from ..tasks.data import rng
 from ..tasks.registry import kind
-from .dora import DoRALinear
 from .lora_layer import LoRALinear
+from .registry import LAYERS
 
 
 def add_lora(model: nn.Module, targets: Iterable[str], rank: int, alpha: float, init: str = "kaiming",
              generator: torch.Generator | None = None, *, use_rslora: bool = False,
-             use_dora: bool = False) -> dict[str, LoRALinear]:
-    """Replace the named `nn.Linear` submodules of `model` by LoRA layers (DoRA layers with `use_dora`), freeze
-    everything else.
+             use_dora: bool = False, layer: str = "lora") -> dict[str, LoRALinear]:
+    """Replace the named `nn.Linear` submodules of `model` by LoRA layers (DoRA layers with `use_dora`, or the
+    registered layer class `layer`: registry.LAYERS), freeze everything else.
 
     Returns the new layers by name. A name that is missing or not an `nn.Linear` raises ValueError.
     """
-    layer_class = {False: LoRALinear, True: DoRALinear}[use_dora]
+    layer_class = LAYERS["dora" if use_dora else layer]
     model.requires_grad_(False)
     adapted = {}
     for name in targets:
@@ -43,7 +44,7 @@ def adapted(base: nn.Module, config: ExperimentConfig) -> nn.Module:
     initialisation from the run's adapter stream, rsLoRA, DoRA), as every path starts from it."""
     model = copy.deepcopy(base)
     add_lora(model, kind(config).targets(config), config.rank, config.alpha, config.init, rng(config.seed, "adapter"),
-             use_rslora=config.use_rslora, use_dora=config.use_dora)
+             use_rslora=config.use_rslora, layer=layer_kind(config))
     return model
 
 

@@ -23,6 +23,8 @@ class DoRALinear(LoRALinear):
     """A LoRA layer with DoRA's trained magnitude vector `lora_magnitude`: [d_out] (PEFT's
     `lora_magnitude_vector`)."""
 
+    kind = "dora"
+
     def __init__(self, base: nn.Linear, rank: int, alpha: float, init: str = "kaiming",
                  generator: torch.Generator | None = None, use_rslora: bool = False) -> None:
         super().__init__(base, rank, alpha, init, generator, use_rslora)
@@ -42,6 +44,9 @@ class DoRALinear(LoRALinear):
         scale = (self.lora_magnitude / self.weight_norm()).view(1, -1)
         lora = (x @ self.lora_A.T) @ self.lora_B.T
         return base + (scale - 1) * direct + scale * lora * self.scaling
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        return {"lora_magnitude_vector": self.lora_magnitude.detach()}
 
     def merged_weight(self) -> torch.Tensor:
         """W' = (m / n) ⊙ (W + s·B·A): [d_out, d_in], what merging writes into the base."""

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 
 Factors = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+Initialiser = Callable[[torch.Tensor, int, float, "torch.Generator | None"], Factors]
 
 
 def _random_a(shape: tuple[int, int], weight: torch.Tensor, generator: torch.Generator | None,
@@ -54,8 +55,8 @@ def olora(weight: torch.Tensor, rank: int, scaling: float, generator: torch.Gene
     return a, b, weight - scaling * b @ a
 
 
-INITIALISERS: dict[str, Callable[[torch.Tensor, int, float, torch.Generator | None], Factors]] = {
-    "gaussian": gaussian, "kaiming": kaiming, "pissa": pissa, "olora": olora}
+# The initialisations by the `init` setting's value; registry.register_variant adds one.
+INITIALISERS: dict[str, Initialiser] = {"gaussian": gaussian, "kaiming": kaiming, "pissa": pissa, "olora": olora}
 
 
 @torch.no_grad()

@@ -17,7 +17,11 @@ class LoRALinear(nn.Module):
     OLoRA start B A from the base weight and replace the base by the residual W − s·B·A (inits.py), so the layer
     again computes W x at first; `change_factors` then gives the change from the original W.
     The forward never builds the d_out x d_in update: two thin products cost (d_in + d_out) * r per row.
+    A variant's layer (DoRA's) subclasses it and overrides what it changes; `kind` is its name in
+    registry.LAYERS.
     """
+
+    kind = "lora"
 
     def __init__(self, base: nn.Linear, rank: int, alpha: float, init: str = "kaiming",
                  generator: torch.Generator | None = None, use_rslora: bool = False) -> None:
@@ -57,6 +61,10 @@ class LoRALinear(nn.Module):
             return self.lora_B.detach(), self.lora_A.detach()
         a0, b0 = self.initial
         return torch.cat([self.lora_B.detach(), -b0], dim=1), torch.cat([self.lora_A.detach(), a0], dim=0)
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """The trained tensors beside A and B, by PEFT's name (DoRA's magnitude vector); none for plain LoRA."""
+        return {}
 
     @torch.no_grad()
     def merge(self) -> None:

@@ -17,21 +17,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from ..settings.config import INITS_FROM_WEIGHTS
-from ..settings.variants import peft_flags
+from ..settings.variants import peft_flags, starts_from_weights
 from .attach import lora_layers
-from .dora import DoRALinear
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASE_WEIGHTS = "base_model.safetensors"
 ORIGINAL_BASE_WEIGHTS = "original_base_model.safetensors"
 PEFT_PREFIX = "base_model.model."
+
+
+class _LayerSettings(NamedTuple):
+    """The LoRA settings a set of layers was made with, for the variants' table (which reads a config's)."""
+
+    use_rslora: bool
+    use_dora: bool
+    init: str
+    method: str = "lora"
+    lr_ratio: float = 1.0  # LoRA+ is the optimizer's, not the adapter's: the files do not say it
 
 
 def _one(values: set, what: str):
@@ -52,9 +61,11 @@ def save_adapter(model: nn.Module, folder: str | Path, original: nn.Module | Non
     rank = _one({layer.rank for layer in layers.values()}, "rank")
     alpha = _one({layer.alpha for layer in layers.values()}, "alpha")
     use_rslora = _one({layer.use_rslora for layer in layers.values()}, "scaling rule")
-    use_dora = _one({isinstance(layer, DoRALinear) for layer in layers.values()}, "kind of layer")
+    layer_kind = _one({layer.kind for layer in layers.values()}, "kind of layer")
     init = _one({layer.init for layer in layers.values()}, "initialisation")
-    from_weights = init in INITS_FROM_WEIGHTS
+    # the settings these layers were made with, as far as the variants' table reads them
+    made_with = _LayerSettings(use_rslora=use_rslora, use_dora=layer_kind == "dora", init=init)
+    from_weights = starts_from_weights(made_with)
     if from_weights and original is None:
         raise ValueError(f"an adapter initialised with {init} needs the original model to be saved")
     folder = Path(folder)
@@ -62,15 +73,15 @@ def save_adapter(model: nn.Module, folder: str | Path, original: nn.Module | Non
     config = {
         "peft_type": "LORA", "task_type": None, "base_model_name_or_path": None, "inference_mode": True,
         "r": rank, "lora_alpha": alpha, "target_modules": sorted(layers), "lora_dropout": 0.0,
-        "bias": "none", "fan_in_fan_out": False, **peft_flags(use_rslora, use_dora, init),
+        "bias": "none", "fan_in_fan_out": False, **peft_flags(made_with),
     }
     (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
     tensors = {}
     for name, layer in layers.items():
         tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = layer.lora_A.detach().cpu().contiguous()
         tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = layer.lora_B.detach().cpu().contiguous()
-        if use_dora:
-            tensors[f"{PEFT_PREFIX}{name}.lora_magnitude_vector"] = layer.lora_magnitude.detach().cpu().contiguous()
+        for key, tensor in layer.extra_tensors().items():
+            tensors[f"{PEFT_PREFIX}{name}.{key}"] = tensor.cpu().contiguous()
     save_file(tensors, str(folder / ADAPTER_WEIGHTS))
     save_file(_plain_state(model), str(folder / BASE_WEIGHTS))
     if from_weights:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
 from ..settings.results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts
+from ..settings.variants import DoRA, active
 from ..tasks.data import rng
 from ..tasks.linear import low_rank_factors, shift_delta
 from ..tasks.registry import kind
@@ -34,20 +35,18 @@ def adam_state_bytes(n_params: int, dtype: str = "float32") -> int:
     return ADAM_MOMENTS * n_params * BYTES_PER_ITEM[dtype]
 
 
-def dora_magnitude_count(d_out: int) -> int:
-    """DoRA's extra trainable parameters on one layer: a magnitude per output row."""
-    return d_out
-
-
 def param_counts(shapes: dict[str, tuple[int, int]], rank: int, use_dora: bool = False,
-                 targets: tuple[str, ...] | None = None, biases: bool = False) -> ParamCounts:
+                 targets: tuple[str, ...] | None = None, biases: bool = False,
+                 extra: Callable[[int, int], int] | None = None) -> ParamCounts:
     """Per-layer and total counts for layers given as {name: (d_in, d_out)}, an adapter on each of `targets` (all
-    layers when None); with DoRA, each adapter also trains its magnitude vector. With `biases`, every layer has
-    one, which full fine-tuning trains too."""
+    layers when None); each adapter also trains `extra(d_in, d_out)` numbers beyond A and B (its variants':
+    with `use_dora`, DoRA's magnitude vector). With `biases`, every layer has one, which full fine-tuning trains
+    too."""
+    extra = extra or (lambda d_in, d_out: DoRA().extra_trainable(d_in, d_out) if use_dora else 0)
     layers = []
     for name, (d_in, d_out) in shapes.items():
         adapted = targets is None or name in targets
-        magnitude = dora_magnitude_count(d_out) if use_dora and adapted else 0
+        magnitude = extra(d_in, d_out) if adapted else 0
         lora = lora_param_count(d_in, d_out, rank) + magnitude if adapted else 0
         bias = d_out if biases else 0
         layers.append(LayerParams(name, d_in, d_out, lora, full_param_count(d_in, d_out) + bias, magnitude, bias))
@@ -57,8 +56,9 @@ def param_counts(shapes: dict[str, tuple[int, int]], rank: int, use_dora: bool =
 def config_param_counts(config: ExperimentConfig) -> ParamCounts:
     """`param_counts` of a config's model: every layer, adapters on the layers its task adapts."""
     task = kind(config)
-    return param_counts(task.layer_shapes(config), config.rank, config.use_dora, task.targets(config),
-                        biases=task.biases)
+    in_use = active(config)
+    return param_counts(task.layer_shapes(config), config.rank, targets=task.targets(config), biases=task.biases,
+                        extra=lambda d_in, d_out: sum(v.extra_trainable(d_in, d_out) for v in in_use))
 
 
 def factored_singular_values(B: torch.Tensor, A: torch.Tensor, scaling: float = 1.0) -> torch.Tensor:

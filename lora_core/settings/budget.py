@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import variants
-from .choices import BYTES_PER_ITEM, INITS_FROM_WEIGHTS, ConfigError
+from .choices import BYTES_PER_ITEM, ConfigError
 from .path_rule import choose_path
 from .task_specs import spec
 
@@ -105,7 +105,8 @@ def _linear_estimate(config: ExperimentConfig) -> Estimate:
     # DoRA builds W + s·B·A per layer in every step; PiSSA's SVD and OLoRA's QR hold two factors of W.
     largest = max(c.d_in * c.hidden, c.hidden * c.d_out)
     lora = c.method == "lora"
-    finetuning += 2 * largest * (lora and c.use_dora) + 2 * largest * (lora and c.init in INITS_FROM_WEIGHTS)
+    from_weights = variants.starts_from_weights(c)
+    finetuning += 2 * largest * (lora and c.use_dora) + 2 * largest * from_weights
     # Analysis: each layer's dense ΔW and weights in float64 for svdvals, about eight copies of the largest layer.
     # The floor: the end-to-end error θ'ᵀ − W2·W1 (or θ' itself) as a dense float64 d_out x d_in matrix and
     # svdvals' workspace, about three copies, after the spectra.
@@ -132,10 +133,10 @@ def _linear_estimate(config: ExperimentConfig) -> Estimate:
         finetune_macs = c.epochs * (per_epoch + 4 * rows * c.rank * (c.d_in + c.hidden + c.d_out))
     if lora and c.use_dora:  # per step and layer: B A, the row norms of W + s·B·A, twice (forward, backward)
         finetune_macs += 2 * c.epochs * steps_per_epoch * (c.rank + 2) * weights
-    if lora and c.init in INITS_FROM_WEIGHTS:  # a full SVD costs a few times svdvals; QR about 2 m n k
+    if from_weights:  # a full SVD costs a few times svdvals; QR about 2 m n k
         finetune_macs += 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
     svd_macs = 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
-    if lora and c.init in INITS_FROM_WEIGHTS:
+    if from_weights:
         svd_macs *= 2
     if has_floor(c):  # the floor's svdvals
         svd_macs += _svd_macs(c.d_out, c.d_in)

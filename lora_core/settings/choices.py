@@ -25,8 +25,7 @@ SHIFTS = ("constant", "low_rank", "full_rank")
 SHIFT_LABELS = {"constant": "constant", "low_rank": "low-rank", "full_rank": "full-rank"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # gaussian: the article's randn; kaiming: PEFT's kaiming_uniform(a=sqrt(5)); pissa, olora: from W (inits.py)
-INITS = ("gaussian", "kaiming", "pissa", "olora")
-INITS_FROM_WEIGHTS = ("pissa", "olora")  # start B A from W and freeze the residual W − s·B·A as the base
+INITS = ["gaussian", "kaiming", "pissa", "olora"]  # a list: adapters/registry.register_variant adds one
 INIT_LABELS = {"gaussian": "Gaussian (the article)", "kaiming": "Kaiming uniform (PEFT)",
                "pissa": "PiSSA (top-r SVD of W)", "olora": "OLoRA (QR of W)"}
 BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False, "on": True,

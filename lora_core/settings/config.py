@@ -26,7 +26,6 @@ from .choices import (  # noqa: F401 - re-exported: every setting's choices are 
     FLOAT_MAX,
     INIT_LABELS,
     INITS,
-    INITS_FROM_WEIGHTS,
     LAYER_SET_LABELS,
     LAYER_SETS,
     MAX_DIM,

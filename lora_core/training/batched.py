@@ -18,9 +18,8 @@ path (`wanted`: DoRA); the others run one by one on the fast path, which is exac
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import torch
@@ -30,15 +29,19 @@ from ..adapters.attach import adapted
 from ..adapters.dora import DoRALinear
 from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
 from ..settings.results import PhaseHistory, Progress
+from ..settings.variants import layer_kind
 from ..tasks.data import Task
 from ..tasks.linear_model import TARGETS
 from ..tasks.registry import kind
+from .adam import FlatAdam
 from .devices import threads_for
-from .fast import BETA1, BETA2, EPS
-from .loop import EVAL_CHUNK, CancelCheck, Cancelled, batches, checked, report, shuffle_generator
+from .loop import EVAL_CHUNK, CancelCheck, checked, members_loop
 from .trainers import choose_path
 
 BATCH_MAX_WEIGHTS = 2**16  # both layers' weights; about two 181-wide square layers
+# The adapter layers (adapters/registry.LAYERS) whose forward _Stack computes; a registered variant's own layer
+# trains alone, through autograd.
+LAYERS_IT_COMPUTES = ("lora", "dora")
 
 
 class Trained(NamedTuple):
@@ -52,8 +55,10 @@ class Trained(NamedTuple):
 
 
 def wanted(config: ExperimentConfig) -> bool:
-    """Whether a member is better trained in a batch than alone: a LoRA member the fast path cannot take."""
-    return config.method == "lora" and choose_path(config) == "autograd" and kind(config).linear_model
+    """Whether a member is better trained in a batch than alone: a LoRA member the fast path cannot take, with a
+    layer this batch computes."""
+    return (config.method == "lora" and choose_path(config) == "autograd" and kind(config).linear_model
+            and layer_kind(config) in LAYERS_IT_COMPUTES)
 
 
 def applies(configs: list[ExperimentConfig]) -> bool:
@@ -109,26 +114,6 @@ class _Stack:
         return base + (scale - 1) * base + scale * lora * self.s
 
 
-class _Adam:
-    """torch.optim.Adam's single-tensor update on stacked parameters, with a learning rate per member."""
-
-    def __init__(self, params: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.params = params  # (parameter [M, ...], learning rate [M, 1, ...])
-        self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p, _ in params]
-        self.steps = 0
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.steps += 1
-        bc1, bc2_sqrt = 1 - BETA1 ** self.steps, math.sqrt(1 - BETA2 ** self.steps)
-        for (p, lr), (exp_avg, exp_avg_sq) in zip(self.params, self.state, strict=True):
-            exp_avg.lerp_(p.grad, 1 - BETA1)
-            exp_avg_sq.mul_(BETA2).addcmul_(p.grad, p.grad, value=1 - BETA2)
-            denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(EPS)
-            p.sub_(lr / bc1 * exp_avg / denom)
-            p.grad = None
-
-
 def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
                   on_progress: Callable[[int, Progress], bool | None] | None = None,
                   cancel: CancelCheck | None = None) -> list[Trained]:
@@ -138,11 +123,19 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
     stacks = [_Stack([m.get_submodule(name) for m in models], rank) for name in TARGETS]
     first = configs[0]
     dtype, device = stacks[0].weight.dtype, stacks[0].weight.device
-    lr_a = torch.full((len(configs), 1, 1), first.lr, dtype=dtype, device=device)
-    lr_b = torch.tensor([first.lr * c.lr_ratio for c in configs], dtype=dtype, device=device).view(-1, 1, 1)
-    adam = _Adam([p for s in stacks for p in ((s.A, lr_a), (s.B, lr_b), (s.m, lr_b.view(-1, 1)))])
+    # Every stack's A, B and m in one flat buffer for the one Adam (adam.py): B's and m's rate λ per member (LoRA+),
+    # A's 1. The stacks compute with views of it, made afresh for every step's graph.
+    ratio = torch.tensor([c.lr_ratio for c in configs], dtype=dtype, device=device)
+    initial = [(t.detach(), rate) for s in stacks for t, rate in
+               ((s.A, torch.ones_like(s.A)), (s.B, ratio.view(-1, 1, 1).expand_as(s.B)),
+                (s.m, ratio.view(-1, 1).expand_as(s.m)))]
+    flat = torch.cat([t.reshape(-1) for t, _ in initial]).requires_grad_()
+    adam = FlatAdam(flat.detach(), torch.zeros_like(flat), rate=torch.cat([r.reshape(-1) for _, r in initial]))
 
     def forward(x: torch.Tensor) -> torch.Tensor:
+        views = iter(torch.split(flat, [t.numel() for t, _ in initial]))
+        for s, (a, b, m) in zip(stacks, zip(*[iter(initial)] * 3, strict=True), strict=True):
+            s.A, s.B, s.m = (next(views).view(t.shape) for t, _ in (a, b, m))
         return stacks[1].forward(stacks[0].forward(x.unsqueeze(0)))
 
     def losses(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -150,41 +143,37 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
         return ((forward(x) - y.unsqueeze(0)) ** 2).mean(dim=(1, 2))
 
     n = task.train.x.shape[0]
+
+    def train_epoch(order: Iterable[torch.Tensor]) -> list[float]:
+        total = torch.zeros(len(configs), dtype=dtype, device=device)
+        for idx in order:
+            loss = losses(task.train.x[idx], task.train.y[idx])
+            flat.grad = None
+            loss.sum().backward()
+            adam.grads.copy_(flat.grad)
+            adam.step(first.lr)
+            total += loss.detach() * len(idx)
+        return (total / n).tolist()
+
+    def tensors(i: int) -> dict[str, torch.Tensor]:
+        """Member i's trained parameters by name, as they are now (a copy: the batch trains on)."""
+        c = configs[i]
+        return {f"{name}.{param}": tensor.detach().clone() for name, s in zip(TARGETS, stacks, strict=True)
+                for param, tensor in (("lora_A", s.A[i, :c.rank]), ("lora_B", s.B[i, :, :c.rank]),
+                                      *((("lora_magnitude", s.m[i]),) if c.use_dora else ()))}
+
+    stopped: dict[int, dict[str, torch.Tensor]] = {}  # the parameters of members that stopped early
     start = time.perf_counter()
-    histories = [PhaseHistory() for _ in configs]
-    status = ["ok"] * len(configs)
-    generator = shuffle_generator(first.seed, "finetune")
-    try:
-        for epoch in range(1, first.epochs + 1):
-            total = torch.zeros(len(configs), dtype=dtype, device=device)
-            for idx in checked(batches(n, first.batch_size, generator, device), cancel):
-                loss = losses(task.train.x[idx], task.train.y[idx])
-                loss.sum().backward()
-                adam.step()
-                total += loss.detach() * len(idx)
-            with torch.no_grad():
-                evals = _held_out(losses, task, cancel, len(configs))
-            trains = (total / n).tolist()
-            for i, c in enumerate(configs):
-                if status[i] != "ok":
-                    continue
-                tell = None if on_progress is None else (lambda p, i=i: on_progress(i, p))
-                stop = report(tell, histories[i], "finetune", epoch, c.epochs, trains[i], evals[i])
-                if stop == "cancelled":
-                    raise Cancelled
-                status[i] = stop or "ok"
-    except Cancelled:
-        status = ["cancelled" if s == "ok" else s for s in status]
+    status, histories = members_loop(
+        train_epoch, torch.no_grad()(lambda: _held_out(losses, task, cancel, len(configs))), members=len(configs),
+        n=n, epochs=first.epochs, batch_size=first.batch_size, seed=first.seed, phase="finetune", device=device,
+        on_progress=on_progress, cancel=cancel, on_stop=lambda i, _: stopped.setdefault(i, tensors(i)))
     share = (time.perf_counter() - start) / len(configs)
-    return [Trained(status[i], histories[i], {
-        f"{name}.{param}": tensor for name, s in zip(TARGETS, stacks, strict=True)
-        for param, tensor in (("lora_A", s.A[i, :c.rank]), ("lora_B", s.B[i, :, :c.rank]),
-                              *((("lora_magnitude", s.m[i]),) if c.use_dora else ()))}, share)
-        for i, c in enumerate(configs)]
+    return [Trained(status[i], histories[i], stopped.get(i) or tensors(i), share) for i in range(len(configs))]
 
 
 def _held_out(losses: Callable, task: Task, cancel: CancelCheck | None, members: int) -> list[float]:
-    """Each member's held-out mean squared error, in chunks as training.mse does, EVAL_CHUNK rows in all."""
+    """Each member's held-out mean squared error, in chunks as loop.held_out_loss does, EVAL_CHUNK rows in all."""
     x, y = task.eval.x, task.eval.y
     chunk = max(1, EVAL_CHUNK // members)
     total = None

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import accumulate
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -46,10 +45,10 @@ from ..adapters.lora_layer import LoRALinear
 from ..settings.results import PhaseHistory
 from ..tasks.data import Split
 from ..tasks.linear_model import TwoLayerLinear
+from .adam import FlatAdam
 from .devices import cpu_threads
 from .loop import CancelCheck, ProgressCallback, epoch_loop
 
-BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which the general path uses
 EVAL_ROWS = 128  # held-out rows per chunk: a chunk's residual stays in cache between its two uses
 
 
@@ -65,59 +64,6 @@ def applies(model: nn.Module) -> bool:
     if l1.merged or l2.merged or l1.base.bias is not None or l2.base.bias is not None:
         return False
     return l1.rank == l2.rank and l1.scaling == l2.scaling
-
-
-def advance_moments(adam: Any) -> float:
-    """One step of Adam's moments and denominator on a flat-buffer optimizer (its grads, exp_avg, exp_avg_sq,
-    denom, beta2, eps, bc2 and steps), op for op as torch.optim.Adam; returns the step's first bias correction,
-    by which the caller divides its update."""
-    adam.steps += 1
-    adam.bc2.fill_((1 - BETA2 ** float(adam.steps)) ** 0.5)
-    adam.exp_avg.lerp_(adam.grads, 1 - BETA1)
-    adam.exp_avg_sq.mul_(adam.beta2).addcmul_(adam.grads, adam.grads, value=1 - BETA2)
-    torch.sqrt(adam.exp_avg_sq, out=adam.denom).div_(adam.bc2).add_(adam.eps)
-    return 1 - BETA1 ** float(adam.steps)
-
-
-class Adam:
-    """torch.optim.Adam with its defaults (no weight decay, no amsgrad) on one flat tensor, op for op as
-    torch.optim.Adam's single-tensor update does it, so the numbers are the same bit for bit.
-
-    `faster` lists slices of the buffer whose learning rate is `lr_ratio` times the rest's (LoRA+'s B factors):
-    the last op then runs per slice with its own rate, as torch.optim.Adam does for a second parameter group."""
-
-    def __init__(self, params: torch.Tensor, grads: torch.Tensor, faster: list[slice] | None = None,
-                 lr_ratio: float = 1.0) -> None:
-        self.params, self.grads = params, grads  # updated in place; `grads` is filled by the caller
-        self.exp_avg, self.exp_avg_sq = torch.zeros_like(params), torch.zeros_like(params)
-        self.denom = torch.empty_like(params)
-        self.steps = 0
-        # Constants as 0-dim tensors of the parameters' dtype: a Python number is converted anew in every op.
-        self.beta2, self.eps, self.bc2 = (torch.tensor(c, dtype=params.dtype, device=params.device)
-                                          for c in (BETA2, EPS, 1.0))
-        parts = [(slice(None), 1.0)] if lr_ratio == 1.0 or not faster else [
-            (part, lr_ratio if part in faster else 1.0) for part in _partition(params.shape[0], faster)]
-        # (parameters, first moment, denominator, learning-rate factor) per part; views made once
-        self.parts = [(params[p], self.exp_avg[p], self.denom[p], ratio) for p, ratio in parts]
-
-    @torch.no_grad()
-    def step(self, lr: float) -> None:
-        bias_correction1 = advance_moments(self)
-        for params, exp_avg, denom, ratio in self.parts:
-            params.addcdiv_(exp_avg, denom, value=-(lr * ratio) / bias_correction1)
-
-
-def _partition(n: int, parts: list[slice]) -> list[slice]:
-    """Slices covering range(n) in order: the given `parts` and the gaps between them."""
-    out, at = [], 0
-    for part in sorted(parts, key=lambda p: p.start):
-        if part.start > at:
-            out.append(slice(at, part.start))
-        out.append(part)
-        at = part.stop
-    if at < n:
-        out.append(slice(at, n))
-    return out
 
 
 def base_activations(split: Split, w1: torch.Tensor, w2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,7 +130,7 @@ class FastLoRA:
             self.A2.copy_(l2.lora_A)
             self.B2t.copy_(l2.lora_B.T)
         b_blocks = [slice(starts[1], ends[1]), slice(starts[3], ends[3])]  # B1^T and B2^T: LoRA+'s faster ones
-        self.adam = Adam(self.flat[:starts[4]], self.grad[:starts[4]], b_blocks, lr_ratio)  # not the work block
+        self.adam = FlatAdam(self.flat[:starts[4]], self.grad[:starts[4]], b_blocks, lr_ratio)  # not the work block
         self._work: dict[int, _Batch] = {}
 
     def _buffers(self, b: int) -> _Batch:
@@ -224,7 +170,7 @@ class FastLoRA:
 
     @torch.no_grad()
     def eval_loss(self) -> float:
-        """Mean squared error on the held-out split, what training.mse computes for the adapted model."""
+        """Mean squared error on the held-out split, what loop.held_out_loss computes for the adapted model."""
         r, s = self.r, self.s
         torch.mm(self.B1t, self.w2.T, out=self.Pt)
         xh, e = self.eval_xh, self.eval_e

@@ -26,21 +26,23 @@ residual applied as a product instead of folded into W); tests/test_sweep_fast.p
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn as nn
 
 from ..adapters.attach import adapted
 from ..adapters.lora_layer import LoRALinear
-from ..settings.config import BYTES_PER_ITEM, INITS_FROM_WEIGHTS, ExperimentConfig
-from ..settings.results import PhaseHistory, Progress
+from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
+from ..settings.results import Progress
+from ..settings.variants import starts_from_weights
 from ..tasks.data import Task
 from ..tasks.linear_model import TARGETS
+from .adam import FlatAdam
 from .batched import Trained
 from .devices import cpu_threads
-from .fast import BETA2, EPS, EVAL_ROWS, advance_moments, base_activations
-from .loop import CancelCheck, Cancelled, batches, checked, report, shuffle_generator
+from .fast import EVAL_ROWS, base_activations
+from .loop import CancelCheck, members_loop
 from .trainers import choose_path
 
 PATH = "fast-batched"  # what a member's result says ran
@@ -67,7 +69,7 @@ def applies(configs: list[ExperimentConfig]) -> bool:
 
 def rows_of(config: ExperimentConfig) -> int:
     """A member's rows: its rank, twice it where the frozen starting pair rides along (PiSSA, OLoRA)."""
-    return 2 * config.rank if config.init in INITS_FROM_WEIGHTS else config.rank
+    return 2 * config.rank if starts_from_weights(config) else config.rank
 
 
 def bucket(config: ExperimentConfig) -> int:
@@ -107,24 +109,6 @@ def _starting_rows(config: ExperimentConfig, base: nn.Module) -> tuple[list[torc
     return blocks, [config.lr_ratio] * config.rank + [0.0] * (rows_of(config) - config.rank)
 
 
-class _Adam:
-    """fast.Adam with a learning-rate factor per parameter (`rate`, None: all 1) instead of per slice."""
-
-    def __init__(self, params: torch.Tensor, grads: torch.Tensor, rate: torch.Tensor | None) -> None:
-        self.params, self.grads, self.rate = params, grads, rate
-        self.exp_avg, self.exp_avg_sq = torch.zeros_like(params), torch.zeros_like(params)
-        self.denom, self.scaled = torch.empty_like(params), torch.empty_like(params) if rate is not None else None
-        self.steps = 0
-        self.beta2, self.eps, self.bc2 = (torch.tensor(c, dtype=params.dtype, device=params.device)
-                                          for c in (BETA2, EPS, 1.0))
-
-    @torch.no_grad()
-    def step(self, lr: float) -> None:
-        bias_correction1 = advance_moments(self)
-        moment = self.exp_avg if self.rate is None else torch.mul(self.exp_avg, self.rate, out=self.scaled)
-        self.params.addcdiv_(moment, self.denom, value=-lr / bias_correction1)
-
-
 class _Group:
     """M members padded to R rows: parameters [A1 | B1ᵀ | A2 | B2ᵀ], each [M, R, dim], in one flat buffer."""
 
@@ -150,7 +134,7 @@ class _Group:
         plain = all(c.lr_ratio == 1.0 and rows_of(c) == c.rank for c in configs)
         rate = None if plain else torch.cat([r.expand(M, R, d).reshape(-1) for r, d in
                                              zip((a_rates, rates, a_rates, rates), dims, strict=True)])
-        self.adam = _Adam(self.flat, self.grad, rate)
+        self.adam = FlatAdam(self.flat, self.grad, rate=rate)
         self.s = torch.tensor([c.scaling for c in configs], **like).view(M, 1, 1)
         self.Pt, self.Zt = torch.empty(M, R, d_out, **like), torch.empty(M, R, d_out, **like)
         self.q = torch.empty(M, R, R, **like)  # s A2 B1, then s dvᵀ u
@@ -251,44 +235,41 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
 def _train(configs: list[ExperimentConfig], groups: list[_Group], slots: dict[int, tuple[_Group, int]],
            data: tuple[torch.Tensor, ...], on_progress: Callable[[int, Progress], bool | None] | None,
            cancel: CancelCheck | None) -> list[Trained]:
-    """The epoch loop of training.epoch_loop, for every member at once; each member reports its own epochs."""
+    """Every member at once through the one epoch loop (training.members_loop); each member reports its own
+    epochs."""
     first = configs[0]
     train_xh, train_e, eval_xh, eval_e = data
     n, d_in, device = train_xh.shape[0], first.d_in, train_xh.device
-    start = time.perf_counter()
-    histories = [PhaseHistory() for _ in configs]
-    status = ["ok"] * len(configs)
     stopped: dict[int, dict[str, torch.Tensor]] = {}  # the factors of members that stopped early
-    generator = shuffle_generator(first.seed, "finetune")
     gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    try:
-        for epoch in range(1, first.epochs + 1):
-            order = batches(n, first.batch_size, generator, device)
-            for at, idx in enumerate(checked(order, cancel)):
-                if len(idx) not in gathered:
-                    gathered[len(idx)] = (train_xh.new_empty(len(idx), train_xh.shape[1]),
-                                          train_e.new_empty(len(idx), train_e.shape[1]))
-                xh, e = gathered[len(idx)]
-                torch.index_select(train_xh, 0, idx, out=xh)
-                torch.index_select(train_e, 0, idx, out=e)
-                for group in groups:
-                    group.step(xh[:, :d_in], xh[:, d_in:], e, at, first.lr)
-            trains = {id(g): (g.squares[:len(order)].sum(0) / (n * g.d_out)).tolist() for g in groups}
-            evals = {id(g): g.eval_losses(eval_xh, eval_e).tolist() for g in groups}
-            for i, c in enumerate(configs):
-                if status[i] != "ok":
-                    continue
-                group, j = slots[i]
-                tell = None if on_progress is None else (lambda p, i=i: on_progress(i, p))
-                stop = report(tell, histories[i], "finetune", epoch, c.epochs, trains[id(group)][j],
-                              evals[id(group)][j])
-                if stop == "cancelled":
-                    raise Cancelled
-                if stop:
-                    status[i], stopped[i] = stop, group.tensors(j, c.rank)
-                    group.retire(j)
-    except Cancelled:
-        status = ["cancelled" if s == "ok" else s for s in status]
+
+    def per_member(by_group: dict[int, list[float]]) -> list[float]:
+        return [by_group[id(slots[i][0])][slots[i][1]] for i in range(len(configs))]
+
+    def train_epoch(order: Iterable[torch.Tensor]) -> list[float]:
+        steps = 0
+        for at, idx in enumerate(order):
+            if len(idx) not in gathered:
+                gathered[len(idx)] = (train_xh.new_empty(len(idx), train_xh.shape[1]),
+                                      train_e.new_empty(len(idx), train_e.shape[1]))
+            xh, e = gathered[len(idx)]
+            torch.index_select(train_xh, 0, idx, out=xh)
+            torch.index_select(train_e, 0, idx, out=e)
+            for group in groups:
+                group.step(xh[:, :d_in], xh[:, d_in:], e, at, first.lr)
+            steps = at + 1
+        return per_member({id(g): (g.squares[:steps].sum(0) / (n * g.d_out)).tolist() for g in groups})
+
+    def retire(i: int, _: str) -> None:
+        group, j = slots[i]
+        stopped[i] = group.tensors(j, configs[i].rank)
+        group.retire(j)
+
+    start = time.perf_counter()
+    status, histories = members_loop(
+        train_epoch, lambda: per_member({id(g): g.eval_losses(eval_xh, eval_e).tolist() for g in groups}),
+        members=len(configs), n=n, epochs=first.epochs, batch_size=first.batch_size, seed=first.seed,
+        phase="finetune", device=device, on_progress=on_progress, cancel=cancel, on_stop=retire)
     share = (time.perf_counter() - start) / len(configs)
     return [Trained(status[i], histories[i], stopped.get(i) or slots[i][0].tensors(slots[i][1], c.rank), share,
                     PATH) for i, c in enumerate(configs)]

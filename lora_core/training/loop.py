@@ -101,7 +101,6 @@ def held_out_loss(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK, cance
     return held_out_scores(model, split, chunk, cancel)[0]
 
 
-mse = held_out_loss  # on a regression task the held-out loss is the mean squared error
 
 
 @torch.no_grad()
@@ -120,24 +119,53 @@ def report(on_progress: ProgressCallback | None, history: PhaseHistory, phase: s
     return None
 
 
+def members_loop(train_epoch: Callable[[Iterable[torch.Tensor]], list[float]], eval_losses: Callable[[], list[float]],
+                 *, members: int, n: int, epochs: int, batch_size: int, seed: int, phase: str, device: torch.device,
+                 on_progress: Callable[[int, Progress], bool | None] | None = None, cancel: CancelCheck | None = None,
+                 eval_accuracies: Callable[[], list[float]] | None = None,
+                 on_stop: Callable[[int, str], None] | None = None) -> tuple[list[str], list[PhaseHistory]]:
+    """The one epoch loop: `epochs` epochs of `train_epoch` over the same shuffled batches every path sees, for
+    `members` runs trained together (one for a single run), each reporting its own epochs; (statuses, histories).
+
+    `train_epoch` returns each member's mean training loss, `eval_losses` (and for a classification task
+    `eval_accuracies`) each member's held-out scores. A member that diverges stops (`on_stop(i, status)` lets the
+    path keep its factors as they were then) while the others go on; a cancelled one cancels them all."""
+    generator = shuffle_generator(seed, phase)
+    histories = [PhaseHistory() for _ in range(members)]
+    status = ["ok"] * members
+    try:
+        for epoch in range(1, epochs + 1):
+            trains = train_epoch(checked(batches(n, batch_size, generator, device), cancel))
+            evals = eval_losses()
+            accuracies = eval_accuracies() if eval_accuracies is not None else [None] * members
+            for i in (i for i in range(members) if status[i] == "ok"):
+                tell = None if on_progress is None else (lambda p, i=i: on_progress(i, p))
+                stop = report(tell, histories[i], phase, epoch, epochs, trains[i], evals[i], accuracies[i])
+                if stop == "cancelled":
+                    raise Cancelled
+                if stop:
+                    status[i] = stop
+                    if on_stop is not None:
+                        on_stop(i, stop)
+            if "ok" not in status:
+                break
+    except Cancelled:
+        status = ["cancelled" if s == "ok" else s for s in status]
+    return status, histories
+
+
 def epoch_loop(train_epoch: EpochStep, eval_loss: Callable[[], float], *, n: int, epochs: int, batch_size: int,
                seed: int, phase: str, device: torch.device, on_progress: ProgressCallback | None = None,
                cancel: CancelCheck | None = None,
                eval_accuracy: Callable[[], float] | None = None) -> tuple[str, PhaseHistory]:
-    """Run `epochs` epochs of `train_epoch` over the same shuffled batches every path sees; (status, history).
-    `eval_accuracy`, for a classification task, is recorded after every epoch beside the held-out loss."""
-    generator = shuffle_generator(seed, phase)
-    history = PhaseHistory()
-    try:
-        for epoch in range(1, epochs + 1):
-            train_loss = train_epoch(checked(batches(n, batch_size, generator, device), cancel))
-            stop = report(on_progress, history, phase, epoch, epochs, train_loss, eval_loss(),
-                          eval_accuracy() if eval_accuracy is not None else None)
-            if stop:
-                return stop, history
-    except Cancelled:
-        return "cancelled", history
-    return "ok", history
+    """`members_loop` for one run: (status, history). `eval_accuracy`, for a classification task, is recorded
+    after every epoch beside the held-out loss."""
+    status, histories = members_loop(
+        lambda order: [train_epoch(order)], lambda: [eval_loss()], members=1, n=n, epochs=epochs,
+        batch_size=batch_size, seed=seed, phase=phase, device=device,
+        on_progress=None if on_progress is None else (lambda _, p: on_progress(p)), cancel=cancel,
+        eval_accuracies=None if eval_accuracy is None else (lambda: [eval_accuracy()]))
+    return status[0], histories[0]
 
 
 def train(model: nn.Module, train_split: Split, eval_split: Split, *, epochs: int, batch_size: int, lr: float,
