@@ -24,6 +24,8 @@ _PUBLIC = {
     "LoRALinear": "adapters.lora_layer", "DoRALinear": "adapters.dora",
     "add_lora": "adapters.attach", "merge_lora": "adapters.attach", "save_adapter": "adapters.peft_format",
     "TwoLayerLinear": "tasks.linear_model", "DigitsMLP": "tasks.mlp",
+    # plugins: a new task, a new variant
+    "register_task": "tasks.registry", "register_variant": "adapters.registry", "Variant": "settings.variants",
     # the inspector
     **dict.fromkeys(("inspect_adapter", "from_path", "AdapterReport", "AdapterError"), "inspector"),
     # what a run costs

@@ -205,11 +205,11 @@ def has_floor(config: ExperimentConfig) -> bool:
 
 def human_bytes(n: float) -> str:
     """1536 -> '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # unreachable
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    power = 0
+    while abs(n) >= 1024 and power < len(units) - 1:
+        n, power = n / 1024, power + 1
+    return f"{n:,.0f} B" if power == 0 else f"{n:,.1f} {units[power]}"
 
 
 def check(config: ExperimentConfig, *, max_bytes: float, max_macs: float,
