@@ -19,6 +19,7 @@ from .adapters.attach import adapted, merge_lora
 from .adapters.lora_layer import LoRALinear
 from .adapters.peft_format import save_adapter
 from .measure import analysis
+from .measure.dynamics import Dynamics, changed_layers
 from .settings import variants
 from .settings.budget import has_floor
 from .settings.config import ExperimentConfig
@@ -74,11 +75,12 @@ def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress:
         with torch.no_grad():
             for name, tensor in trained.tensors.items():
                 model.get_parameter(name).copy_(tensor)
-        history = PhaseHistory()
-        accuracies = trained.history.eval_accuracy or [None] * len(trained.history.eval_loss)
-        for epoch, scores in enumerate(zip(trained.history.train_loss, trained.history.eval_loss, accuracies,
-                                           strict=True), 1):
-            if report(on_progress, history, "finetune", epoch, config.epochs, *scores) == "cancelled":
+        history, done = PhaseHistory(), trained.history
+        accuracies = done.eval_accuracy or [None] * len(done.eval_loss)
+        recorded = {epoch: i for i, epoch in enumerate(done.spectra_epochs)}
+        for epoch, scores in enumerate(zip(done.train_loss, done.eval_loss, accuracies, strict=True), 1):
+            dynamics = done.dynamics_at(recorded[epoch]) if epoch in recorded else None
+            if report(on_progress, history, "finetune", epoch, config.epochs, *scores, dynamics) == "cancelled":
                 return FineTuned("cancelled", history, model, trained.path)
         return FineTuned(trained.status, history, model, trained.path)
     path = choose_path(config)
@@ -91,14 +93,12 @@ def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress:
     lr_ratio = config.lr_ratio if config.method == "lora" else 1.0
     status, history = TRAINERS[path](model, task.train, task.eval, epochs=config.epochs,
                                      batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-                                     phase="finetune", on_progress=on_progress, cancel=cancel, lr_ratio=lr_ratio)
+                                     phase="finetune", on_progress=on_progress, cancel=cancel, lr_ratio=lr_ratio,
+                                     optimizer=config.optimizer, record=Dynamics(config, base, task).record)
     return FineTuned(status, history, model, path)
 
 
-def spectra_layers(config: ExperimentConfig) -> tuple[str, ...]:
-    """The layers whose spectra a run reports: the adapted ones, every layer under full fine-tuning."""
-    task = kind(config)
-    return task.targets(config) if config.method == "lora" else tuple(task.layer_shapes(config))
+spectra_layers = changed_layers  # the layers whose spectra a run reports: those fine-tuning changes
 
 
 def spectra(base: nn.Module, tuned: nn.Module, merged: nn.Module, names: tuple[str, ...]) -> dict[str, LayerSpectra]:

@@ -24,6 +24,7 @@ import torch.nn as nn
 from .adapters.attach import lora_layers
 from .experiment import prepared, run_experiment
 from .measure import analysis
+from .measure.dynamics import Dynamics
 from .settings import variants
 from .settings.budget import Estimate, estimate
 from .settings.config import ConfigError, ExperimentConfig, check_methods
@@ -212,8 +213,10 @@ def _train_batches(todo: list[tuple[str, ExperimentConfig]], progress_of: Callab
             continue
         for trainer, indices in groups:
             with cpu_threads(device, trainer.threads([configs[i] for i in indices])):
-                runs = trainer.train_members([configs[i] for i in indices], base, shifted,
-                                             lambda j, p, indices=indices: progress_of(indices[j])(p), cancel)
+                members = [configs[i] for i in indices]
+                runs = trainer.train_members(members, base, shifted,
+                                             lambda j, p, indices=indices: progress_of(indices[j])(p), cancel,
+                                             [Dynamics(c, base, shifted).record_changes for c in members])
             out.update({i: run for i, run in zip(indices, runs, strict=True) if run.status != "cancelled"})
             if any(run.status == "cancelled" for run in runs):
                 return out

@@ -6,7 +6,7 @@ from lora_core.measure.analysis import direction_count, factored_gap
 from lora_core.settings.config import make_config
 from lora_core.settings.variants import delta_kind, method_name
 from lora_core.tasks.registry import TASK_KINDS
-from ui import figures, session
+from ui import dynamics_figures, figures, session
 from ui.navigation import need_run, page
 from ui.text import plain
 
@@ -39,6 +39,13 @@ for column, (layer, s) in zip(columns, result.spectra.items(), strict=True):
                                                    most=len(s.weight_before),
                                                    gap=factored_gap(s) if s.delta_factored else 0.0))
         st.plotly_chart(figures.weight_figure(result, layer), key=f"weight-{layer}")
+
+tuning = result.history["finetune"]
+if tuning.spectra_epochs:  # scrub ΔW through training: what fine-tuning recorded after each epoch
+    epoch = st.select_slider("Fine-tuning epoch", options=tuning.spectra_epochs, value=tuning.spectra_epochs[-1],
+                             help="ΔW's singular values as they were after this epoch of fine-tuning")
+    st.plotly_chart(dynamics_figures.epoch_figure(tuning, tuning.spectra_epochs.index(epoch)), key="epoch")
+    st.caption(dynamics_figures.epoch_caption(tuning, epoch))
 
 shift = result.shift_spectrum  # computed inside the run, under its estimate: a view does no SVD
 if not TASK_KINDS[config.task].linear_model:  # the digits' shift is no matrix: each layer's change is all to show

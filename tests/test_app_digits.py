@@ -35,7 +35,7 @@ def test_the_task_control_switches_the_shift_controls():
 
 
 def test_training_draws_loss_and_accuracy_for_both_phases(digits_run):
-    (curves, samples) = charts(digits_run)
+    (curves, _, samples) = charts(digits_run)
     assert curves["layout"]["title"]["text"] == "Loss and accuracy per epoch"
     assert curves["layout"]["yaxis"]["title"]["text"] == "cross-entropy (log scale)"
     assert curves["layout"]["yaxis2"]["title"]["text"].startswith("held-out accuracy")
@@ -59,7 +59,7 @@ def test_cards_show_accuracy_and_the_grid_the_predictions(digits_run):
     assert any(c.value.startswith(f"Fine-tuning and merging took the accuracy on shifted digits from "
                                   f"{100 * result.accuracies['base_on_shifted']:.1f} % to "
                                   f"{100 * result.accuracies['merged_on_shifted']:.1f} %") for c in digits_run.caption)
-    (_, samples) = charts(digits_run)
+    (_, _, samples) = charts(digits_run)
     first = result.samples[0]
     title = samples["layout"]["annotations"][0]["text"]
     assert title.startswith(f"<b>{first['label']}</b>") and f"base {first['base']}<" in title

@@ -86,10 +86,11 @@ def test_playground_has_the_labelled_controls_with_the_default_preset():
     assert widget(at.sidebar, "slider", "Rank r").value == default.rank
     assert widget(at.sidebar, "slider", "Alpha α").value == default.alpha
     shift = widget(at.sidebar, "selectbox", "Shift")
-    assert shift.options == ["constant", "low-rank", "full-rank"]
+    assert shift.options == ["constant", "low-rank", "low-rank, directions halving", "full-rank"]
     assert widget(at.sidebar, "number_input", "Shift size").value == default.shift_scale
     assert not [w for w in at.sidebar.number_input if w.label == "Shift rank"]
-    assert widget(at.sidebar, "selectbox", "Preset").options == ["Default", "Digits", "Article"]
+    assert widget(at.sidebar, "selectbox", "Preset").options == ["Default", "Digits", "Article",
+                                                                 "Dynamics (directions one at a time)"]
     for label in ("Input size d_in", "Hidden size", "Output size d_out", "Training samples", "Pretraining epochs",
                   "Fine-tuning epochs", "Batch size", "Learning rate", "Seed"):
         widget(at.sidebar, "number_input", label)
@@ -99,7 +100,7 @@ def test_playground_has_the_labelled_controls_with_the_default_preset():
 
 
 def test_train_draws_both_phases_and_the_loss_falls(trained):
-    (loss,) = charts(trained)
+    (loss, _) = charts(trained)
     assert "Loss" in loss["layout"]["title"]["text"]
     assert loss["layout"]["yaxis"]["type"] == "log" and loss["layout"]["xaxis"]["title"]["text"]
     pre = trace(loss, "pretraining, held-out")["y"]
@@ -107,6 +108,26 @@ def test_train_draws_both_phases_and_the_loss_falls(trained):
     assert len(pre) == 15 and len(fine) == 15
     assert pre[-1] < pre[0] / 10 and fine[-1] < fine[0] / 10
     assert trace(loss, "fine-tuning, train")["x"][0] == 16  # fine-tuning continues the epoch axis
+
+
+def test_train_draws_each_layers_directions_epoch_by_epoch(trained):
+    """The run's recorded dynamics, read back from the chart: r lines per layer, one point per epoch, ending
+    on the spectrum the Spectrum page draws of the merged ΔW."""
+    (_, directions) = charts(trained)
+    assert directions["layout"]["title"]["text"] == "ΔW's directions per epoch"
+    result = trained.session_state["lora_explorer"].last()
+    for layer in ("layer1", "layer2"):
+        line = trace(directions, f"{layer}: σ1 of ΔW")
+        assert list(line["x"]) == list(range(1, 16))
+        assert line["y"][-1] == pytest.approx(result.spectra[layer].delta_merged[0], rel=1e-4)
+    assert not [t for t in directions["data"] if t["name"].endswith("σ2 of ΔW")]  # r = 1: one direction a layer
+    # the constant shift is one direction: the model's learned part of it rises to its σ, and the caption says when
+    learned = next(t for t in directions["data"] if t["name"].startswith("shift's first direction"))
+    sigma = result.shift_spectrum[0]
+    half = next(x for x, y in zip(learned["x"], learned["y"], strict=True) if y >= sigma / 2)
+    assert learned["y"][-1] == pytest.approx(sigma, rel=0.05)
+    assert any(c.value.startswith(f"The shift's first direction was half learned at epoch {half}.")
+               for c in trained.caption)
 
 
 def test_metric_cards_and_merge_check(trained):
@@ -231,6 +252,23 @@ def test_spectrum_delta_has_at_most_r_directions_and_agrees_before_and_after_mer
     shift = next(c for t, c in figs.items() if t.startswith("What the constant shift needs"))
     assert direction_count(shift["data"][0]["y"]) == 1
     assert any("Cumulative energy" in t for t in figs)
+    trained.switch_page("pages/1_Playground.py").run()
+
+
+def test_the_spectrum_scrubs_through_training(trained):
+    """The epoch slider shows ΔW as fine-tuning recorded it after that epoch, not as it ended."""
+    trained.switch_page("pages/3_Spectrum.py").run()
+    history = trained.session_state["lora_explorer"].last().history["finetune"]
+    slider = trained.select_slider[0]
+    assert slider.label == "Fine-tuning epoch" and slider.value == 15
+    slider.set_value(3).run()
+    assert not trained.exception
+    epoch = next(c for c in charts(trained) if c["layout"]["title"]["text"].startswith("ΔW's singular values after"))
+    assert epoch["layout"]["title"]["text"] == "ΔW's singular values after fine-tuning epoch 3"
+    bars = {t["name"]: list(t["y"]) for t in epoch["data"]}
+    assert bars == {layer: history.delta_spectra[layer][2] for layer in ("layer1", "layer2")}
+    assert bars["layer1"] != history.delta_spectra["layer1"][-1]  # epoch 3 is not the end
+    assert any(c.value.startswith("After fine-tuning epoch 3 of 15: layer1: σ₁ = ") for c in trained.caption)
     trained.switch_page("pages/1_Playground.py").run()
 
 

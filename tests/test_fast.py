@@ -16,8 +16,8 @@ from lora_core.tasks.data import rng
 from lora_core.tasks.linear import make_tasks
 from lora_core.tasks.linear_model import TARGETS, TwoLayerLinear
 from lora_core.training import fast
-from lora_core.training.adam import FlatAdam
 from lora_core.training.loop import batches, train
+from lora_core.training.optimizers import FlatAdam
 from lora_core.training.trainers import choose_path
 
 SMALL = dict(n_samples=300, n_eval=70, d_in=13, hidden=11, d_out=9, pretrain_epochs=5, epochs=6, batch_size=32,

@@ -3,6 +3,7 @@ scheduler then cancels within a mini-batch and does not keep."""
 
 from __future__ import annotations
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 
@@ -66,6 +67,30 @@ def test_sessions_waiting_for_one_job_share_its_live_chart_and_see_every_update(
     assert grown is not first
     pretrain = next(t for t in grown.to_dict()["data"] if "held-out" in t["name"] and "pretrain" in t["name"])
     assert list(pretrain["y"]) == [1.0, 0.5, 0.25]
+
+
+def test_the_live_directions_chart_grows_from_what_fine_tuning_records():
+    from lora_core.serving.scheduler import Job
+    from lora_core.settings.budget import estimate
+    from lora_core.settings.config import preset
+    from lora_core.settings.results import EpochDynamics, Progress
+    from ui import live
+
+    config = preset("default", shift="graded", shift_rank=2, pretrain_epochs=1, epochs=4)
+    job = Job(config, estimate(config))
+    job.progress.append(Progress("pretrain", 1, 1, 1.0, 1.0))
+    assert live._live_figures(job, list(job.progress))[1] is None  # nothing recorded yet: no chart
+    for epoch in (1, 2):
+        dynamics = EpochDynamics({"layer1": [2.0 * epoch, 1.0], "layer2": [3.0, 0.5 * epoch]}, [9.0, 4.0],
+                                 [0.4 * epoch, 0.1 * epoch])
+        job.progress.append(Progress("finetune", epoch, 4, 0.5, 0.5, None, dynamics))
+    chart = live._live_figures(job, list(job.progress))[1].to_dict()
+    traces = {t["name"]: t for t in chart["data"]}
+    assert list(traces["layer1: σ1 of ΔW"]["y"]) == [2.0, 4.0] and list(traces["layer2: σ2 of ΔW"]["y"]) == [0.5, 1.0]
+    first = next(t for name, t in traces.items() if name.startswith("shift's first direction"))
+    sigma = live._shift_spectrum(config)[0]
+    assert list(first["y"]) == pytest.approx([0.4 * sigma, 0.8 * sigma])  # σ₁ × the share learned
+    assert list(chart["layout"]["xaxis2"]["range"]) == [0.5, 4.5]  # the planned epochs: the lines grow into it
 
 
 def test_the_server_does_not_collect_garbage_after_every_script_run():

@@ -7,6 +7,7 @@ tab or a reload releases it, and a job nobody waits for is cancelled within a mi
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from lora_core.cache import cache_dir
 from lora_core.experiment import run_experiment
+from lora_core.measure.analysis import shift_singular_values
 from lora_core.serving import prewarm as prewarming
 from lora_core.serving.prewarm import Pretraining, Prewarmer, pretraining_estimate, run_pretraining
 from lora_core.serving.room import RoomStore, board_run, default_path
@@ -28,7 +30,7 @@ from lora_core.settings.results import PHASES, ExperimentResult, PhaseHistory
 from lora_core.sweep import SweepProgress, SweepRequest, SweepResult, member_name, members, run_request, sweep_estimate
 from lora_core.training.loop import warm_up as warm_up_torch
 
-from . import figures, session, training_figures
+from . import dynamics_figures, figures, session, training_figures
 
 LOG = logging.getLogger("lora_explorer")  # one line per computed run, for whoever watches the server (load test)
 if not LOG.handlers:
@@ -132,10 +134,11 @@ def _post(work: ExperimentConfig | SweepRequest, result: ExperimentResult | Swee
     room().add(my_board_id(), entries, nickname=session.current().nickname)
 
 
-def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult | None, bool]:
-    """Run (or fetch) `config`, drawing its place in the queue and then its progress into `status` and the
-    growing loss chart into `chart`. Returns (result, came from the kept results); the result is None when
-    this page stopped waiting (a newer script run of the session, a closed tab) or the run failed (raises)."""
+def train(config: ExperimentConfig, status, chart, dynamics_chart=None) -> tuple[ExperimentResult | None, bool]:
+    """Run (or fetch) `config`, drawing its place in the queue and then its progress into `status`, the
+    growing loss chart into `chart` and (where given) its directions into `dynamics_chart`, once fine-tuning
+    records them. Returns (result, came from the kept results); the result is None when this page stopped
+    waiting (a newer script run of the session, a closed tab) or the run failed (raises)."""
     admit(config)
     planned = (config.pretrain_epochs, config.epochs)
     drawn = {"at": 0.0, "n": 0}
@@ -147,7 +150,10 @@ def train(config: ExperimentConfig, status, chart) -> tuple[ExperimentResult | N
                      f"{last.epoch} of {last.epochs}, held-out loss {last.eval_loss:.4g}{accuracy}")
         if time.perf_counter() - drawn["at"] >= DRAW_INTERVAL_S:
             drawn["n"] += 1
-            chart.plotly_chart(_live_figure(job, progress), key=f"live-{run_id}-{drawn['n']}")
+            loss, dynamics = _live_figures(job, progress)
+            chart.plotly_chart(loss, key=f"live-{run_id}-{drawn['n']}")
+            if dynamics_chart is not None and dynamics is not None:
+                dynamics_chart.plotly_chart(dynamics, key=f"live-dynamics-{run_id}-{drawn['n']}")
             drawn["at"] = time.perf_counter()
 
     return _follow(config, status, draw)
@@ -226,20 +232,31 @@ _LIVE_FIGURES: dict[int, tuple[Job, int, object]] = {}  # id(job) -> (job, epoch
 _LIVE_LOCK = threading.Lock()
 
 
-def _live_figure(job: Job, progress: list):
-    """The job's loss chart so far, built once per update however many sessions wait for the job (a figure
-    costs about 12 ms of Python; ten sessions with identical settings used to build ten)."""
+def _live_figures(job: Job, progress: list) -> tuple:
+    """The job's loss chart so far and its directions' chart (None before fine-tuning records any), built once
+    per update however many sessions wait for the job (a figure costs about 12 ms of Python; ten sessions with
+    identical settings used to build ten)."""
     with _LIVE_LOCK:
         kept = _LIVE_FIGURES.get(id(job))
         if kept is None or kept[0] is not job or kept[1] != len(progress):
             planned = (job.config.pretrain_epochs, job.config.epochs)
-            kept = (job, len(progress), training_figures.training_figure(_history(progress), planned,
-                                                                         job.config.task))
+            history = _history(progress)
+            tuning = history["finetune"]
+            levels = _shift_spectrum(job.config) if tuning.modes_learned else None  # only a followed shift's
+            dynamics = (dynamics_figures.dynamics_figure(tuning, job.config.epochs, levels)
+                        if tuning.spectra_epochs else None)
+            kept = (job, len(progress), (training_figures.training_figure(history, planned, job.config.task),
+                                         dynamics))
             _LIVE_FIGURES.pop(id(job), None)
             _LIVE_FIGURES[id(job)] = kept
             while len(_LIVE_FIGURES) > 8:  # dicts keep insertion order: the oldest job's goes first
                 del _LIVE_FIGURES[next(iter(_LIVE_FIGURES))]
         return kept[2]
+
+
+def _live_figure(job: Job, progress: list):
+    """The job's loss chart so far (of `_live_figures`)."""
+    return _live_figures(job, progress)[0]
 
 
 def _history(progress: list) -> dict[str, PhaseHistory]:
@@ -249,4 +266,13 @@ def _history(progress: list) -> dict[str, PhaseHistory]:
         history[p.phase].eval_loss.append(p.eval_loss)
         if p.eval_accuracy is not None:
             history[p.phase].eval_accuracy.append(p.eval_accuracy)
+        if p.dynamics is not None:
+            history[p.phase].add_dynamics(p.epoch, p.dynamics)
     return history
+
+
+@functools.lru_cache(maxsize=32)
+def _shift_spectrum(config: ExperimentConfig) -> list[float]:
+    """The shift's singular values for a live chart's dashed levels: from its factors, or (a full-rank shift,
+    whose directions the dynamics follow only up to measure/dynamics.EXACT_MAX_ELEMENTS) a small dense SVD."""
+    return shift_singular_values(config)

@@ -13,7 +13,7 @@ from lora_core.settings.results import ExperimentResult
 from lora_core.settings.variants import adapter_name, method_name, notes
 from lora_core.tasks.registry import TASK_KINDS
 
-from . import figures, live, session, training_figures
+from . import dynamics_figures, figures, live, session, training_figures
 from .sidebar import share_panel, show_link_warnings, sidebar
 from .text import plain
 
@@ -56,13 +56,13 @@ def show() -> None:
                     + (f" Estimated cost: {human_bytes(cost.bytes)} of memory, {cost.macs:.2g} multiply-adds."
                        if cost else ""))
 
-    status, chart = st.empty(), st.empty()
+    status, chart, dynamics_chart = st.empty(), st.empty(), st.empty()
     if stopped:
         status.info("Stopped: the run was cancelled (unless another session is waiting for the same settings).")
     if clicked and config is not None and problem is None:
         state.url_warnings = []
         try:
-            result, from_cache = live.train(config, status, chart)
+            result, from_cache = live.train(config, status, chart, dynamics_chart)
         except ConfigError as e:
             st.error(f"This run cannot start: {plain(str(e), 400)}")
         except Exception as e:  # the page's edge: a plain message here, the traceback in the server's log
@@ -81,12 +81,18 @@ def show() -> None:
         st.info("No run yet: press **Train** to pretrain and fine-tune with the settings in the sidebar.")
         st.stop()
 
-    show_result(result, config, chart, state)
+    show_result(result, config, chart, state, dynamics_chart)
 
 
-def show_result(result: ExperimentResult, config: ExperimentConfig | None, chart, state) -> None:
+def show_result(result: ExperimentResult, config: ExperimentConfig | None, chart, state, dynamics_chart) -> None:
     """What the page shows of a finished run."""
     chart.plotly_chart(training_figures.result_figure(result), key="loss")
+    tuning = result.history["finetune"]
+    if tuning.spectra_epochs:
+        with dynamics_chart.container():
+            st.plotly_chart(dynamics_figures.dynamics_figure(tuning, result.config["epochs"], result.shift_spectrum),
+                            key="dynamics")
+            st.caption(dynamics_figures.dynamics_caption(tuning, make_config(**result.config)))
     if config is not None and result.config != config.to_dict():
         changed = [f"{LABELS.get(k, k)} {result.config[k]} → {v}" for k, v in config.to_dict().items()
                    if result.config[k] != v]

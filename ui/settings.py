@@ -21,7 +21,8 @@ from lora_core.settings.config import (
     preset,
 )
 
-PRESET_LABELS = {"default": "Default", "digits": "Digits", "article": "Article"}
+PRESET_LABELS = {"default": "Default", "digits": "Digits", "article": "Article",
+                 "dynamics": "Dynamics (directions one at a time)"}
 
 
 def preset_settings(name: str) -> dict[str, Any]:

@@ -11,8 +11,7 @@ import torch.nn as nn
 from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
 from ..settings.results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts
 from ..settings.variants import DoRA, active
-from ..tasks.data import rng
-from ..tasks.linear import low_rank_factors, shift_delta
+from ..tasks.linear import shift_delta, shift_factors
 from ..tasks.registry import kind
 from . import svd_memo
 
@@ -123,11 +122,11 @@ def shift_singular_values(config: ExperimentConfig) -> list[float]:
     of size c sqrt(d_in d_out); a low-rank shift comes as factors (QR + s x s SVD); only a full-rank one is dense.
     """
     n = min(config.d_in, config.d_out)
+    factors = shift_factors(config)
     if config.shift == "constant":
         values = torch.tensor([abs(config.shift_scale) * math.sqrt(config.d_in * config.d_out)], dtype=torch.float64)
-    elif config.shift == "low_rank":
-        u, v = low_rank_factors(config, rng(config.seed, "shift"), getattr(torch, config.dtype))
-        values = factored_singular_values(u.double(), v.double(), config.shift_scale / config.shift_rank**0.5)
+    elif factors is not None:
+        values = factored_singular_values(factors[0].double(), factors[1].double())
     else:
         values = singular_values(shift_delta(config))
     return values.tolist() + [0.0] * (n - len(values))

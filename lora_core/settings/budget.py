@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import variants
-from .choices import BYTES_PER_ITEM, ConfigError
+from .choices import BYTES_PER_ITEM, RANKED_SHIFTS, ConfigError
 from .path_rule import choose_path
 from .task_specs import spec
 
@@ -120,7 +120,7 @@ def _linear_estimate(config: ExperimentConfig) -> Estimate:
     peak_items = tasks + max(pretraining, finetuning + weights, analysis_items + 3 * weights)
     # Multiply-adds. Forward 1x, backward 2x per row; held-out loss after every epoch.
     per_epoch = 3 * c.n_samples * weights + c.n_eval * weights
-    data_macs = 2 * rows * theta + (c.d_in * c.shift_rank * c.d_out if c.shift == "low_rank" else 0)
+    data_macs = 2 * rows * theta + (c.d_in * c.shift_rank * c.d_out if c.shift in RANKED_SHIFTS else 0)
     pretrain_macs = c.pretrain_epochs * per_epoch
     steps_per_epoch = math.ceil(c.n_samples / c.batch_size)
     if c.method == "full":

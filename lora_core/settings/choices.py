@@ -21,8 +21,14 @@ LAYER_SET_LABELS = {"1,2,3": "all three", "1,2": "1 and 2 (input, hidden)", "2,3
                     "1,3": "1 and 3 (input, output)", "1": "1 (input)", "2": "2 (hidden)", "3": "3 (output)"}
 METHODS = ("lora", "full")
 METHOD_LABELS = {"lora": "LoRA (and its variants)", "full": "full fine-tuning"}
-SHIFTS = ("constant", "low_rank", "full_rank")
-SHIFT_LABELS = {"constant": "constant", "low_rank": "low-rank", "full_rank": "full-rank"}
+SHIFTS = ("constant", "low_rank", "graded", "full_rank")
+SHIFT_LABELS = {"constant": "constant", "low_rank": "low-rank", "graded": "low-rank, directions halving",
+                "full_rank": "full-rank"}
+RANKED_SHIFTS = ("low_rank", "graded")  # the shifts whose rank is the `shift_rank` setting
+# The fine-tuning optimizer: Adam (the article's, torch.optim.Adam's defaults) or plain gradient descent on
+# mini-batches (torch.optim.SGD without momentum: what the theory of learning one direction at a time describes)
+OPTIMIZERS = ("adam", "sgd")
+OPTIMIZER_LABELS = {"adam": "Adam (the article)", "sgd": "SGD (plain gradient descent)"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # gaussian: the article's randn; kaiming: PEFT's kaiming_uniform(a=sqrt(5)); pissa, olora: from W (inits.py)
 INITS = ["gaussian", "kaiming", "pissa", "olora"]  # a list: adapters/registry.register_variant adds one

@@ -37,7 +37,10 @@ from .choices import (  # noqa: F401 - re-exported: every setting's choices are 
     METHOD_SETS,
     METHODS,
     MIN_POSITIVE,
+    OPTIMIZER_LABELS,
+    OPTIMIZERS,
     PATHS,
+    RANKED_SHIFTS,
     SHIFT_LABELS,
     SHIFTS,
     TASK_LABELS,
@@ -62,7 +65,8 @@ def _knob(default: Any, help: str, *, label: str | None = None, lo: float | None
     a value outside it widens it);
     group: where the Playground shows it ("main" above, "more" in the expander);
     base: whether it shapes the pretrained base (so it is part of the base cache's key);
-    only_if: {field: value, ...} when the setting matters only while every such field has that value (`matters`);
+    only_if: {field: value, ...} when the setting matters only while every such field has that value (or one of
+    a tuple of them) (`matters`);
     maths: one line (Markdown with LaTeX) saying what the setting changes, shown under its widget.
     """
     meta = {"help": help, "label": label, "lo": lo, "hi": hi, "choices": choices, "choice_labels": choice_labels,
@@ -90,8 +94,9 @@ class ExperimentConfig:
                        choice_labels=SHIFT_LABELS, group="main", only_if={"task": "linear"})
     shift_scale: float = _knob(1.0, "size c of the shift", label="Shift size", positive=True, step=0.1, group="main",
                                only_if={"task": "linear"})
-    shift_rank: int = _knob(4, "rank s of a low_rank shift", label="Shift rank", lo=1, hi=MAX_DIM, group="main",
-                            only_if={"task": "linear", "shift": "low_rank"})
+    shift_rank: int = _knob(4, "rank s of a low_rank or graded shift (graded: its directions' sizes halve, "
+                            "4 : 2 : 1 for s = 3)", label="Shift rank", lo=1, hi=MAX_DIM, group="main",
+                            only_if={"task": "linear", "shift": RANKED_SHIFTS})
     digits_shift: str = _knob("rotated", "how the digits change for fine-tuning", label="Digits shift",
                               choices=DIGIT_SHIFTS, choice_labels=DIGIT_SHIFT_LABELS, group="main",
                               only_if={"task": "digits"})
@@ -143,8 +148,12 @@ class ExperimentConfig:
     epochs: int = _knob(30, "epochs of fine-tuning on the shifted task", label="Fine-tuning epochs", lo=1,
                         hi=MAX_EPOCHS, group="more")
     batch_size: int = _knob(64, "mini-batch size", label="Batch size", lo=1, hi=MAX_SAMPLES, group="more", base=True)
-    lr: float = _knob(1e-2, "Adam learning rate", label="Learning rate", positive=True, step=1e-3, group="more",
-                      base=True)
+    lr: float = _knob(1e-2, "learning rate (pretraining's Adam, and fine-tuning's optimizer)", label="Learning rate",
+                      positive=True, step=1e-3, group="more", base=True)
+    optimizer: str = _knob("adam", "fine-tuning optimizer: Adam (the article's) or plain SGD (what the theory of "
+                           "learning one direction at a time describes); pretraining always uses Adam",
+                           label="Fine-tuning optimizer", choices=OPTIMIZERS, choice_labels=OPTIMIZER_LABELS,
+                           group="more")
     seed: int = _knob(0, "random seed for data, initialisation and shuffling", label="Seed", lo=0, hi=2**31 - 1,
                       group="more", base=True)
     # Where and how: flags only
@@ -186,13 +195,17 @@ def field_name(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 # The article's exact experiment; `default` is the dataclass defaults (about a second on a 2-core CPU); `digits`
-# the digits task with the same defaults (a 90° rotation).
+# the digits task with the same defaults (a 90° rotation); `dynamics` a graded rank-3 shift (directions 4 : 2 : 1)
+# learned by plain SGD slowly enough to watch its directions arrive one at a time (tests/test_dynamics.py).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "digits": {"task": "digits"},
     "article": dict(rank=1, alpha=1.0, init="gaussian", shift="constant", shift_scale=1.0, n_samples=10_000,
                     n_eval=2_000, d_in=1001, hidden=1000, d_out=1000, pretrain_epochs=100, epochs=100,
                     batch_size=128, lr=1e-3),
+    "dynamics": dict(d_in=32, hidden=32, d_out=32, n_samples=4096, n_eval=512, batch_size=256, shift="graded",
+                     shift_rank=3, shift_scale=0.5, rank=3, alpha=3.0, optimizer="sgd", lr=1e-2, pretrain_epochs=60,
+                     epochs=60),
 }
 
 
@@ -326,4 +339,5 @@ def check_value(name: str, value: Any, shown: Any = None) -> None:
 def matters(name: str, values: Mapping[str, Any]) -> bool:
     """Whether setting `name` changes anything given the other settings in `values` (its `only_if`)."""
     only_if = FIELDS[name].metadata["only_if"] or {}
-    return all(values[field] == value for field, value in only_if.items())
+    return all(values[field] in value if isinstance(value, tuple) else values[field] == value
+               for field, value in only_if.items())

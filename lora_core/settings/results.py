@@ -14,6 +14,19 @@ LOSS_KEYS = ("base_on_original", "base_on_shifted", "adapter_on_shifted", "merge
 
 
 @dataclass(frozen=True)
+class EpochDynamics:
+    """What fine-tuning has learned after one epoch (measure/dynamics.py), singular values descending:
+    `delta` per adapted layer, the top ones of its ΔW (from the factors; W − W₀ under full fine-tuning);
+    for the linear task `residual`, the top ones of what is still missing end to end (θ'ᵀ − W₂'W₁'), and
+    `learned`, the share of each of the shift's directions the model has learned (uᵢᵀ ΔM vᵢ / σᵢ, ΔM the
+    end-to-end change: 0 untouched, 1 learned)."""
+
+    delta: dict[str, list[float]]
+    residual: list[float] = field(default_factory=list)
+    learned: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Progress:
     """One finished epoch, as passed to an `on_progress` callback. `epoch` counts from 1."""
 
@@ -23,16 +36,50 @@ class Progress:
     train_loss: float
     eval_loss: float
     eval_accuracy: float | None = None  # held-out accuracy of a classification task, else None
+    dynamics: EpochDynamics | None = None  # fine-tuning's directions after this epoch, on the epochs recorded
 
 
 @dataclass
 class PhaseHistory:
     """Per-epoch losses of one phase: mean training mini-batch loss and held-out loss after the epoch; for a
-    classification task also the held-out accuracy (empty otherwise)."""
+    classification task also the held-out accuracy (empty otherwise).
+
+    Fine-tuning also records its dynamics (EpochDynamics) after the epochs in `spectra_epochs` (every epoch, or
+    evenly thinned to at most DYNAMICS_POINTS of them): `delta_spectra` {layer: [[σ₁, σ₂, ...] per recorded
+    epoch]}, and for the linear task `residual_spectra` and `modes_learned`, one row per recorded epoch."""
 
     train_loss: list[float] = field(default_factory=list)
     eval_loss: list[float] = field(default_factory=list)
     eval_accuracy: list[float] = field(default_factory=list)
+    spectra_epochs: list[int] = field(default_factory=list)
+    delta_spectra: dict[str, list[list[float]]] = field(default_factory=dict)
+    residual_spectra: list[list[float]] = field(default_factory=list)
+    modes_learned: list[list[float]] = field(default_factory=list)
+
+    def add_dynamics(self, epoch: int, dynamics: EpochDynamics) -> None:
+        self.spectra_epochs.append(epoch)
+        for layer, values in dynamics.delta.items():
+            self.delta_spectra.setdefault(layer, []).append(values)
+        if dynamics.residual:
+            self.residual_spectra.append(dynamics.residual)
+        if dynamics.learned:
+            self.modes_learned.append(dynamics.learned)
+
+    def dynamics_at(self, index: int) -> EpochDynamics:
+        """The dynamics recorded at spectra_epochs[index]."""
+        return EpochDynamics({layer: rows[index] for layer, rows in self.delta_spectra.items()},
+                             self.residual_spectra[index] if self.residual_spectra else [],
+                             self.modes_learned[index] if self.modes_learned else [])
+
+
+DYNAMICS_POINTS = 400  # the most epochs a run's dynamics are recorded at (a long run's are thinned evenly)
+
+
+def records_dynamics(epoch: int, epochs: int) -> bool:
+    """Whether fine-tuning records its dynamics after `epoch` of `epochs`: every epoch up to DYNAMICS_POINTS of
+    them, else every ⌈epochs / DYNAMICS_POINTS⌉-th and the last."""
+    step = -(-epochs // DYNAMICS_POINTS)
+    return epoch % step == 0 or epoch == epochs
 
 
 @dataclass

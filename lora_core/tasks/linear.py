@@ -12,7 +12,8 @@ def shift_matrix(config: ExperimentConfig, generator: torch.Generator, dtype: to
     """The change Δθ: [d_in, d_out] added to θ.
 
     constant: c everywhere, rank 1 (the article's θ + 1). low_rank: c * U V / sqrt(s) with U: [d_in, s],
-    V: [s, d_out] standard normal, so entries have variance c^2 like the other kinds. full_rank: c * N(0, 1).
+    V: [s, d_out] standard normal, so entries have variance c^2 like the other kinds. graded: s orthonormal
+    directions whose sizes halve (graded_factors), entries of mean square c^2 too. full_rank: c * N(0, 1).
     """
     shape = (config.d_in, config.d_out)
     c = config.shift_scale
@@ -21,7 +22,36 @@ def shift_matrix(config: ExperimentConfig, generator: torch.Generator, dtype: to
     if config.shift == "low_rank":
         u, v = low_rank_factors(config, generator, dtype)
         return c * (u @ v) / config.shift_rank**0.5
+    if config.shift == "graded":
+        left, right = graded_factors(config, generator, dtype)
+        return left @ right
     return c * torch.randn(shape, generator=generator, dtype=dtype)
+
+
+def graded_factors(config: ExperimentConfig, generator: torch.Generator,
+                   dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U Σ: [d_in, s], Vᵀ: [s, d_out]) of a graded shift: U, V orthonormal columns (QR of standard normal
+    draws), Σ = σ₁ · (1, 1/2, 1/4, ...), σ₁ chosen so that ‖Δθ‖² = c² d_in d_out (entries of mean square c²)."""
+    s = config.shift_rank
+    u, _ = torch.linalg.qr(torch.randn(config.d_in, s, generator=generator, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(config.d_out, s, generator=generator, dtype=torch.float64))
+    halving = 0.5 ** torch.arange(s, dtype=torch.float64)
+    sigma = halving * config.shift_scale * (config.d_in * config.d_out / (halving**2).sum()) ** 0.5
+    return (u * sigma).to(dtype), v.T.contiguous().to(dtype)
+
+
+def shift_factors(config: ExperimentConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(L: [d_in, k], R: [k, d_out]) with L R = Δθ (to rounding) for the shifts that have a structure (constant,
+    low_rank, graded), from the shift's own generator; None for a full-rank one."""
+    generator, dtype, c = rng(config.seed, "shift"), getattr(torch, config.dtype), config.shift_scale
+    if config.shift == "constant":
+        return torch.full((config.d_in, 1), c, dtype=dtype), torch.ones(1, config.d_out, dtype=dtype)
+    if config.shift == "low_rank":
+        u, v = low_rank_factors(config, generator, dtype)
+        return u * (c / config.shift_rank**0.5), v
+    if config.shift == "graded":
+        return graded_factors(config, generator, dtype)
+    return None
 
 
 def low_rank_factors(config: ExperimentConfig, generator: torch.Generator,

@@ -33,9 +33,9 @@ from ..settings.variants import layer_kind
 from ..tasks.data import Task
 from ..tasks.linear_model import TARGETS
 from ..tasks.registry import kind
-from .adam import FlatAdam
 from .devices import threads_for
-from .loop import EVAL_CHUNK, CancelCheck, checked, members_loop
+from .loop import EVAL_CHUNK, CancelCheck, ChangeRecorder, checked, members_loop
+from .optimizers import FLAT_OPTIMIZERS
 from .trainers import choose_path
 
 BATCH_MAX_WEIGHTS = 2**16  # both layers' weights; about two 181-wide square layers
@@ -66,7 +66,8 @@ def applies(configs: list[ExperimentConfig]) -> bool:
     setting the batches and the base depend on."""
     first = configs[0]
     same = all(c.method == "lora" and c.seed == first.seed and c.batch_size == first.batch_size
-               and c.epochs == first.epochs and c.lr == first.lr and c.dtype == first.dtype
+               and c.epochs == first.epochs and c.lr == first.lr and c.optimizer == first.optimizer
+               and c.dtype == first.dtype
                and c.device == first.device for c in configs)
     return len(configs) > 1 and same and first.d_in * first.hidden + first.hidden * first.d_out <= BATCH_MAX_WEIGHTS
 
@@ -116,21 +117,23 @@ class _Stack:
 
 def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
                   on_progress: Callable[[int, Progress], bool | None] | None = None,
-                  cancel: CancelCheck | None = None) -> list[Trained]:
-    """Fine-tune every member of `configs` (for which `applies` holds) from `base` on `task`, together."""
+                  cancel: CancelCheck | None = None, recorders: list[ChangeRecorder] | None = None) -> list[Trained]:
+    """Fine-tune every member of `configs` (for which `applies` holds) from `base` on `task`, together;
+    `recorders[i]`, where given, measures what member i has learned (loop.ChangeRecorder) on the epochs recorded."""
     models = [adapted(base, c) for c in configs]
     rank = max(c.rank for c in configs)
     stacks = [_Stack([m.get_submodule(name) for m in models], rank) for name in TARGETS]
     first = configs[0]
     dtype, device = stacks[0].weight.dtype, stacks[0].weight.device
-    # Every stack's A, B and m in one flat buffer for the one Adam (adam.py): B's and m's rate λ per member (LoRA+),
-    # A's 1. The stacks compute with views of it, made afresh for every step's graph.
+    # Every stack's A, B and m in one flat buffer for the flat optimizer (optimizers.py): B's and m's rate λ per
+    # member (LoRA+), A's 1. The stacks compute with views of it, made afresh for every step's graph.
     ratio = torch.tensor([c.lr_ratio for c in configs], dtype=dtype, device=device)
     initial = [(t.detach(), rate) for s in stacks for t, rate in
                ((s.A, torch.ones_like(s.A)), (s.B, ratio.view(-1, 1, 1).expand_as(s.B)),
                 (s.m, ratio.view(-1, 1).expand_as(s.m)))]
     flat = torch.cat([t.reshape(-1) for t, _ in initial]).requires_grad_()
-    adam = FlatAdam(flat.detach(), torch.zeros_like(flat), rate=torch.cat([r.reshape(-1) for _, r in initial]))
+    optimizer = FLAT_OPTIMIZERS[first.optimizer](flat.detach(), torch.zeros_like(flat),
+                                                 rate=torch.cat([r.reshape(-1) for _, r in initial]))
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         views = iter(torch.split(flat, [t.numel() for t, _ in initial]))
@@ -150,8 +153,8 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
             loss = losses(task.train.x[idx], task.train.y[idx])
             flat.grad = None
             loss.sum().backward()
-            adam.grads.copy_(flat.grad)
-            adam.step(first.lr)
+            optimizer.grads.copy_(flat.grad)
+            optimizer.step(first.lr)
             total += loss.detach() * len(idx)
         return (total / n).tolist()
 
@@ -162,12 +165,24 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
                 for param, tensor in (("lora_A", s.A[i, :c.rank]), ("lora_B", s.B[i, :, :c.rank]),
                                       *((("lora_magnitude", s.m[i]),) if c.use_dora else ()))}
 
+    def changes(i: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Member i's change per layer, (s·B', A') as LoRALinear.change_factors gives it (DoRA's direction)."""
+        c, out = configs[i], {}
+        for name, s in zip(TARGETS, stacks, strict=True):
+            b, a = s.B[i, :, :c.rank].detach(), s.A[i, :c.rank].detach()
+            initial = models[i].get_submodule(name).initial
+            if initial is not None:  # PiSSA, OLoRA: minus where they started
+                b, a = torch.cat([b, -initial[1]], dim=1), torch.cat([a, initial[0]], dim=0)
+            out[name] = (s.s[i, 0, 0] * b, a)
+        return out
+
     stopped: dict[int, dict[str, torch.Tensor]] = {}  # the parameters of members that stopped early
     start = time.perf_counter()
     status, histories = members_loop(
         train_epoch, torch.no_grad()(lambda: _held_out(losses, task, cancel, len(configs))), members=len(configs),
         n=n, epochs=first.epochs, batch_size=first.batch_size, seed=first.seed, phase="finetune", device=device,
-        on_progress=on_progress, cancel=cancel, on_stop=lambda i, _: stopped.setdefault(i, tensors(i)))
+        on_progress=on_progress, cancel=cancel, on_stop=lambda i, _: stopped.setdefault(i, tensors(i)),
+        dynamics=None if recorders is None else (lambda: [recorders[i](changes(i)) for i in range(len(configs))]))
     share = (time.perf_counter() - start) / len(configs)
     return [Trained(status[i], histories[i], stopped.get(i) or tensors(i), share) for i in range(len(configs))]
 

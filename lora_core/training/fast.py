@@ -42,12 +42,12 @@ import torch
 import torch.nn as nn
 
 from ..adapters.lora_layer import LoRALinear
-from ..settings.results import PhaseHistory
+from ..settings.results import EpochDynamics, PhaseHistory
 from ..tasks.data import Split
 from ..tasks.linear_model import TwoLayerLinear
-from .adam import FlatAdam
 from .devices import cpu_threads
-from .loop import CancelCheck, ProgressCallback, epoch_loop
+from .loop import CancelCheck, ProgressCallback, Recorder, epoch_loop
+from .optimizers import FLAT_OPTIMIZERS
 
 EVAL_ROWS = 128  # held-out rows per chunk: a chunk's residual stays in cache between its two uses
 
@@ -97,7 +97,8 @@ class _Batch:
 class FastLoRA:
     """One fast fine-tune's state: the precomputed activations, the flat parameter buffer, Adam's moments."""
 
-    def __init__(self, model: TwoLayerLinear, train: Split, eval_split: Split, lr_ratio: float = 1.0) -> None:
+    def __init__(self, model: TwoLayerLinear, train: Split, eval_split: Split, lr_ratio: float = 1.0,
+                 optimizer: str = "adam") -> None:
         l1, l2 = model.layer1, model.layer2
         self.model = model
         self.r = r = l1.rank
@@ -130,7 +131,8 @@ class FastLoRA:
             self.A2.copy_(l2.lora_A)
             self.B2t.copy_(l2.lora_B.T)
         b_blocks = [slice(starts[1], ends[1]), slice(starts[3], ends[3])]  # B1^T and B2^T: LoRA+'s faster ones
-        self.adam = FlatAdam(self.flat[:starts[4]], self.grad[:starts[4]], b_blocks, lr_ratio)  # not the work block
+        self.optimizer = FLAT_OPTIMIZERS[optimizer](self.flat[:starts[4]], self.grad[:starts[4]], b_blocks,
+                                                    lr_ratio)  # not the work block
         self._work: dict[int, _Batch] = {}
 
     def _buffers(self, b: int) -> _Batch:
@@ -165,7 +167,7 @@ class FastLoRA:
         self.gA2.addmm_(w.dvu, self.B1t, alpha=s)
         torch.mm(self.Zt, self.w2, out=self.gB1t)  # dB1^T = (c s u^T R) W2 + s (dv^T u)^T A2   [r, hidden]
         self.gB1t.addmm_(w.dvuT, self.A2, alpha=s)
-        self.adam.step(lr)
+        self.optimizer.step(lr)
         return sq
 
     @torch.no_grad()
@@ -200,12 +202,19 @@ class FastLoRA:
 
 def train_fast(model: TwoLayerLinear, train_split: Split, eval_split: Split, *, epochs: int, batch_size: int,
                lr: float, seed: int, phase: str = "finetune", on_progress: ProgressCallback | None = None,
-               cancel: CancelCheck | None = None, lr_ratio: float = 1.0) -> tuple[str, PhaseHistory]:
+               cancel: CancelCheck | None = None, lr_ratio: float = 1.0, optimizer: str = "adam",
+               record: Recorder | None = None) -> tuple[str, PhaseHistory]:
     """Train the LoRA factors of `model` (for which `applies` holds) as training.train would; (status, history).
 
-    The trained factors are written into the model's LoRA layers when the run ends, however it ends.
+    The trained factors are written into the model's LoRA layers when the run ends, however it ends, and
+    before each `record(model)` (copies of r rows: the flat buffer stays what trains).
     """
-    state = FastLoRA(model, train_split, eval_split, lr_ratio)
+    state = FastLoRA(model, train_split, eval_split, lr_ratio, optimizer)
+
+    def recorded() -> EpochDynamics | None:
+        state.write_back()
+        return record(model)
+
     n = train_split.x.shape[0]
 
     def train_epoch(order: Iterable[torch.Tensor]) -> float:
@@ -219,6 +228,7 @@ def train_fast(model: TwoLayerLinear, train_split: Split, eval_split: Split, *, 
     device = state.train_e.device
     with cpu_threads(device, 1):  # the step's ops are too small to share between threads
         status, history = epoch_loop(train_epoch, state.eval_loss, n=n, epochs=epochs, batch_size=batch_size,
-                                     seed=seed, phase=phase, device=device, on_progress=on_progress, cancel=cancel)
+                                     seed=seed, phase=phase, device=device, on_progress=on_progress, cancel=cancel,
+                                     dynamics=None if record is None else recorded)
     state.write_back()
     return status, history

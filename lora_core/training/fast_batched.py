@@ -34,15 +34,15 @@ import torch.nn as nn
 from ..adapters.attach import adapted
 from ..adapters.lora_layer import LoRALinear
 from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
-from ..settings.results import Progress
+from ..settings.results import EpochDynamics, Progress
 from ..settings.variants import starts_from_weights
 from ..tasks.data import Task
 from ..tasks.linear_model import TARGETS
-from .adam import FlatAdam
 from .batched import Trained
 from .devices import cpu_threads
 from .fast import EVAL_ROWS, base_activations
-from .loop import CancelCheck, members_loop
+from .loop import CancelCheck, ChangeRecorder, members_loop
+from .optimizers import FLAT_OPTIMIZERS
 from .trainers import choose_path
 
 PATH = "fast-batched"  # what a member's result says ran
@@ -64,7 +64,8 @@ def applies(configs: list[ExperimentConfig]) -> bool:
     wide = first.d_in * first.hidden + first.hidden * first.d_out >= MIN_WEIGHTS
     return len(configs) > 1 and wide and all(
         wanted(c) and c.seed == first.seed and c.batch_size == first.batch_size and c.epochs == first.epochs
-        and c.lr == first.lr and c.dtype == first.dtype and c.device == first.device for c in configs)
+        and c.lr == first.lr and c.optimizer == first.optimizer and c.dtype == first.dtype
+        and c.device == first.device for c in configs)
 
 
 def rows_of(config: ExperimentConfig) -> int:
@@ -134,7 +135,7 @@ class _Group:
         plain = all(c.lr_ratio == 1.0 and rows_of(c) == c.rank for c in configs)
         rate = None if plain else torch.cat([r.expand(M, R, d).reshape(-1) for r, d in
                                              zip((a_rates, rates, a_rates, rates), dims, strict=True)])
-        self.adam = FlatAdam(self.flat, self.grad, rate=rate)
+        self.optimizer = FLAT_OPTIMIZERS[configs[0].optimizer](self.flat, self.grad, rate=rate)
         self.s = torch.tensor([c.scaling for c in configs], **like).view(M, 1, 1)
         self.Pt, self.Zt = torch.empty(M, R, d_out, **like), torch.empty(M, R, d_out, **like)
         self.q = torch.empty(M, R, R, **like)  # s A2 B1, then s dvᵀ u
@@ -182,7 +183,7 @@ class _Group:
         self.gA2.baddbmm_(self.q, self.B1t)
         torch.mm(self.Zt.view(M * R, -1), self.w2, out=self.gB1t.view(M * R, -1))  # dB1ᵀ = Z W2 + s (dvᵀu)ᵀ A2
         self.gB1t.baddbmm_(self.q.mT, self.A2)
-        self.adam.step(lr)
+        self.optimizer.step(lr)
 
     @torch.no_grad()
     def eval_losses(self, xh: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
@@ -199,9 +200,15 @@ class _Group:
 
     def retire(self, j: int) -> None:
         """Zero member j's rows and moments: a stopped member then stays at zero and costs what padding costs."""
-        for buffer in (self.flat, self.adam.exp_avg, self.adam.exp_avg_sq):
+        for buffer in (self.flat, *self.optimizer.state()):
             for block in buffer.split([p.numel() for p in self.params]):
                 block.view(self.M, self.R, -1)[j].zero_()
+
+    def changes(self, j: int, rows: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Member j's change from the pretrained weights per layer, (s·B': [d_out, rows], A': [rows, d_in]): its
+        trained rows and (PiSSA, OLoRA) the frozen starting pair [A0; −B0ᵀ] after them."""
+        return {name: (self.s[j] * bt[j, :rows].T, a[j, :rows]) for name, (a, bt) in
+                zip(TARGETS, ((self.A1, self.B1t), (self.A2, self.B2t)), strict=True)}
 
     def tensors(self, j: int, rank: int) -> dict[str, torch.Tensor]:
         """Member j's trained factors by parameter name (its first `rank` rows)."""
@@ -214,8 +221,9 @@ class _Group:
 
 def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
                   on_progress: Callable[[int, Progress], bool | None] | None = None,
-                  cancel: CancelCheck | None = None) -> list[Trained]:
-    """Fine-tune every member of `configs` (for which `applies` holds) from `base` on `task`, together."""
+                  cancel: CancelCheck | None = None, recorders: list[ChangeRecorder] | None = None) -> list[Trained]:
+    """Fine-tune every member of `configs` (for which `applies` holds) from `base` on `task`, together;
+    `recorders[i]`, where given, measures what member i has learned (loop.Recorder) on the epochs recorded."""
     first, device = configs[0], base.layer1.weight.device
     with torch.no_grad(), cpu_threads(device, threads(configs)):
         w1, w2 = base.layer1.weight.detach(), base.layer2.weight.detach()
@@ -229,12 +237,17 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
             members = [i for i, c in enumerate(configs) if bucket(c) == size]
             groups.append(_Group([configs[i] for i in members], base, w2, steps))
             slots.update({i: (groups[-1], j) for j, i in enumerate(members)})
-        return _train(configs, groups, slots, (train_xh, train_e, eval_xh, eval_e), on_progress, cancel)
+
+        def dynamics() -> list[EpochDynamics | None]:
+            return [recorders[i](slots[i][0].changes(slots[i][1], rows_of(c))) for i, c in enumerate(configs)]
+
+        return _train(configs, groups, slots, (train_xh, train_e, eval_xh, eval_e), on_progress, cancel,
+                      None if recorders is None else dynamics)
 
 
 def _train(configs: list[ExperimentConfig], groups: list[_Group], slots: dict[int, tuple[_Group, int]],
            data: tuple[torch.Tensor, ...], on_progress: Callable[[int, Progress], bool | None] | None,
-           cancel: CancelCheck | None) -> list[Trained]:
+           cancel: CancelCheck | None, dynamics: Callable[[], list[EpochDynamics | None]] | None) -> list[Trained]:
     """Every member at once through the one epoch loop (training.members_loop); each member reports its own
     epochs."""
     first = configs[0]
@@ -269,7 +282,8 @@ def _train(configs: list[ExperimentConfig], groups: list[_Group], slots: dict[in
     status, histories = members_loop(
         train_epoch, lambda: per_member({id(g): g.eval_losses(eval_xh, eval_e).tolist() for g in groups}),
         members=len(configs), n=n, epochs=first.epochs, batch_size=first.batch_size, seed=first.seed,
-        phase="finetune", device=device, on_progress=on_progress, cancel=cancel, on_stop=retire)
+        phase="finetune", device=device, on_progress=on_progress, cancel=cancel, on_stop=retire,
+        dynamics=dynamics)
     share = (time.perf_counter() - start) / len(configs)
     return [Trained(status[i], histories[i], stopped.get(i) or slots[i][0].tensors(slots[i][1], c.rank), share,
                     PATH) for i, c in enumerate(configs)]

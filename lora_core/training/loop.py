@@ -18,11 +18,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..settings.budget import EVAL_CHUNK
-from ..settings.results import PhaseHistory, Progress
+from ..settings.results import EpochDynamics, PhaseHistory, Progress, records_dynamics
 from ..settings.variants import optimizer_groups
 from ..tasks.data import Split, rng
+from .optimizers import TORCH_OPTIMIZERS
 
 ProgressCallback = Callable[[Progress], "bool | None"]
+# What a model has learned so far (measure/dynamics.Dynamics.record): the model as training left it this epoch.
+Recorder = Callable[[nn.Module], "EpochDynamics | None"]  # None: nothing to measure (a diverged model)
+# The same from a member's changes, for the paths that train several at once (Dynamics.record_changes): per
+# adapted layer (s·B': [d_out, k], A': [k, d_in]) with s·B'A' its change from the pretrained W.
+ChangeRecorder = Callable[[dict[str, tuple[torch.Tensor, torch.Tensor]]], "EpochDynamics | None"]
 CancelCheck = Callable[[], bool]
 # One epoch of a path: given the epoch's mini-batches (index tensors on the data's device), train on them and
 # return the epoch's mean training loss.
@@ -105,13 +111,17 @@ def held_out_loss(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK, cance
 
 @torch.no_grad()
 def report(on_progress: ProgressCallback | None, history: PhaseHistory, phase: str, epoch: int, epochs: int,
-           train_loss: float, eval_loss: float, eval_accuracy: float | None = None) -> str | None:
-    """Record one epoch and tell the callback; returns 'diverged' or 'cancelled' when the run must stop."""
+           train_loss: float, eval_loss: float, eval_accuracy: float | None = None,
+           dynamics: EpochDynamics | None = None) -> str | None:
+    """Record one epoch (and what was learned, on the epochs that record it) and tell the callback; returns
+    'diverged' or 'cancelled' when the run must stop."""
     history.train_loss.append(train_loss)
     history.eval_loss.append(eval_loss)
     if eval_accuracy is not None:
         history.eval_accuracy.append(eval_accuracy)
-    progress = Progress(phase, epoch, epochs, train_loss, eval_loss, eval_accuracy)
+    if dynamics is not None:
+        history.add_dynamics(epoch, dynamics)
+    progress = Progress(phase, epoch, epochs, train_loss, eval_loss, eval_accuracy, dynamics)
     if on_progress is not None and on_progress(progress) is False:
         return "cancelled"
     if not (math.isfinite(train_loss) and math.isfinite(eval_loss)):
@@ -123,13 +133,16 @@ def members_loop(train_epoch: Callable[[Iterable[torch.Tensor]], list[float]], e
                  *, members: int, n: int, epochs: int, batch_size: int, seed: int, phase: str, device: torch.device,
                  on_progress: Callable[[int, Progress], bool | None] | None = None, cancel: CancelCheck | None = None,
                  eval_accuracies: Callable[[], list[float]] | None = None,
-                 on_stop: Callable[[int, str], None] | None = None) -> tuple[list[str], list[PhaseHistory]]:
+                 on_stop: Callable[[int, str], None] | None = None,
+                 dynamics: Callable[[], list[EpochDynamics | None]] | None = None
+                 ) -> tuple[list[str], list[PhaseHistory]]:
     """The one epoch loop: `epochs` epochs of `train_epoch` over the same shuffled batches every path sees, for
     `members` runs trained together (one for a single run), each reporting its own epochs; (statuses, histories).
 
     `train_epoch` returns each member's mean training loss, `eval_losses` (and for a classification task
-    `eval_accuracies`) each member's held-out scores. A member that diverges stops (`on_stop(i, status)` lets the
-    path keep its factors as they were then) while the others go on; a cancelled one cancels them all."""
+    `eval_accuracies`) each member's held-out scores, `dynamics` (where given) what each member has learned, on
+    the epochs `records_dynamics` picks. A member that diverges stops (`on_stop(i, status)` lets the path keep
+    its factors as they were then) while the others go on; a cancelled one cancels them all."""
     generator = shuffle_generator(seed, phase)
     histories = [PhaseHistory() for _ in range(members)]
     status = ["ok"] * members
@@ -138,9 +151,11 @@ def members_loop(train_epoch: Callable[[Iterable[torch.Tensor]], list[float]], e
             trains = train_epoch(checked(batches(n, batch_size, generator, device), cancel))
             evals = eval_losses()
             accuracies = eval_accuracies() if eval_accuracies is not None else [None] * members
+            recorded = dynamics() if dynamics is not None and records_dynamics(epoch, epochs) else [None] * members
             for i in (i for i in range(members) if status[i] == "ok"):
                 tell = None if on_progress is None else (lambda p, i=i: on_progress(i, p))
-                stop = report(tell, histories[i], phase, epoch, epochs, trains[i], evals[i], accuracies[i])
+                stop = report(tell, histories[i], phase, epoch, epochs, trains[i], evals[i], accuracies[i],
+                              recorded[i])
                 if stop == "cancelled":
                     raise Cancelled
                 if stop:
@@ -156,24 +171,28 @@ def members_loop(train_epoch: Callable[[Iterable[torch.Tensor]], list[float]], e
 
 def epoch_loop(train_epoch: EpochStep, eval_loss: Callable[[], float], *, n: int, epochs: int, batch_size: int,
                seed: int, phase: str, device: torch.device, on_progress: ProgressCallback | None = None,
-               cancel: CancelCheck | None = None,
-               eval_accuracy: Callable[[], float] | None = None) -> tuple[str, PhaseHistory]:
+               cancel: CancelCheck | None = None, eval_accuracy: Callable[[], float] | None = None,
+               dynamics: Callable[[], EpochDynamics | None] | None = None) -> tuple[str, PhaseHistory]:
     """`members_loop` for one run: (status, history). `eval_accuracy`, for a classification task, is recorded
     after every epoch beside the held-out loss."""
     status, histories = members_loop(
         lambda order: [train_epoch(order)], lambda: [eval_loss()], members=1, n=n, epochs=epochs,
         batch_size=batch_size, seed=seed, phase=phase, device=device,
         on_progress=None if on_progress is None else (lambda _, p: on_progress(p)), cancel=cancel,
-        eval_accuracies=None if eval_accuracy is None else (lambda: [eval_accuracy()]))
+        eval_accuracies=None if eval_accuracy is None else (lambda: [eval_accuracy()]),
+        dynamics=None if dynamics is None else (lambda: [dynamics()]))
     return status[0], histories[0]
 
 
 def train(model: nn.Module, train_split: Split, eval_split: Split, *, epochs: int, batch_size: int, lr: float,
           seed: int, phase: str, on_progress: ProgressCallback | None = None,
-          cancel: CancelCheck | None = None, lr_ratio: float = 1.0) -> tuple[str, PhaseHistory]:
-    """Adam on the model's trainable parameters, the split's loss (`loss_of`); LoRA's B factors (and DoRA's
-    magnitudes) at lr * lr_ratio (LoRA+, variants.optimizer_groups). Returns (status, history)."""
-    opt = torch.optim.Adam(optimizer_groups(model, lr, lr_ratio), lr=lr)
+          cancel: CancelCheck | None = None, lr_ratio: float = 1.0, optimizer: str = "adam",
+          record: Recorder | None = None) -> tuple[str, PhaseHistory]:
+    """torch's `optimizer` (optimizers.TORCH_OPTIMIZERS) on the model's trainable parameters, the split's loss
+    (`loss_of`); LoRA's B factors (and DoRA's magnitudes) at lr * lr_ratio (LoRA+, variants.optimizer_groups).
+    `record(model)`, where given, measures what the model has learned on the epochs the loop records.
+    Returns (status, history)."""
+    opt = TORCH_OPTIMIZERS[optimizer](optimizer_groups(model, lr, lr_ratio), lr=lr)
     n = train_split.x.shape[0]
     loss_fn = loss_of(train_split)
 
@@ -196,7 +215,8 @@ def train(model: nn.Module, train_split: Split, eval_split: Split, *, epochs: in
     # epoch_loop asks for the loss first, then the accuracy of the same evaluation
     return epoch_loop(train_epoch, evaluate, n=n, epochs=epochs, batch_size=batch_size, seed=seed, phase=phase,
                       device=train_split.x.device, on_progress=on_progress, cancel=cancel,
-                      eval_accuracy=(lambda: scores[1]) if classifies(eval_split) else None)
+                      eval_accuracy=(lambda: scores[1]) if classifies(eval_split) else None,
+                      dynamics=None if record is None else (lambda: record(model)))
 
 
 def warm_up() -> None:

@@ -1,6 +1,10 @@
-"""The one Adam of the hand-written paths (fast.py, fast_batched.py, batched.py): torch.optim.Adam with its
-defaults (no weight decay, no amsgrad) on one flat buffer of parameters, op for op as torch.optim.Adam's
-single-tensor update does it, so a plain run's numbers are the same bit for bit (tests/test_fast.py).
+"""The fine-tuning optimizers (the `optimizer` setting), as one table for the autograd path (torch's own) and
+one for the hand-written paths (fast.py, fast_batched.py, batched.py): each on one flat buffer of parameters,
+op for op as torch's single-tensor update does it, so a plain run's numbers are the same bit for bit
+(tests/test_fast.py):
+
+- adam: torch.optim.Adam with its defaults (no weight decay, no amsgrad), the article's;
+- sgd: torch.optim.SGD without momentum, plain gradient descent on mini-batches: W ← W − lr · ∇.
 
 A learning rate that differs between parameters comes in one of two forms:
 - `faster`: slices of the buffer whose rate is `lr_ratio` times the rest's (LoRA+'s B factors in one run); the
@@ -17,23 +21,59 @@ import torch
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam's defaults, which the general path uses
 
 
-class FlatAdam:
-    """Adam on `params` (a flat tensor, updated in place) from `grads` (same shape, filled by the caller)."""
+class _Flat:
+    """An optimizer on `params` (a flat tensor, updated in place) from `grads` (same shape, filled by the caller),
+    with its learning-rate factors: `parts`, [(slice, factor)] covering the buffer, or `rate` per element."""
 
     def __init__(self, params: torch.Tensor, grads: torch.Tensor, faster: list[slice] | None = None,
                  lr_ratio: float = 1.0, rate: torch.Tensor | None = None) -> None:
         self.params, self.grads, self.rate = params, grads, rate
+        self.scaled = torch.empty_like(params) if rate is not None else None
+        self.slices = [(slice(None), 1.0)] if lr_ratio == 1.0 or not faster else [
+            (part, lr_ratio if part in faster else 1.0) for part in _partition(params.shape[0], faster)]
+
+    def step(self, lr: float) -> None:
+        raise NotImplementedError
+
+    def state(self) -> list[torch.Tensor]:
+        """Its buffers laid out like `params` (Adam's moments; none for SGD)."""
+        return []
+
+
+class FlatSGD(_Flat):
+    """torch.optim.SGD without momentum: params −= lr · grads."""
+
+    def __init__(self, params: torch.Tensor, grads: torch.Tensor, faster: list[slice] | None = None,
+                 lr_ratio: float = 1.0, rate: torch.Tensor | None = None) -> None:
+        super().__init__(params, grads, faster, lr_ratio, rate)
+        self.parts = [(params[p], grads[p], ratio) for p, ratio in self.slices]  # views made once
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        if self.rate is not None:
+            self.params.addcmul_(self.grads, self.rate, value=-lr)
+            return
+        for params, grads, ratio in self.parts:
+            params.add_(grads, alpha=-(lr * ratio))
+
+
+class FlatAdam(_Flat):
+    """torch.optim.Adam with its defaults."""
+
+    def __init__(self, params: torch.Tensor, grads: torch.Tensor, faster: list[slice] | None = None,
+                 lr_ratio: float = 1.0, rate: torch.Tensor | None = None) -> None:
+        super().__init__(params, grads, faster, lr_ratio, rate)
         self.exp_avg, self.exp_avg_sq = torch.zeros_like(params), torch.zeros_like(params)
         self.denom = torch.empty_like(params)
-        self.scaled = torch.empty_like(params) if rate is not None else None
         self.steps = 0
         # Constants as 0-dim tensors of the parameters' dtype: a Python number is converted anew in every op.
         self.beta2, self.eps, self.bc2 = (torch.tensor(c, dtype=params.dtype, device=params.device)
                                           for c in (BETA2, EPS, 1.0))
-        parts = [(slice(None), 1.0)] if lr_ratio == 1.0 or not faster else [
-            (part, lr_ratio if part in faster else 1.0) for part in _partition(params.shape[0], faster)]
         # (parameters, first moment, denominator, learning-rate factor) per part; views made once
-        self.parts = [(params[p], self.exp_avg[p], self.denom[p], ratio) for p, ratio in parts]
+        self.parts = [(params[p], self.exp_avg[p], self.denom[p], ratio) for p, ratio in self.slices]
+
+    def state(self) -> list[torch.Tensor]:
+        return [self.exp_avg, self.exp_avg_sq]
 
     def advance_moments(self) -> float:
         """One step of the moments and the denominator, op for op as torch.optim.Adam; returns the step's first
@@ -54,6 +94,11 @@ class FlatAdam:
             return
         for params, exp_avg, denom, ratio in self.parts:
             params.addcdiv_(exp_avg, denom, value=-(lr * ratio) / bias_correction1)
+
+
+# The `optimizer` setting's values: torch's optimizer (the autograd path), the flat one (the hand-written paths).
+TORCH_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+FLAT_OPTIMIZERS: dict[str, type[_Flat]] = {"adam": FlatAdam, "sgd": FlatSGD}
 
 
 def _partition(n: int, parts: list[slice]) -> list[slice]:

@@ -1,0 +1,176 @@
+"""What fine-tuning learns, epoch by epoch: the directions of each layer's change ΔW and, for the linear task, how
+much of each direction the shift needs the model has learned end to end.
+
+After an epoch (loop.records_dynamics picks which), `Dynamics` measures:
+
+- `delta`: per changed layer, the top singular values of ΔW, from the factors (s·B'A', the change from the
+  pretrained W: r values, 2r for PiSSA/OLoRA; DoRA's direction update only, as LayerSpectra.delta_factored) at
+  the cost of two thin QRs; under full fine-tuning of the dense W − W₀;
+- `learned` (linear task): the model maps x to W₂'W₁'x, so its change end to end is ΔM = W₂'W₁' − W₂W₁; with
+  the shift's singular triplets Δθᵀ = Σ σᵢ uᵢ vᵢᵀ, uᵢᵀ ΔM vᵢ / σᵢ is the share of direction i learned (0: none,
+  1: all of it). With adapters ΔM keeps a factored form, [W₂L₁ + L₂(R₂L₁) | L₂] [R₁; R₂W₁], so this is thin too;
+- `residual` (linear task): the top singular values of what is still missing, θ'ᵀ − W₂'W₁'.
+
+Dense matrices over EXACT_MAX_ELEMENTS (full fine-tuning's W − W₀ and the residual of wide layers) get a
+randomised top-k (subspace iteration from a fixed seed, so a run repeats itself): exact to rounding for values
+that stand apart from the rest, as a low-rank change's do, never above the true ones, and low by up to a few
+per cent where the spectrum is flat; `approximate(config)` says when a run has any.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..adapters.lora_layer import LoRALinear
+from ..settings.config import ExperimentConfig
+from ..settings.results import EpochDynamics, PhaseHistory
+from ..tasks.data import Task
+from ..tasks.linear import shift_delta, shift_factors
+from ..tasks.registry import kind
+from .analysis import factored_singular_values
+
+TOP_K = 8  # singular values kept per layer and for the residual, and the shift's directions followed
+EXACT_MAX_ELEMENTS = 512 * 512  # a dense matrix up to this gets exact singular values every epoch
+SUBSPACE_ITERATIONS = 4
+
+Change = tuple[torch.Tensor, torch.Tensor] | torch.Tensor  # (s·B': [d_out, k], A': [k, d_in]) or a dense ΔW
+
+
+def changed_layers(config: ExperimentConfig) -> tuple[str, ...]:
+    """The layers fine-tuning changes: the adapted ones, every layer under full fine-tuning."""
+    task = kind(config)
+    return task.targets(config) if config.method == "lora" else tuple(task.layer_shapes(config))
+
+
+def approximate(config: ExperimentConfig) -> bool:
+    """Whether a run's recorded dynamics include randomised (approximate) singular values."""
+    shapes = kind(config).layer_shapes(config)
+    dense = [d_in * d_out for name, (d_in, d_out) in shapes.items() if name in changed_layers(config)]
+    full = config.method == "full" and max(dense, default=0) > EXACT_MAX_ELEMENTS
+    return full or (kind(config).linear_model and config.d_in * config.d_out > EXACT_MAX_ELEMENTS)
+
+
+def top_singular_values(matrix: torch.Tensor, k: int = TOP_K) -> list[float]:
+    """The k largest singular values of a dense matrix, descending: exact up to EXACT_MAX_ELEMENTS, else from a
+    randomised subspace iteration (Halko, Martinsson & Tropp 2011) started from a fixed seed."""
+    m = matrix.detach().double()
+    if m.numel() <= EXACT_MAX_ELEMENTS:
+        return torch.linalg.svdvals(m)[:k].tolist()
+    width = min(k + 8, *m.shape)
+    omega = torch.randn(m.shape[1], width, generator=torch.Generator().manual_seed(0), dtype=m.dtype).to(m.device)
+    basis = torch.linalg.qr(m @ omega).Q
+    for _ in range(SUBSPACE_ITERATIONS):
+        basis = torch.linalg.qr(m @ (m.T @ basis)).Q
+    return torch.linalg.svdvals(basis.T @ m)[:k].tolist()
+
+
+def _modes(config: ExperimentConfig, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The shift's top singular triplets of Δθᵀ: (U: [d_out, k], σ: [k], V: [d_in, k]), from its factors where it
+    has them; a full-rank shift's from a dense SVD up to EXACT_MAX_ELEMENTS, else None (too wide to follow)."""
+    factors = shift_factors(config)
+    if factors is not None:
+        left, right = factors  # Δθ = L R, so Δθᵀ = Rᵀ Lᵀ
+        qa, ra = torch.linalg.qr(right.T.double())
+        qb, rb = torch.linalg.qr(left.double())
+        u, s, vh = torch.linalg.svd(ra @ rb.T)
+        u, v = qa @ u, qb @ vh.T
+    elif config.d_in * config.d_out <= EXACT_MAX_ELEMENTS:
+        u, s, vh = torch.linalg.svd(shift_delta(config).T.double(), full_matrices=False)
+        v = vh.T
+    else:
+        return None
+    keep = min(TOP_K, int((s > 1e-6 * s[0]).sum()))
+    return u[:, :keep].to(dtype), s[:keep].to(dtype), v[:, :keep].to(dtype)
+
+
+class Dynamics:
+    """Measures a fine-tune of `config` from the pretrained `base` towards the `shifted` task (see the module)."""
+
+    def __init__(self, config: ExperimentConfig, base: nn.Module, shifted: Task) -> None:
+        self.names = changed_layers(config)
+        self.before = {name: base.get_submodule(name).weight.detach().clone() for name in self.names}
+        self.linear = kind(config).linear_model
+        if self.linear:
+            w1, w2 = base.layer1.weight.detach(), base.layer2.weight.detach()  # [hidden, d_in], [d_out, hidden]
+            self.w1, self.w2 = w1, w2
+            self.missing = shifted.theta.T.to(w1.dtype) - w2 @ w1  # what the pretrained model lacks: [d_out, d_in]
+            modes = _modes(config, w1.dtype)
+            self.modes = None if modes is None else tuple(t.to(w1.device) for t in modes)
+
+    def record(self, model: nn.Module) -> EpochDynamics | None:
+        """The dynamics of `model` as training left it (its LoRA layers unmerged); None once it has diverged."""
+        changes: dict[str, Change] = {}
+        for name in self.names:
+            layer = model.get_submodule(name)
+            if isinstance(layer, LoRALinear):
+                b, a = layer.change_factors()
+                changes[name] = (layer.scaling * b, a)
+            else:
+                changes[name] = layer.weight.detach() - self.before[name]
+        return self.record_changes(changes)
+
+    @torch.no_grad()
+    def record_changes(self, changes: dict[str, Any]) -> EpochDynamics | None:
+        """The dynamics from each changed layer's change (loop.ChangeRecorder: factors, or a dense ΔW); None when
+        a change is no longer finite (the run diverged this epoch: its loss says so, and nothing is measured)."""
+        tensors = [t for change in changes.values() for t in (change if isinstance(change, tuple) else (change,))]
+        if not all(bool(torch.isfinite(t).all()) for t in tensors):
+            return None
+        delta = {name: (factored_singular_values(*change)[:TOP_K].tolist() if isinstance(change, tuple)
+                        else top_singular_values(change)) for name, change in changes.items()}
+        if not self.linear:
+            return EpochDynamics(delta)
+        first, second = changes["layer1"], changes["layer2"]
+        if isinstance(first, tuple) and isinstance(second, tuple):
+            (l1, r1), (l2, r2) = first, second
+            left = torch.cat([self.w2 @ l1 + l2 @ (r2 @ l1), l2], dim=1)  # ΔM = left @ right
+            right = torch.cat([r1, r2 @ self.w1], dim=0)
+            dense = left @ right
+        else:
+            d1 = first[0] @ first[1] if isinstance(first, tuple) else first
+            d2 = second[0] @ second[1] if isinstance(second, tuple) else second
+            dense = (self.w2 + d2) @ (self.w1 + d1) - self.w2 @ self.w1
+        learned = []
+        if self.modes is not None:
+            u, sigma, v = self.modes
+            learned = (((u.T @ dense) * v.T).sum(dim=1) / sigma).tolist()
+        return EpochDynamics(delta, top_singular_values(self.missing - dense), learned)
+
+
+HALF = 0.5  # a direction counts as arrived once half of it is learned
+
+
+def half_learned_epochs(history: PhaseHistory) -> list[int | None]:
+    """For each of the shift's directions followed (strongest first), the first recorded epoch at which the
+    model had learned at least half of it; None for one it never reached."""
+    if not history.modes_learned:
+        return []
+    return [next((epoch for epoch, row in zip(history.spectra_epochs, history.modes_learned, strict=True)
+                  if row[i] >= HALF), None) for i in range(len(history.modes_learned[0]))]
+
+
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth")
+
+
+def arrivals(history: PhaseHistory) -> str:
+    """What this run shows of the directions' arrival, from its numbers: e.g. "The shift's first direction was
+    half learned at epoch 9, its second at epoch 19, its third at epoch 32: one at a time, largest first."
+    Empty where the run follows no direction."""
+    epochs = half_learned_epochs(history)
+    if not epochs:
+        return ""
+    said = [f"at epoch {e}" if e is not None else "not within the run" for e in epochs]
+    text = f"The shift's first direction was half learned {said[0]}" + "".join(
+        f", its {ORDINALS[i]} {said[i]}" for i in range(1, len(said)))
+    if len(epochs) == 1 or None in epochs:
+        return text + "."
+    steps = list(pairwise(epochs))
+    if all(a < b for a, b in steps):
+        return text + ": one at a time, largest first."
+    if all(a <= b for a, b in steps):
+        return text + ": largest first, some of them in the same epoch."
+    return text + ": not in the order of their sizes."
