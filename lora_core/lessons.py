@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
+from .measure.dynamics import ORDINALS, arrivals, half_learned_epochs
 from .settings.choices import METHOD_SET_LABELS
 from .settings.config import ExperimentConfig, preset
 from .settings.results import ExperimentResult
@@ -246,6 +248,33 @@ def _variant_reveal(result: SweepResult) -> Reveal:
 
 
 VARIANT_CHOICES = ("plain LoRA is as good as any", "DoRA", "PiSSA", "another variant")
+DIRECTION_CHOICES = ("all three together", "largest first, one at a time", "smallest first, one at a time")
+
+
+def _directions_runs() -> SweepRequest:
+    return request(preset("dynamics"), ranks=(3,), methods=("lora",))
+
+
+def _directions_reveal(result: SweepResult) -> Reveal:
+    member = result.members[0]
+    epochs = half_learned_epochs(member.history["finetune"])
+    sigma = member.shift_spectrum[:len(epochs)]
+    reached = [e for e in epochs if e is not None]
+    ordered = len(reached) == len(epochs) and all(a < b for a, b in pairwise(epochs))
+    reverse = len(reached) == len(epochs) and all(a > b for a, b in pairwise(epochs))
+    answer = DIRECTION_CHOICES[1] if ordered else DIRECTION_CHOICES[2] if reverse else DIRECTION_CHOICES[0]
+    text = arrivals(member.history["finetune"])
+    if ordered:
+        times = ", ".join(f"the {ORDINALS[i]} took **{epochs[i] / epochs[0]:.1f}×** as long as the first "
+                          f"(1/σ says {sigma[0] / sigma[i]:.0f}×)" for i in range(1, len(epochs)))
+        text += (f" {times[0].upper()}{times[1:]}. Gradient descent on a product of two matrices (B·A, or the two "
+                 "layers) learns the strongest direction first, each after a plateau, in a time that grows like "
+                 "1/σ (Saxe, McClelland & Ganguli 2014). This is plain SGD; Adam at the same learning rate (the "
+                 "Playground's fine-tuning optimizer) brings every direction within the first few epochs.")
+    numbers = {f"epoch {i + 1}": float(e) for i, e in enumerate(epochs) if e is not None}
+    return Reveal(text, answer, [Bar(f"direction {i + 1} (σ = {s:.3g})", float(e if e is not None else 0))
+                                 for i, (s, e) in enumerate(zip(sigma, epochs, strict=True))],
+                  "when half of it was learned (fine-tuning epoch)", numbers)
 
 LESSONS: dict[str, Lesson] = {lesson.id: lesson for lesson in (
     Lesson("constant", "A constant shift is one direction",
@@ -271,6 +300,10 @@ LESSONS: dict[str, Lesson] = {lesson.id: lesson for lesson in (
     Lesson("variants", "Do LoRA's variants help here?",
            f"Six methods at r = 2 on the rank-{SHIFT_RANK} shift: LoRA, rsLoRA, DoRA, PiSSA, OLoRA and LoRA+. "
            "**Which ends with the lowest loss?**", VARIANT_CHOICES, _variant_runs, _variant_reveal, "Compare"),
+    Lesson("directions", "Directions are learned one at a time",
+           "The shift now has three directions, of strengths 4 : 2 : 1, and plain gradient descent fine-tunes an "
+           "adapter of rank 3 that can hold all of them. **In what order does the model learn them?**",
+           DIRECTION_CHOICES, _directions_runs, _directions_reveal, "Playground"),
 )}
 
 

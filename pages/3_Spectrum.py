@@ -42,6 +42,7 @@ for column, (layer, s) in zip(columns, result.spectra.items(), strict=True):
 
 tuning = result.history["finetune"]
 if tuning.spectra_epochs:  # scrub ΔW through training: what fine-tuning recorded after each epoch
+    st.subheader("Through training")
     epoch = st.select_slider("Fine-tuning epoch", options=tuning.spectra_epochs, value=tuning.spectra_epochs[-1],
                              help="ΔW's singular values as they were after this epoch of fine-tuning")
     st.plotly_chart(dynamics_figures.epoch_figure(tuning, tuning.spectra_epochs.index(epoch)), key="epoch")

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
+from lora_core.experiment import run_experiment
 from lora_core.lessons import FOUND, LESSONS, VARIANT_CHOICES, accuracy, merged, removed
+from lora_core.measure.dynamics import half_learned_epochs
 from lora_core.settings.choices import METHOD_SET_LABELS
 from lora_core.sweep import SweepResult, run_request
 from tests.artifacts import ARTIFACTS
@@ -50,9 +52,10 @@ def test_every_lesson_runs_and_its_answer_is_one_of_its_choices(results, lesson_
 
 
 def _values(result: SweepResult) -> list[float]:
-    """Every loss and accuracy (in percent) of the members: what a bar may show."""
-    return [v for m in result.members for v in (*m.losses.values(), *(100 * a for a in m.accuracies.values()))
-            if v is not None]
+    """Every loss, accuracy (in percent) and epoch a direction was half learned of the members: what a bar may
+    show."""
+    return [v for m in result.members for v in (*m.losses.values(), *(100 * a for a in m.accuracies.values()),
+                                                 *half_learned_epochs(m.history["finetune"])) if v is not None]
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -131,3 +134,23 @@ def test_the_variants_reveal_ranks_them_by_their_losses(results):
         assert reveal.answer == "plain LoRA is as good as any"
     else:
         assert reveal.answer in (ranked[0], "another variant") and reveal.answer in VARIANT_CHOICES
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_directions_arrive_largest_first_and_the_reveal_quotes_their_epochs(results, seed):
+    result = results["directions"] if seed == 0 else _run("directions", seed)
+    member = result.members[0]
+    epochs = half_learned_epochs(member.history["finetune"])
+    reveal = LESSONS["directions"].reveal(result)
+    assert reveal.answer == "largest first, one at a time" and epochs == sorted(epochs) and len(set(epochs)) == 3
+    assert [b.value for b in reveal.bars] == epochs
+    assert f"half learned at epoch {epochs[0]}, its second at epoch {epochs[1]}, its third at epoch {epochs[2]}" \
+        in reveal.text
+    assert f"**{epochs[2] / epochs[0]:.1f}×**" in reveal.text
+
+
+def test_with_adam_the_directions_of_the_directions_lesson_all_arrive_within_a_few_epochs():
+    """What the directions lesson says of Adam, on its own settings."""
+    adam = run_experiment(LESSONS["directions"].runs().config.replace(optimizer="adam", rank=3))
+    epochs = half_learned_epochs(adam.history["finetune"])
+    assert len(epochs) == 3 and all(e is not None and e <= 5 for e in epochs), epochs

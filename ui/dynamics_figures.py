@@ -57,6 +57,10 @@ def dynamics_caption(history: PhaseHistory, config: ExperimentConfig) -> str:
     said = arrivals(history)
     note = (" Singular values of wide matrices are a randomised top 8 (exact where they stand apart, possibly a "
             "little low where they crowd together)." if approximate(config) else "")
+    epochs = history.spectra_epochs
+    if len(epochs) > 1 and epochs[1] - epochs[0] > 1:  # thinned: an arrival is known to the recorded epoch
+        note += f" Recorded every {epochs[1] - epochs[0]} epochs of {epochs[-1]}, so each epoch is the first " \
+                "recorded one after it happened."
     if said:
         return (said + " Above: σᵢ × the share of direction i the model has learned end to end (uᵢᵀ ΔM vᵢ, ΔM = "
                 "W₂'W₁' − W₂W₁), rising to the shift's σᵢ (dashed); below: each layer's ΔW." + note)

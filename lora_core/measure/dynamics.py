@@ -19,6 +19,7 @@ per cent where the spectrum is flat; `approximate(config)` says when a run has a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -60,12 +61,31 @@ def top_singular_values(matrix: torch.Tensor, k: int = TOP_K) -> list[float]:
     m = matrix.detach().double()
     if m.numel() <= EXACT_MAX_ELEMENTS:
         return torch.linalg.svdvals(m)[:k].tolist()
-    width = min(k + 8, *m.shape)
-    omega = torch.randn(m.shape[1], width, generator=torch.Generator().manual_seed(0), dtype=m.dtype).to(m.device)
-    basis = torch.linalg.qr(m @ omega).Q
-    for _ in range(SUBSPACE_ITERATIONS):
-        basis = torch.linalg.qr(m @ (m.T @ basis)).Q
-    return torch.linalg.svdvals(basis.T @ m)[:k].tolist()
+    return subspace_singular_values(lambda x: m @ x, lambda y: m.T @ y, m.shape, k, m)[0]
+
+
+def subspace_singular_values(apply: Callable[[torch.Tensor], torch.Tensor],
+                             apply_t: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int], k: int,
+                             like: torch.Tensor, start: torch.Tensor | None = None,
+                             iterations: int = SUBSPACE_ITERATIONS) -> tuple[list[float], torch.Tensor]:
+    """The k largest singular values of the [m, n] operator x -> apply(x) (apply_t its transpose), from a
+    subspace iteration of k + 8 columns (of `like`'s dtype and device): started from a fixed-seed random block,
+    or from `start` ([m, k + 8], the basis an earlier call returned: a slowly changing matrix then needs fewer
+    iterations). Returns (values, basis); Rayleigh-Ritz values, so never above the true ones."""
+    m, n = shape
+    width = min(k + 8, m, n)
+    if start is None or start.shape != (m, width):
+        omega = torch.randn(n, width, generator=torch.Generator().manual_seed(0), dtype=like.dtype)
+        start = apply(omega.to(like.device))
+    basis = torch.linalg.qr(start).Q
+    for _ in range(iterations):
+        basis = torch.linalg.qr(apply(apply_t(basis))).Q
+    return torch.linalg.svdvals(apply_t(basis).T)[:k].tolist(), basis
+
+
+def _diagonal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """diag(a @ b) for a: [k, n], b: [n, k], without the k x k product."""
+    return (a * b.T).sum(dim=1)
 
 
 def _modes(config: ExperimentConfig, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -97,7 +117,9 @@ class Dynamics:
         if self.linear:
             w1, w2 = base.layer1.weight.detach(), base.layer2.weight.detach()  # [hidden, d_in], [d_out, hidden]
             self.w1, self.w2 = w1, w2
-            self.missing = shifted.theta.T.to(w1.dtype) - w2 @ w1  # what the pretrained model lacks: [d_out, d_in]
+            self.target = shifted.theta.T.to(w1.dtype)  # θ'ᵀ: [d_out, d_in]
+            self.missing = self.target - w2 @ w1  # what the pretrained model lacks
+            self.basis: torch.Tensor | None = None  # the residual's subspace, carried from epoch to epoch
             modes = _modes(config, w1.dtype)
             self.modes = None if modes is None else tuple(t.to(w1.device) for t in modes)
 
@@ -126,19 +148,38 @@ class Dynamics:
             return EpochDynamics(delta)
         first, second = changes["layer1"], changes["layer2"]
         if isinstance(first, tuple) and isinstance(second, tuple):
+            # ΔM = [W2 L1 + L2 (R2 L1) | L2] [R1; R2 W1]: thin, and the residual is missing − left @ right
             (l1, r1), (l2, r2) = first, second
-            left = torch.cat([self.w2 @ l1 + l2 @ (r2 @ l1), l2], dim=1)  # ΔM = left @ right
+            left = torch.cat([self.w2 @ l1 + l2 @ (r2 @ l1), l2], dim=1)
             right = torch.cat([r1, r2 @ self.w1], dim=0)
-            dense = left @ right
-        else:
-            d1 = first[0] @ first[1] if isinstance(first, tuple) else first
-            d2 = second[0] @ second[1] if isinstance(second, tuple) else second
-            dense = (self.w2 + d2) @ (self.w1 + d1) - self.w2 @ self.w1
+            terms = [(self.missing, None, 1.0), (left, right, -1.0)]
+        else:  # full fine-tuning: the residual is θ'ᵀ − W2' W1', ΔM = W2' W1' − W2 W1, neither formed when wide
+            w1 = self.w1 + (first[0] @ first[1] if isinstance(first, tuple) else first)
+            w2 = self.w2 + (second[0] @ second[1] if isinstance(second, tuple) else second)
+            terms = [(self.target, None, 1.0), (w2, w1, -1.0)]
         learned = []
-        if self.modes is not None:
+        if self.modes is not None:  # uᵢᵀ ΔM vᵢ = −uᵢᵀ (residual − missing) vᵢ, from thin products
             u, sigma, v = self.modes
-            learned = (((u.T @ dense) * v.T).sum(dim=1) / sigma).tolist()
-        return EpochDynamics(delta, top_singular_values(self.missing - dense), learned)
+            along = sum(sign * _diagonal(u.T @ a, (b @ v) if b is not None else v) for a, b, sign in terms)
+            learned = ((_diagonal(u.T @ self.missing, v) - along) / sigma).tolist()
+        return EpochDynamics(delta, self._residual(terms), learned)
+
+    def _residual(self, terms: list[tuple[torch.Tensor, torch.Tensor | None, float]]) -> list[float]:
+        """The top singular values of Σ sign · a @ b (b None: a itself): exact up to EXACT_MAX_ELEMENTS, else a
+        subspace iteration warm-started from the last epoch's basis (the residual changes a little from one epoch
+        to the next, so two iterations then do what four do from scratch)."""
+        if self.missing.numel() <= EXACT_MAX_ELEMENTS:
+            return top_singular_values(sum(sign * (a if b is None else a @ b) for a, b, sign in terms))
+
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            return sum(sign * (a @ x if b is None else a @ (b @ x)) for a, b, sign in terms)
+
+        def apply_t(y: torch.Tensor) -> torch.Tensor:
+            return sum(sign * (a.T @ y if b is None else b.T @ (a.T @ y)) for a, b, sign in terms)
+
+        values, self.basis = subspace_singular_values(apply, apply_t, self.missing.shape, TOP_K, self.missing,
+                                                      self.basis, 2 if self.basis is not None else SUBSPACE_ITERATIONS)
+        return values
 
 
 HALF = 0.5  # a direction counts as arrived once half of it is learned
