@@ -82,6 +82,13 @@ def test_a_default_grid_draws_every_figure_and_offers_the_downloads():
     assert len(phi["data"][0]["z"]) == 1 and len(phi["data"][0]["z"][0]) == 8  # r = 1 against r = 8
     curves = figs["Fine-tuning, held-out loss per epoch"]
     assert len(curves["data"]) == 4 and all(len(t["y"]) == 15 for t in curves["data"])
+    # the members' dynamics: how much of the shift's strongest direction each had learned, epoch by epoch
+    growth = figs["The shift's direction 1: the share each member has learned, per epoch"]
+    assert [t["name"] for t in growth["data"]] == [t["name"] for t in curves["data"]]
+    first = next(m for m in sweep.members if m.config["rank"] == 1)
+    assert growth["data"][0]["y"] == [row[0] for row in first.history["finetune"].modes_learned]
+    next(s for s in at.selectbox if s.label == "Shift direction to follow").set_value(3).run()
+    assert charts(at)["The shift's direction 4: the share each member has learned, per epoch"]
     table = at.dataframe[0].value
     assert len(table) == 25 and {"floor", "merged_on_original", "intruders_layer1"} <= set(table.columns)
     assert {b.label for b in at.get("download_button")} == {"Download the table (CSV)", "Download the sweep (JSON)"}

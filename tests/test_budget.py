@@ -12,7 +12,7 @@ from tests.peak_memory import peak_bytes
 ARTICLE = dict(rank=1, alpha=1.0, init="gaussian", n_samples=10_000, n_eval=2_000, d_in=1001, hidden=1000,
                d_out=1000, batch_size=128, lr=1e-3)  # the article preset's shapes (at 1 epoch each, below)
 SHAPES = {
-    "wide layers": dict(d_in=2500, hidden=1, d_out=2500, rank=1),  # θ, Δθ and θ' (25 MB each) dominate
+    "wide layers": dict(d_in=2000, hidden=1, d_out=2000, rank=1),  # θ, Δθ and θ' (16 MB each) dominate
     "square layers": dict(d_in=1200, hidden=1200, d_out=1200, n_samples=2000),  # the spectra's SVDs dominate
     "many samples": dict(n_samples=300_000),  # the data and the fast path's activations dominate
     "full fine-tuning": dict(d_in=800, hidden=800, d_out=800, n_samples=12_000, method="full"),  # Adam's state

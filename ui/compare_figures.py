@@ -102,6 +102,23 @@ def member_curves(result: SweepResult, names: Sequence[str]) -> go.Figure:
                    f"held-out {loss_name(result)} (log scale)", log_y=True)
 
 
+def direction_growth(result: SweepResult, names: Sequence[str], direction: int = 0) -> go.Figure | None:
+    """The share of one of the shift's directions (0: the strongest) the chosen members learned, per recorded
+    epoch (measure/dynamics.py); None where the sweep follows no direction (the digits, a wide full-rank shift)."""
+    fig = go.Figure()
+    for method, run in zip(result.methods, result.members, strict=True):
+        tuning = run.history["finetune"]
+        follows = bool(tuning.modes_learned) and len(tuning.modes_learned[0]) > direction
+        if follows and member_name(method, run.config) in names:
+            fig.add_trace(go.Scatter(x=tuning.spectra_epochs, y=[row[direction] for row in tuning.modes_learned],
+                                     mode="lines", name=member_name(method, run.config)))
+    if not fig.data:
+        return None
+    fig = _layout(fig, f"The shift's direction {direction + 1}: the share each member has learned, per epoch",
+                  "fine-tuning epoch", "share learned (uᵢᵀ ΔM vᵢ / σᵢ)")
+    return fig.update_yaxes(tickformat=".0%")
+
+
 def scaling_heatmaps(result: SweepResult) -> go.Figure:
     """Final loss over r × α for LoRA (α/r) and rsLoRA (α/√r) side by side: log10 of the merged loss."""
     panels = {"lora": "LoRA: s = α/r", "rslora": "rsLoRA: s = α/√r"}

@@ -109,6 +109,16 @@ def show_result(result) -> None:
     names = [member_name(m, r.config) for m, r in zip(result.methods, result.members, strict=True)]
     picked = st.multiselect("Members to overlay", names, default=names[:4], key="w_compare_curves")
     st.plotly_chart(cf.member_curves(result, picked), key="curves")
+    directions = len(next((r.history["finetune"].modes_learned[0] for r in result.members
+                           if r.history["finetune"].modes_learned), []))
+    if directions:  # the linear task: how each member learned the shift's directions, epoch by epoch
+        which = st.selectbox("Shift direction to follow", range(directions), format_func=lambda i: f"direction "
+                             f"{i + 1} (σ = {result.members[0].shift_spectrum[i]:.3g})", key="w_compare_direction")
+        growth = cf.direction_growth(result, picked, which)
+        if growth is None:
+            st.caption("Pick members to overlay above to see how each learned this direction.")
+        else:
+            st.plotly_chart(growth, key="directions")
     if {"lora", "rslora"} & set(result.methods) and len(result.grid["alphas"]) > 1:
         st.plotly_chart(cf.scaling_heatmaps(result), key="heatmaps")
         st.caption("Each cell is a member's final loss (log10, averaged over seeds). rsLoRA scales B A by α/√r "

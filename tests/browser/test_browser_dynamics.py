@@ -12,7 +12,7 @@ from ui.dynamics_figures import TITLE
 
 
 def test_the_directions_chart_grows_while_the_run_trains(server, page):
-    page.goto(f"{server}/Playground?preset=dynamics&epochs=2000&seed=5")
+    page.goto(f"{server}/Playground?preset=dynamics&epochs=800&seed=5")
     settle(page)
     page.get_by_role("button", name="Train").click()
     seen = []  # points of the chart's first line each time it is read while the run trains
@@ -27,7 +27,7 @@ def test_the_directions_chart_grows_while_the_run_trains(server, page):
     points = len(final["data"][0]["y"])
     report(page.artifacts, f"directions chart: {len(seen)} reads while training, {sorted(set(seen))[:8]} points, "
                            f"{points} at the end")
-    assert points == 400  # 2,000 epochs, thinned evenly to 400 recorded ones
+    assert points == 400  # 800 epochs, thinned evenly to 400 recorded ones
     assert seen and min(seen) < points  # drawn while the run trained, before its last epoch
     names = [t["name"] for t in final["data"]]
     assert sum(n.startswith("shift's") for n in names) == 3 and "layer1: σ3 of ΔW" in names
@@ -37,6 +37,6 @@ def test_the_directions_chart_grows_while_the_run_trains(server, page):
     nav(page, "Spectrum")
     assert page.get_by_text("Fine-tuning epoch", exact=True).count() == 1
     epoch = next(t for t in charts(page, need="ΔW's singular values after") if t.startswith("ΔW's singular values"))
-    assert epoch == "ΔW's singular values after fine-tuning epoch 2000"
+    assert epoch == "ΔW's singular values after fine-tuning epoch 800"
     screenshot(page, "spectrum-epoch")
     assert_clean(page)
