@@ -216,7 +216,7 @@ def _train_batches(todo: list[tuple[str, ExperimentConfig]], progress_of: Callab
                 members = [configs[i] for i in indices]
                 runs = trainer.train_members(members, base, shifted,
                                              lambda j, p, indices=indices: progress_of(indices[j])(p), cancel,
-                                             [Dynamics(c, base, shifted).record_changes for c in members])
+                                             Dynamics(members[0], base, shifted).record_batch)
             out.update({i: run for i, run in zip(indices, runs, strict=True) if run.status != "cancelled"})
             if any(run.status == "cancelled" for run in runs):
                 return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -126,3 +127,34 @@ def test_a_fresh_compare_page_starts_on_a_shift_whose_rank_matters():
     linked = compare(shift="constant", rank="1")  # a link's settings are its own
     assert linked.session_state["lora_explorer"].settings["shift"] == "constant"
     assert not any("shift of rank 4" in c.value for c in linked.caption)
+
+
+def test_a_rerun_after_a_sweep_rebuilds_only_what_its_widgets_change(monkeypatch):
+    """Moving "Members to overlay" redraws the member curves, not the grid's other figures or its table; the
+    JSON download is made when pressed, not on every rerun."""
+    from tests.artifacts import ARTIFACTS
+    from ui import compare_figures
+
+    built: dict[str, int] = {}
+    for name in ("loss_by_rank", "member_curves", "members_table", "forgetting_figure"):
+        original = getattr(compare_figures, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            built[_name] = built.get(_name, 0) + 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(compare_figures, name, counted)
+    at = run(compare(**SMALL, methods="lora,full", ranks="1,2", alphas="1", seeds="0"))
+    assert built == {"loss_by_rank": 1, "member_curves": 1, "members_table": 1, "forgetting_figure": 1}
+    overlay = multiselect(at, "Members to overlay")
+    start = time.perf_counter()
+    overlay.set_value(overlay.value[:1]).run()
+    seconds = time.perf_counter() - start
+    assert not at.exception
+    assert built == {"loss_by_rank": 1, "member_curves": 2, "members_table": 1, "forgetting_figure": 1}
+    assert len(charts(at)["Fine-tuning, held-out loss per epoch"]["data"]) == 1
+    json_button = next(b for b in at.get("download_button") if b.proto.label == "Download the sweep (JSON)")
+    assert json_button.proto.deferred_file_id and not json_button.proto.url  # deferred: no bytes with the page
+    ARTIFACTS.mkdir(exist_ok=True)
+    with (ARTIFACTS / "timings.txt").open("a") as f:
+        f.write(f"Compare: a rerun moving 'Members to overlay' took {seconds:.3f} s in AppTest (script and all)\n")

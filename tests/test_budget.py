@@ -13,15 +13,15 @@ ARTICLE = dict(rank=1, alpha=1.0, init="gaussian", n_samples=10_000, n_eval=2_00
                d_out=1000, batch_size=128, lr=1e-3)  # the article preset's shapes (at 1 epoch each, below)
 SHAPES = {
     "wide layers": dict(d_in=2000, hidden=1, d_out=2000, rank=1),  # θ, Δθ and θ' (16 MB each) dominate
-    "square layers": dict(d_in=1200, hidden=1200, d_out=1200, n_samples=2000),  # the spectra's SVDs dominate
+    "square layers": dict(d_in=900, hidden=900, d_out=900, n_samples=2000),  # the spectra's SVDs dominate
     "many samples": dict(n_samples=300_000),  # the data and the fast path's activations dominate
-    "full fine-tuning": dict(d_in=800, hidden=800, d_out=800, n_samples=12_000, method="full"),  # Adam's state
-    "full-rank shift": dict(d_in=1600, hidden=10, d_out=1600, shift="full_rank"),  # its dense spectrum
-    "DoRA": dict(d_in=1200, hidden=1200, d_out=1200, n_samples=2000, use_dora=True),  # dense W + sBA per step
-    "PiSSA": dict(d_in=1600, hidden=800, d_out=1600, rank=8, init="pissa"),  # PiSSA's SVD of each weight
+    "full fine-tuning": dict(d_in=700, hidden=700, d_out=700, n_samples=8_000, method="full"),  # Adam's state
+    "full-rank shift": dict(d_in=1300, hidden=10, d_out=1300, shift="full_rank"),  # its dense spectrum
+    "DoRA": dict(d_in=900, hidden=900, d_out=900, n_samples=2000, use_dora=True),  # dense W + sBA per step
+    "PiSSA": dict(d_in=1200, hidden=600, d_out=1200, rank=8, init="pissa"),  # PiSSA's SVD of each weight
     "digits": dict(task="digits"),  # reading the data dominates
-    "wide digits": dict(task="digits", hidden=1500),  # the spectra
-    "wide digits, full": dict(task="digits", hidden=1500, method="full"),  # ... and full fine-tuning's Adam state
+    "wide digits": dict(task="digits", hidden=1000),  # the spectra
+    "wide digits, full": dict(task="digits", hidden=1000, method="full"),  # ... and full fine-tuning's Adam state
     "article": ARTICLE,
     "article, full fine-tuning": dict(ARTICLE, method="full"),
 }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from types import SimpleNamespace
+from typing import Any
 
 import streamlit as st
 
@@ -97,46 +99,61 @@ def show() -> None:
     show_result(result)
 
 
+def drawn(result, key: Any, build: Callable[[], Any]) -> Any:
+    """`build()` once per sweep result and `key` (what the figure shows, widget values included): a rerun
+    that only moves "Members to overlay" rebuilds the two figures that depend on it, nothing else."""
+    memo = session.current().compare_drawn
+    if memo.get("result") is not result:
+        memo.clear()
+        memo["result"] = result
+    if key not in memo:
+        memo[key] = build()
+    return memo[key]
+
+
 def show_result(result) -> None:
-    """What the page shows of a finished result."""
+    """What the page shows of a finished result; every figure and the table built once per result (drawn)."""
     floor_note = (f" The floor: {figures.FLOOR_NOTE}; DoRA has none." if TASK_KINDS[result.config["task"]].linear_model
                   else " The digits task has no floor: its network is not linear.")
     st.caption(f"{len(result.members)} members in {result.timings['total_s']:.1f} s.{floor_note} Losses are held-out "
                f"{cf.loss_name(result)}.")
     if any(run.accuracies for run in result.members):
-        st.plotly_chart(cf.accuracy_by_rank(result), key="accuracy-by-rank")
-    st.plotly_chart(cf.loss_by_rank(result), key="by-rank")
-    names = [member_name(m, r.config) for m, r in zip(result.methods, result.members, strict=True)]
+        st.plotly_chart(drawn(result, "accuracy", lambda: cf.accuracy_by_rank(result)), key="accuracy-by-rank")
+    st.plotly_chart(drawn(result, "by-rank", lambda: cf.loss_by_rank(result)), key="by-rank")
+    names = drawn(result, "names", lambda: [member_name(m, r.config) for m, r in
+                                            zip(result.methods, result.members, strict=True)])
     picked = st.multiselect("Members to overlay", names, default=names[:4], key="w_compare_curves")
-    st.plotly_chart(cf.member_curves(result, picked), key="curves")
+    st.plotly_chart(drawn(result, ("curves", *picked), lambda: cf.member_curves(result, picked)), key="curves")
     directions = len(next((r.history["finetune"].modes_learned[0] for r in result.members
                            if r.history["finetune"].modes_learned), []))
     if directions:  # the linear task: how each member learned the shift's directions, epoch by epoch
         which = st.selectbox("Shift direction to follow", range(directions), format_func=lambda i: f"direction "
                              f"{i + 1} (σ = {result.members[0].shift_spectrum[i]:.3g})", key="w_compare_direction")
-        growth = cf.direction_growth(result, picked, which)
+        growth = drawn(result, ("directions", which, *picked), lambda: cf.direction_growth(result, picked, which))
         if growth is None:
             st.caption("Pick members to overlay above to see how each learned this direction.")
         else:
             st.plotly_chart(growth, key="directions")
     if {"lora", "rslora"} & set(result.methods) and len(result.grid["alphas"]) > 1:
-        st.plotly_chart(cf.scaling_heatmaps(result), key="heatmaps")
+        st.plotly_chart(drawn(result, "heatmaps", lambda: cf.scaling_heatmaps(result)), key="heatmaps")
         st.caption("Each cell is a member's final loss (log10, averaged over seeds). rsLoRA scales B A by α/√r "
                    "instead of α/r, so that the update does not shrink as r grows: compare where the best α lies at "
                    "each rank in the two panels.")
-    st.plotly_chart(cf.forgetting_figure(result), key="forgetting")
-    st.plotly_chart(cf.intruders_figure(result), key="intruders")
+    st.plotly_chart(drawn(result, "forgetting", lambda: cf.forgetting_figure(result)), key="forgetting")
+    st.plotly_chart(drawn(result, "intruders", lambda: cf.intruders_figure(result)), key="intruders")
     st.caption(f"Intruder dimensions (Shuttleworth et al. 2024): of the top {INTRUDER_K} left singular vectors of "
                f"each fine-tuned weight, those whose |cosine| with every singular vector of the pretrained weight "
                f"stays below {INTRUDER_EPSILON}.")
     shown = result.similarity[0]["layer"] if result.similarity else None  # the first adapted layer's, for room
     for i, entry in enumerate(e for e in result.similarity if e["layer"] == shown):
-        st.plotly_chart(cf.similarity_heatmap(entry), key=f"phi-{i}")
+        st.plotly_chart(drawn(result, ("phi", i), lambda entry=entry: cf.similarity_heatmap(entry)), key=f"phi-{i}")
     if not result.similarity:
         st.caption("Subspace similarity φ needs two adapters of one method: two ranks or two seeds.")
-    table = cf.members_table(result)
+    table = drawn(result, "table", lambda: cf.members_table(result))
     st.dataframe(table, hide_index=True)
     down = st.columns(2)
-    down[0].download_button("Download the table (CSV)", table.to_csv(index=False), "sweep.csv", "text/csv")
-    down[1].download_button("Download the sweep (JSON)", json.dumps(result.to_dict(), indent=2), "sweep.json",
-                            "application/json")
+    down[0].download_button("Download the table (CSV)", drawn(result, "csv", lambda: table.to_csv(index=False)),
+                            "sweep.csv", "text/csv")
+    # the whole sweep as JSON is made when the button is pressed, not on every rerun of the page
+    down[1].download_button("Download the sweep (JSON)", lambda: json.dumps(result.to_dict(), indent=2),
+                            "sweep.json", "application/json")

@@ -41,6 +41,7 @@ class Session:
     board_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])  # how the Room's board knows this session
     nickname: str = ""  # shown beside this session's runs on the Room's board, if chosen (plain text, ≤ 24)
     room_drawn: tuple | None = None  # (the shared board figure, this session's copy, its table): redrawn on change
+    compare_drawn: dict[Any, Any] = field(default_factory=dict)  # the last sweep's figures and table, by what they show
     facilitator: bool = False  # entered the facilitator's token on the Room page
     lessons: dict[str, tuple[str, SweepResult]] = field(default_factory=dict)  # lesson id -> (prediction, runs)
 

@@ -61,14 +61,15 @@ def config_param_counts(config: ExperimentConfig) -> ParamCounts:
 
 
 def factored_singular_values(B: torch.Tensor, A: torch.Tensor, scaling: float = 1.0) -> torch.Tensor:
-    """Singular values of s * B A for B: [d_out, r], A: [r, d_in], descending, r of them.
+    """Singular values of s * B A for B: [d_out, r], A: [r, d_in], descending, r of them (or of a batch: B:
+    [M, d_out, r], A: [M, r, d_in] -> [M, r]).
 
     B = Q_b R_b and A.T = Q_a R_a (thin QR), so B A = Q_b (R_b R_a.T) Q_a.T; Q_b and Q_a have orthonormal
     columns, hence B A has the singular values of the r x r core. Cost O((d_in + d_out) r^2), never d_out * d_in.
     """
     _, r_b = torch.linalg.qr(B)
-    _, r_a = torch.linalg.qr(A.T)
-    return abs(scaling) * torch.linalg.svdvals(r_b @ r_a.T)
+    _, r_a = torch.linalg.qr(A.mT)
+    return abs(scaling) * torch.linalg.svdvals(r_b @ r_a.mT)
 
 
 def singular_values(matrix: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..adapters.lora_layer import LoRALinear
+from ..settings.budget import DYNAMICS_EXACT_MAX
 from ..settings.config import ExperimentConfig
 from ..settings.results import EpochDynamics, PhaseHistory
 from ..tasks.data import Task
@@ -35,7 +36,7 @@ from ..tasks.registry import kind
 from .analysis import factored_singular_values
 
 TOP_K = 8  # singular values kept per layer and for the residual, and the shift's directions followed
-EXACT_MAX_ELEMENTS = 512 * 512  # a dense matrix up to this gets exact singular values every epoch
+EXACT_MAX_ELEMENTS = DYNAMICS_EXACT_MAX  # a dense matrix up to this gets exact singular values every epoch
 SUBSPACE_ITERATIONS = 4
 
 Change = tuple[torch.Tensor, torch.Tensor] | torch.Tensor  # (s·B': [d_out, k], A': [k, d_in]) or a dense ΔW
@@ -83,6 +84,13 @@ def subspace_singular_values(apply: Callable[[torch.Tensor], torch.Tensor],
     return torch.linalg.svdvals(apply_t(basis).T)[:k].tolist(), basis
 
 
+def _padded(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """The tensors stacked on a new first dimension, each padded with zeros along `dim` to the longest."""
+    width = max(t.shape[dim] for t in tensors)
+    pad = [(0, width - t.shape[dim]) if dim == -1 else (0, 0, 0, width - t.shape[dim]) for t in tensors]
+    return torch.stack([torch.nn.functional.pad(t, p) for t, p in zip(tensors, pad, strict=True)])
+
+
 def _diagonal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """diag(a @ b) for a: [k, n], b: [n, k], without the k x k product."""
     return (a * b.T).sum(dim=1)
@@ -119,7 +127,7 @@ class Dynamics:
             self.w1, self.w2 = w1, w2
             self.target = shifted.theta.T.to(w1.dtype)  # θ'ᵀ: [d_out, d_in]
             self.missing = self.target - w2 @ w1  # what the pretrained model lacks
-            self.basis: torch.Tensor | None = None  # the residual's subspace, carried from epoch to epoch
+            self.bases: dict[int, torch.Tensor] = {}  # the residual's subspace per member, from epoch to epoch
             modes = _modes(config, w1.dtype)
             self.modes = None if modes is None else tuple(t.to(w1.device) for t in modes)
 
@@ -137,7 +145,7 @@ class Dynamics:
 
     @torch.no_grad()
     def record_changes(self, changes: dict[str, Any]) -> EpochDynamics | None:
-        """The dynamics from each changed layer's change (loop.ChangeRecorder: factors, or a dense ΔW); None when
+        """The dynamics from each changed layer's change (factors (s·B', A'), or a dense ΔW); None when
         a change is no longer finite (the run diverged this epoch: its loss says so, and nothing is measured)."""
         tensors = [t for change in changes.values() for t in (change if isinstance(change, tuple) else (change,))]
         if not all(bool(torch.isfinite(t).all()) for t in tensors):
@@ -164,7 +172,41 @@ class Dynamics:
             learned = ((_diagonal(u.T @ self.missing, v) - along) / sigma).tolist()
         return EpochDynamics(delta, self._residual(terms), learned)
 
-    def _residual(self, terms: list[tuple[torch.Tensor, torch.Tensor | None, float]]) -> list[float]:
+    @torch.no_grad()
+    def record_batch(self, changes: list[dict[str, tuple[torch.Tensor, torch.Tensor]]]) -> list[EpochDynamics | None]:
+        """`record_changes` for members trained together from this base towards this shift (a sweep's batch,
+        loop.BatchRecorder), each member's factors (s·B', A') per layer, in one batched computation: factors
+        padded with zero columns to the widest member's (zeros add no singular value but zeros, cut off again)."""
+        finite = [all(bool(torch.isfinite(t).all()) for pair in member.values() for t in pair) for member in changes]
+        # a diverged member is measured as no change (and reported as nothing): its numbers would stop the batch's
+        changes = [m if ok else {name: (torch.zeros_like(b), torch.zeros_like(a)) for name, (b, a) in m.items()}
+                   for m, ok in zip(changes, finite, strict=True)]
+        widths = [member[self.names[0]][1].shape[0] for member in changes]
+        stacked = {name: (_padded([m[name][0] for m in changes], -1), _padded([m[name][1] for m in changes], -2))
+                   for name in self.names}
+        values = {name: factored_singular_values(*pair) for name, pair in stacked.items()}
+        deltas = [{name: values[name][i, :widths[i]][:TOP_K].tolist() for name in self.names}
+                  for i in range(len(changes))]
+        if not self.linear:
+            return [EpochDynamics(d) if ok else None for d, ok in zip(deltas, finite, strict=True)]
+        (l1, r1), (l2, r2) = stacked["layer1"], stacked["layer2"]
+        left = torch.cat([self.w2 @ l1 + l2 @ (r2 @ l1), l2], dim=-1)  # ΔM = left @ right per member
+        right = torch.cat([r1, r2 @ self.w1], dim=-2)
+        learned = [[] for _ in changes]
+        if self.modes is not None:
+            u, sigma, v = self.modes
+            learned = (((u.T @ left) * (right @ v).mT).sum(dim=-1) / sigma).tolist()
+        if self.missing.numel() <= EXACT_MAX_ELEMENTS:  # a chunk of members at a time, as much as one wide one
+            chunk = max(1, EXACT_MAX_ELEMENTS // self.missing.numel())
+            residuals = [values for at in range(0, len(changes), chunk) for values in torch.linalg.svdvals(
+                (self.missing - left[at:at + chunk] @ right[at:at + chunk]).double())[:, :TOP_K].tolist()]
+        else:  # wide: each member's own warm-started subspace iteration
+            residuals = [self._residual([(self.missing, None, 1.0), (left[i], right[i], -1.0)], key=i)
+                         for i in range(len(changes))]
+        return [EpochDynamics(d, res, learn) if ok else None
+                for d, res, learn, ok in zip(deltas, residuals, learned, finite, strict=True)]
+
+    def _residual(self, terms: list[tuple[torch.Tensor, torch.Tensor | None, float]], key: int = 0) -> list[float]:
         """The top singular values of Σ sign · a @ b (b None: a itself): exact up to EXACT_MAX_ELEMENTS, else a
         subspace iteration warm-started from the last epoch's basis (the residual changes a little from one epoch
         to the next, so two iterations then do what four do from scratch)."""
@@ -177,8 +219,9 @@ class Dynamics:
         def apply_t(y: torch.Tensor) -> torch.Tensor:
             return sum(sign * (a.T @ y if b is None else b.T @ (a.T @ y)) for a, b, sign in terms)
 
-        values, self.basis = subspace_singular_values(apply, apply_t, self.missing.shape, TOP_K, self.missing,
-                                                      self.basis, 2 if self.basis is not None else SUBSPACE_ITERATIONS)
+        start = self.bases.get(key)
+        values, self.bases[key] = subspace_singular_values(apply, apply_t, self.missing.shape, TOP_K, self.missing,
+                                                           start, 2 if start is not None else SUBSPACE_ITERATIONS)
         return values
 
 

@@ -106,7 +106,7 @@ def _linear_estimate(config: ExperimentConfig) -> Estimate:
     largest = max(c.d_in * c.hidden, c.hidden * c.d_out)
     lora = c.method == "lora"
     from_weights = variants.starts_from_weights(c)
-    finetuning += 2 * largest * (lora and c.use_dora) + 2 * largest * from_weights
+    finetuning += 2 * largest * (lora and c.use_dora) + 2 * largest * from_weights + dynamics_bytes(c) // item
     # Analysis: each layer's dense ΔW and weights in float64 for svdvals, about eight copies of the largest layer.
     # The floor: the end-to-end error θ'ᵀ − W2·W1 (or θ' itself) as a dense float64 d_out x d_in matrix and
     # svdvals' workspace, about three copies, after the spectra.
@@ -192,6 +192,21 @@ def _digits_estimate(config: ExperimentConfig) -> Estimate:
 
 
 ESTIMATES = {"linear": _linear_estimate, "digits": _digits_estimate}  # by config.task
+
+# Fine-tuning's dynamics (measure/dynamics.py) measure a dense matrix exactly up to this many elements, else with
+# a subspace iteration; what they hold is `dynamics_bytes`.
+DYNAMICS_EXACT_MAX = 128 * 128
+
+
+def dynamics_bytes(c: ExperimentConfig) -> int:
+    """Memory the dynamics' recorder holds for a linear-task run (one per sweep batch): θ'ᵀ and what the base
+    lacks of it, d_out x d_in each, and each epoch a dense residual in float64 with svdvals' workspace (about
+    three copies, of at most DYNAMICS_EXACT_MAX elements: wider maps go through thin products)."""
+    if not spec(c).linear_model:
+        return 0
+    theta = c.d_in * c.d_out
+    return 2 * theta * BYTES_PER_ITEM[c.dtype] + 3 * 8 * min(theta, DYNAMICS_EXACT_MAX)
+
 
 FLOOR_MAX_ELEMENTS = 4096 * 4096  # the floor needs a dense d_out x d_in SVD: not for wider maps than this
 

@@ -27,6 +27,7 @@ import torch.nn as nn
 
 from ..adapters.attach import adapted
 from ..adapters.dora import DoRALinear
+from ..settings.budget import dynamics_bytes
 from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
 from ..settings.results import PhaseHistory, Progress
 from ..settings.variants import layer_kind
@@ -34,7 +35,7 @@ from ..tasks.data import Task
 from ..tasks.linear_model import TARGETS
 from ..tasks.registry import kind
 from .devices import threads_for
-from .loop import EVAL_CHUNK, CancelCheck, ChangeRecorder, checked, members_loop
+from .loop import EVAL_CHUNK, BatchRecorder, CancelCheck, checked, members_loop
 from .optimizers import FLAT_OPTIMIZERS
 from .trainers import choose_path
 
@@ -79,10 +80,11 @@ def threads(configs: list[ExperimentConfig]) -> int | None:
 
 
 def batch_bytes(configs: list[ExperimentConfig]) -> int:
-    """Memory of the batch: the members' stacked weights and moments and a batch of activations each."""
+    """Memory of the batch: the members' stacked weights and moments and a batch of activations each, and the
+    dynamics' recorder."""
     c = configs[0]
     return len(configs) * BYTES_PER_ITEM[c.dtype] * (8 * (c.d_in * c.hidden + c.hidden * c.d_out)
-                                                    + 4 * c.batch_size * (c.hidden + c.d_out))
+                                                    + 4 * c.batch_size * (c.hidden + c.d_out)) + dynamics_bytes(c)
 
 
 class _Stack:
@@ -117,9 +119,9 @@ class _Stack:
 
 def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
                   on_progress: Callable[[int, Progress], bool | None] | None = None,
-                  cancel: CancelCheck | None = None, recorders: list[ChangeRecorder] | None = None) -> list[Trained]:
+                  cancel: CancelCheck | None = None, recorder: BatchRecorder | None = None) -> list[Trained]:
     """Fine-tune every member of `configs` (for which `applies` holds) from `base` on `task`, together;
-    `recorders[i]`, where given, measures what member i has learned (loop.ChangeRecorder) on the epochs recorded."""
+    `recorder`, where given, measures what each has learned (loop.BatchRecorder) on the epochs recorded."""
     models = [adapted(base, c) for c in configs]
     rank = max(c.rank for c in configs)
     stacks = [_Stack([m.get_submodule(name) for m in models], rank) for name in TARGETS]
@@ -182,7 +184,7 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
         train_epoch, torch.no_grad()(lambda: _held_out(losses, task, cancel, len(configs))), members=len(configs),
         n=n, epochs=first.epochs, batch_size=first.batch_size, seed=first.seed, phase="finetune", device=device,
         on_progress=on_progress, cancel=cancel, on_stop=lambda i, _: stopped.setdefault(i, tensors(i)),
-        dynamics=None if recorders is None else (lambda: [recorders[i](changes(i)) for i in range(len(configs))]))
+        dynamics=None if recorder is None else (lambda: recorder([changes(i) for i in range(len(configs))])))
     share = (time.perf_counter() - start) / len(configs)
     return [Trained(status[i], histories[i], stopped.get(i) or tensors(i), share) for i in range(len(configs))]
 

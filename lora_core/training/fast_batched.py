@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from ..adapters.attach import adapted
 from ..adapters.lora_layer import LoRALinear
+from ..settings.budget import dynamics_bytes
 from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
 from ..settings.results import EpochDynamics, Progress
 from ..settings.variants import starts_from_weights
@@ -41,15 +42,15 @@ from ..tasks.linear_model import TARGETS
 from .batched import Trained
 from .devices import cpu_threads
 from .fast import EVAL_ROWS, base_activations
-from .loop import CancelCheck, ChangeRecorder, members_loop
+from .loop import BatchRecorder, CancelCheck, members_loop
 from .optimizers import FLAT_OPTIMIZERS
 from .trainers import choose_path
 
 PATH = "fast-batched"  # what a member's result says ran
-# Both layers' weights from which members train together. Below it the products are too small for sharing to
-# pay: the default preset's 40 fast-path members took 2.9-3.0 s together against 2.5 s one by one (one process,
-# one thread); at the article's shapes 10 members took 1.00 s together against 1.53 s one by one (80 steps).
+# Both layers' weights from which members always train together (at the article's shapes 10 members took 1.00 s
+# together against 1.53 s one by one, 80 steps). Below it only crowded groups do (MEMBERS_PER_GROUP).
 MIN_WEIGHTS = 100_000
+MEMBERS_PER_GROUP = 3  # below MIN_WEIGHTS, batch only where groups average at least this many members
 
 
 def wanted(config: ExperimentConfig) -> bool:
@@ -59,10 +60,14 @@ def wanted(config: ExperimentConfig) -> bool:
 
 def applies(configs: list[ExperimentConfig]) -> bool:
     """Whether these members can train together: one base, the same batches, learning rate and dtype, layers
-    of at least MIN_WEIGHTS weights."""
+    of at least MIN_WEIGHTS weights or groups of several members each."""
     first = configs[0]
     wide = first.d_in * first.hidden + first.hidden * first.d_out >= MIN_WEIGHTS
-    return len(configs) > 1 and wide and all(
+    # Small layers: a group's step costs about what one member's fast step costs, so batching pays only where
+    # groups hold several members each (the default Compare grid: 24 members in 4 groups, 4.0 s -> 2.0 s; 4
+    # members in 4 groups were 1.16x slower batched).
+    crowded = len(configs) >= MEMBERS_PER_GROUP * len({bucket(c) for c in configs})
+    return len(configs) > 1 and (wide or crowded) and all(
         wanted(c) and c.seed == first.seed and c.batch_size == first.batch_size and c.epochs == first.epochs
         and c.lr == first.lr and c.optimizer == first.optimizer and c.dtype == first.dtype
         and c.device == first.device for c in configs)
@@ -92,7 +97,7 @@ def batch_bytes(configs: list[ExperimentConfig]) -> int:
     rows = sum(bucket(m) for m in configs)
     per_row = 8 * (c.d_in + 2 * c.hidden + 2 * c.d_out) + 6 * c.batch_size + 4 * EVAL_ROWS
     per_member = (c.batch_size + EVAL_ROWS) * c.d_out
-    return BYTES_PER_ITEM[c.dtype] * (rows * per_row + len(configs) * per_member)
+    return BYTES_PER_ITEM[c.dtype] * (rows * per_row + len(configs) * per_member) + dynamics_bytes(c)
 
 
 def _starting_rows(config: ExperimentConfig, base: nn.Module) -> tuple[list[torch.Tensor], list[float]]:
@@ -221,9 +226,9 @@ class _Group:
 
 def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
                   on_progress: Callable[[int, Progress], bool | None] | None = None,
-                  cancel: CancelCheck | None = None, recorders: list[ChangeRecorder] | None = None) -> list[Trained]:
+                  cancel: CancelCheck | None = None, recorder: BatchRecorder | None = None) -> list[Trained]:
     """Fine-tune every member of `configs` (for which `applies` holds) from `base` on `task`, together;
-    `recorders[i]`, where given, measures what member i has learned (loop.Recorder) on the epochs recorded."""
+    `recorder`, where given, measures what each has learned (loop.BatchRecorder) on the epochs recorded."""
     first, device = configs[0], base.layer1.weight.device
     with torch.no_grad(), cpu_threads(device, threads(configs)):
         w1, w2 = base.layer1.weight.detach(), base.layer2.weight.detach()
@@ -239,10 +244,10 @@ def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
             slots.update({i: (groups[-1], j) for j, i in enumerate(members)})
 
         def dynamics() -> list[EpochDynamics | None]:
-            return [recorders[i](slots[i][0].changes(slots[i][1], rows_of(c))) for i, c in enumerate(configs)]
+            return recorder([slots[i][0].changes(slots[i][1], rows_of(c)) for i, c in enumerate(configs)])
 
         return _train(configs, groups, slots, (train_xh, train_e, eval_xh, eval_e), on_progress, cancel,
-                      None if recorders is None else dynamics)
+                      None if recorder is None else dynamics)
 
 
 def _train(configs: list[ExperimentConfig], groups: list[_Group], slots: dict[int, tuple[_Group, int]],

@@ -26,9 +26,9 @@ from .optimizers import TORCH_OPTIMIZERS
 ProgressCallback = Callable[[Progress], "bool | None"]
 # What a model has learned so far (measure/dynamics.Dynamics.record): the model as training left it this epoch.
 Recorder = Callable[[nn.Module], "EpochDynamics | None"]  # None: nothing to measure (a diverged model)
-# The same from a member's changes, for the paths that train several at once (Dynamics.record_changes): per
-# adapted layer (s·B': [d_out, k], A': [k, d_in]) with s·B'A' its change from the pretrained W.
-ChangeRecorder = Callable[[dict[str, tuple[torch.Tensor, torch.Tensor]]], "EpochDynamics | None"]
+# The same for members trained together (Dynamics.record_batch), from each member's changes: per adapted layer
+# (s·B': [d_out, k], A': [k, d_in]) with s·B'A' its change from the pretrained W.
+BatchRecorder = Callable[[list[dict[str, tuple[torch.Tensor, torch.Tensor]]]], "list[EpochDynamics | None]"]
 CancelCheck = Callable[[], bool]
 # One epoch of a path: given the epoch's mini-batches (index tensors on the data's device), train on them and
 # return the epoch's mean training loss.
