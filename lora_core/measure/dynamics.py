@@ -19,6 +19,7 @@ per cent where the spectrum is flat; `approximate(config)` says when a run has a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
@@ -82,6 +83,17 @@ def subspace_singular_values(apply: Callable[[torch.Tensor], torch.Tensor],
     for _ in range(iterations):
         basis = torch.linalg.qr(apply(apply_t(basis))).Q
     return torch.linalg.svdvals(apply_t(basis).T)[:k].tolist(), basis
+
+
+def _top_of(change: Change) -> list[float]:
+    """The top singular values of a layer's change: from its factors while they are thin (two QRs of [n, k]),
+    or from the dense product once k is half the layer's width or more (one SVD is then cheaper)."""
+    if not isinstance(change, tuple):
+        return top_singular_values(change)
+    b, a = change
+    if 2 * a.shape[0] >= min(b.shape[0], a.shape[1]):
+        return torch.linalg.svdvals(b @ a)[:TOP_K].tolist()
+    return factored_singular_values(b, a)[:TOP_K].tolist()
 
 
 def _padded(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
@@ -148,10 +160,9 @@ class Dynamics:
         """The dynamics from each changed layer's change (factors (s·B', A'), or a dense ΔW); None when
         a change is no longer finite (the run diverged this epoch: its loss says so, and nothing is measured)."""
         tensors = [t for change in changes.values() for t in (change if isinstance(change, tuple) else (change,))]
-        if not all(bool(torch.isfinite(t).all()) for t in tensors):
+        if not math.isfinite(sum(float(t.abs().sum()) for t in tensors)):  # one number: a NaN or inf anywhere
             return None
-        delta = {name: (factored_singular_values(*change)[:TOP_K].tolist() if isinstance(change, tuple)
-                        else top_singular_values(change)) for name, change in changes.items()}
+        delta = {name: _top_of(change) for name, change in changes.items()}
         if not self.linear:
             return EpochDynamics(delta)
         first, second = changes["layer1"], changes["layer2"]
