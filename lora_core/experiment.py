@@ -65,11 +65,14 @@ class FineTuned(NamedTuple):
 
 
 def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress: ProgressCallback | None = None,
-             cancel: CancelCheck | None = None, trained: Trained | None = None) -> FineTuned:
+             cancel: CancelCheck | None = None, trained: Trained | None = None,
+             live_dynamics: bool = True) -> FineTuned:
     """Fine-tune a copy of `base` on the shifted task, on the path `path_rule.choose_path` picks, with the LoRA
     variants the config turns on (variants.py). With `trained` (a sweep's batched fine-tune, batched.py), the
     adapter is built the same way, its trained parameters installed and its history replayed; its path is the
-    batch's ('batched', 'fast-batched')."""
+    batch's ('batched', 'fast-batched'). The dynamics (measure/dynamics.py) are measured after every recorded
+    epoch and passed to `on_progress` with it; without `live_dynamics` (a sweep's member, whose page draws no
+    live chart of them) they are measured together after the run: the same numbers, to rounding."""
     if trained is not None:
         model = adapted(base, config)
         with torch.no_grad():
@@ -91,10 +94,14 @@ def finetune(config: ExperimentConfig, base: nn.Module, task: Task, on_progress:
         if path == "fast" and not fast.applies(model):
             raise RuntimeError("choose_path picked the fast path for a model fast.py was not written for")
     lr_ratio = config.lr_ratio if config.method == "lora" else 1.0
+    dynamics = Dynamics(config, base, task)
     status, history = TRAINERS[path](model, task.train, task.eval, epochs=config.epochs,
                                      batch_size=config.batch_size, lr=config.lr, seed=config.seed,
                                      phase="finetune", on_progress=on_progress, cancel=cancel, lr_ratio=lr_ratio,
-                                     optimizer=config.optimizer, record=Dynamics(config, base, task).record)
+                                     optimizer=config.optimizer,
+                                     record=dynamics.record if live_dynamics else dynamics.keep)
+    if not live_dynamics:
+        dynamics.measure_kept(history, config.epochs)
     return FineTuned(status, history, model, path)
 
 
@@ -120,24 +127,26 @@ Inspect = Callable[[ExperimentResult, nn.Module, nn.Module, nn.Module], None]
 
 def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | None = None,
                    save_adapter_to: str | Path | None = None, cancel: CancelCheck | None = None,
-                   inspect: Inspect | None = None, trained: Trained | None = None) -> ExperimentResult:
+                   inspect: Inspect | None = None, trained: Trained | None = None,
+                   live_dynamics: bool = True) -> ExperimentResult:
     """Pretrain, fine-tune, merge and measure. `on_progress` sees every epoch; returning False cancels, and
     so does `cancel()` returning True (asked before every mini-batch, so within one step).
 
     With `save_adapter_to`, a finished LoRA run writes its adapter there in PEFT's format (see export.py).
     `inspect(result, base, tuned, merged)` is called on a finished run, for analyses that need the models
-    (sweep.py); `trained` installs a fine-tune done elsewhere (see finetune).
+    (sweep.py); `trained` installs a fine-tune done elsewhere, and `live_dynamics` False measures the
+    fine-tune's dynamics after it rather than with each epoch (see finetune).
     """
     steady_allocator()  # so that the memory budget's estimate bounds this run (devices.py)
     device = pick_device(config.device, config.dtype)
     shapes = kind(config).layer_shapes(config)
     with cpu_threads(device, threads_for(sum(analysis.full_param_count(*shape) for shape in shapes.values()))):
-        return _run(config, device, on_progress, save_adapter_to, cancel, inspect, trained)
+        return _run(config, device, on_progress, save_adapter_to, cancel, inspect, trained, live_dynamics)
 
 
 def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCallback | None,
          save_adapter_to: str | Path | None, cancel: CancelCheck | None, inspect: Inspect | None,
-         trained: Trained | None) -> ExperimentResult:
+         trained: Trained | None, live_dynamics: bool = True) -> ExperimentResult:
     task = kind(config)
     original, shifted = task.make_tasks(config, device)
     result = ExperimentResult(
@@ -165,7 +174,7 @@ def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCa
 
     start = time.perf_counter()
     result.status, result.history["finetune"], tuned, result.path = finetune(config, base, shifted, on_progress,
-                                                                             cancel, trained)
+                                                                             cancel, trained, live_dynamics)
     synchronize(device)
     result.timings["finetune_s"] = time.perf_counter() - start
     release_freed_memory()

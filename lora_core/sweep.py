@@ -182,7 +182,8 @@ def run_request(req: SweepRequest, on_progress: Callable[[SweepProgress], bool |
             _analyse(run, config, base, tuned, merged, base_vectors)
             factors.append({name: layer.lora_A.detach().cpu() for name, layer in lora_layers(tuned).items()})
 
-        run = run_experiment(config, on_progress=progress, cancel=cancel, inspect=inspect, trained=trained.get(index))
+        run = run_experiment(config, on_progress=progress, cancel=cancel, inspect=inspect, trained=trained.get(index),
+                             live_dynamics=False)  # the page draws a sweep's dynamics when it has finished
         if index in trained:  # its fine-tune ran in the batch: its share of the batch's time
             run.timings["finetune_s"] = trained[index].seconds
         if run.status == "cancelled":

@@ -149,3 +149,32 @@ def test_the_recorder_follows_no_shift_it_cannot_afford():
     original, shifted = make_tasks(config)
     _, _, base = pretrain(config, original, "cpu")
     assert Dynamics(config, base, shifted).modes is None  # a dense 600 x 600 SVD every run: not followed
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(init="pissa", rank=3), dict(method="full"), dict(use_dora=True)])
+def test_dynamics_measured_after_the_run_equal_those_measured_live(settings):
+    """A sweep's members keep their factors and measure them in one batch after the run (live_dynamics=False):
+    the same numbers as measuring after every epoch."""
+    config = preset("default", **{**SMALL, **settings})
+    original, shifted = make_tasks(config)
+    _, _, base = pretrain(config, original, "cpu")
+    live = finetune(config, base, shifted).history
+    later = finetune(config, base, shifted, live_dynamics=False).history
+    assert later.spectra_epochs == live.spectra_epochs == list(range(1, SMALL["epochs"] + 1))
+    for name, rows in live.delta_spectra.items():
+        assert torch.tensor(later.delta_spectra[name]) == pytest.approx(torch.tensor(rows), rel=1e-9, abs=1e-12)
+    assert torch.tensor(later.residual_spectra) == pytest.approx(torch.tensor(live.residual_spectra), rel=1e-9)
+    assert torch.tensor(later.modes_learned) == pytest.approx(torch.tensor(live.modes_learned), rel=1e-9, abs=1e-12)
+
+
+def test_a_diverging_run_measured_after_it_keeps_the_epochs_before_it():
+    config = preset("default", **{**SMALL, "shift_scale": 1e18, "dtype": "float32"})
+    original, shifted = make_tasks(config)
+    _, _, base = pretrain(config, original, "cpu")
+    tuned = finetune(config, base, shifted, live_dynamics=False)
+    live = finetune(config, base, shifted)
+    assert tuned.status == live.status == "diverged"
+    history = tuned.history
+    assert history.spectra_epochs == live.history.spectra_epochs  # the epochs whose factors were still finite
+    assert len(history.spectra_epochs) <= len(history.train_loss) < SMALL["epochs"]
+    assert all(len(rows) == len(history.spectra_epochs) for rows in history.delta_spectra.values())

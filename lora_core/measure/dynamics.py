@@ -30,12 +30,13 @@ import torch.nn as nn
 from ..adapters.lora_layer import LoRALinear
 from ..settings.budget import DYNAMICS_EXACT_MAX
 from ..settings.config import ExperimentConfig
-from ..settings.results import EpochDynamics, PhaseHistory
+from ..settings.results import EpochDynamics, PhaseHistory, records_dynamics
 from ..tasks.data import Task
 from ..tasks.linear import shift_delta, shift_factors
 from ..tasks.registry import kind
 from .analysis import factored_singular_values
 
+KEPT_BYTES = 16 * 2**20  # factors `keep` holds before measuring them
 TOP_K = 8  # singular values kept per layer and for the residual, and the shift's directions followed
 EXACT_MAX_ELEMENTS = DYNAMICS_EXACT_MAX  # a dense matrix up to this gets exact singular values every epoch
 SUBSPACE_ITERATIONS = 4
@@ -91,8 +92,8 @@ def _top_of(change: Change) -> list[float]:
     if not isinstance(change, tuple):
         return top_singular_values(change)
     b, a = change
-    if 2 * a.shape[0] >= min(b.shape[0], a.shape[1]):
-        return torch.linalg.svdvals(b @ a)[:TOP_K].tolist()
+    if 2 * a.shape[0] >= min(b.shape[0], a.shape[1]):  # as many values as the factors have columns, as below
+        return torch.linalg.svdvals(b @ a)[:min(TOP_K, a.shape[0])].tolist()
     return factored_singular_values(b, a)[:TOP_K].tolist()
 
 
@@ -132,6 +133,8 @@ class Dynamics:
 
     def __init__(self, config: ExperimentConfig, base: nn.Module, shifted: Task) -> None:
         self.names = changed_layers(config)
+        self.kept: list[dict[str, tuple[torch.Tensor, torch.Tensor]]] = []  # keep(): factors waiting to be measured
+        self.measured: list[EpochDynamics | None] = []  # ... and what was measured of them so far
         self.before = {name: base.get_submodule(name).weight.detach().clone() for name in self.names}
         self.linear = kind(config).linear_model
         if self.linear:
@@ -142,6 +145,36 @@ class Dynamics:
             self.bases: dict[int, torch.Tensor] = {}  # the residual's subspace per member, from epoch to epoch
             modes = _modes(config, w1.dtype)
             self.modes = None if modes is None else tuple(t.to(w1.device) for t in modes)
+
+    def keep(self, model: nn.Module) -> None:
+        """Keep this epoch's factors to measure later (`measure_kept`), where nobody watches the run live: one
+        batched measurement of many epochs costs a fraction of one per epoch. Full fine-tuning's dense changes
+        are measured at once (keeping them would cost a model per epoch); kept factors are measured whenever they
+        pass KEPT_BYTES, so what waits stays small."""
+        layers = [model.get_submodule(name) for name in self.names]
+        if not all(isinstance(layer, LoRALinear) for layer in layers):
+            self.measured.append(self.record(model))
+            return
+        change = {}
+        for name, layer in zip(self.names, layers, strict=True):
+            b, a = layer.change_factors()
+            change[name] = (layer.scaling * b.clone(), a.clone())
+        self.kept.append(change)
+        if sum(t.numel() * t.element_size() for c in self.kept for pair in c.values() for t in pair) > KEPT_BYTES:
+            self.measured += self.record_batch(self.kept)
+            self.kept = []
+
+    def measure_kept(self, history: PhaseHistory, epochs: int) -> None:
+        """Measure what `keep` kept and add it to `history` at the epochs it was kept after (the loop keeps one
+        per epoch `records_dynamics` picks, up to the last epoch it reported)."""
+        if self.kept:
+            self.measured += self.record_batch(self.kept)
+            self.kept = []
+        recorded = [e for e in range(1, len(history.train_loss) + 1) if records_dynamics(e, epochs)]
+        for epoch, dynamics in zip(recorded, self.measured, strict=False):
+            if dynamics is not None:
+                history.add_dynamics(epoch, dynamics)
+        self.measured = []
 
     def record(self, model: nn.Module) -> EpochDynamics | None:
         """The dynamics of `model` as training left it (its LoRA layers unmerged); None once it has diverged."""
