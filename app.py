@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from lora_core.lessons import LESSONS
 from lora_core.measure.analysis import full_param_count, lora_param_count
 from lora_core.training.devices import describe_device, pick_device
 from ui import live
@@ -18,8 +19,8 @@ if note := live.prewarm_note():
     st.caption(note)
 start, free = st.columns(2)
 with start.container(border=True):
-    st.markdown("**New to LoRA, or in a workshop? Start with a lesson.** Six questions, each one screen: commit to a "
-                "prediction, run it, and see what happened, in your run's numbers.")
+    st.markdown(f"**New to LoRA, or in a workshop? Start with a lesson.** {len(LESSONS)} questions, each one "
+                "screen: commit to a prediction, run it, and see what happened, in your run's numbers.")
     link("Lessons", "Start the lessons", icon=":material/arrow_forward:")
 with free.container(border=True):
     st.markdown("**Know what to ask?** The Playground has every setting, the article's experiment and a real "

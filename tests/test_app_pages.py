@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from lora_core.lessons import LESSONS
 from lora_core.measure.analysis import direction_count, full_param_count, lora_param_count
 from lora_core.settings.config import PRESETS, preset
 from ui.navigation import PAGES
@@ -62,6 +63,7 @@ def test_home_explains_lora_links_the_pages_and_names_the_device():
     at = start()
     text = " ".join(m.value for m in at.markdown)
     assert "B A x" in text and "(d + k)" in text
+    assert f"{len(LESSONS)} questions" in text  # counted from the lessons' table, not written down
     caption = " ".join(c.value for c in at.caption)
     assert "Training runs on:" in caption and ("cpu" in caption or "cuda" in caption or "mps" in caption)
     links = [p.proto.page for p in at.main.get("page_link")]

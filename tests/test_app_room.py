@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from lora_core.serving.room import ROOM_DB_ENV
+from lora_core.serving.room import ROOM_DB_ENV, BoardRun, RoomStore
 from tests.test_app_lessons import _open
 from tests.test_app_pages import SMALL, start, train, widget
 from ui import live, room_view
@@ -48,6 +48,9 @@ def test_two_sessions_runs_on_a_third_sessions_board_and_own_runs_ringed():
     assert _board(first)["your runs"]["y"] == pytest.approx(
         [first.session_state["lora_explorer"].last().losses["merged_on_shifted"]])
     assert "2 run(s) on the board" in " ".join(c.value for c in viewer.caption)
+    (listing,) = [d.value for d in viewer.dataframe]
+    assert sorted(listing["merged loss, shifted"]) == pytest.approx(expected)
+    assert "accuracy, shifted (%)" not in listing.columns  # a regression has no accuracy to list
 
 
 def test_a_nickname_goes_with_the_runs_as_plain_text():
@@ -124,6 +127,18 @@ def test_a_facilitators_challenge_its_link_and_its_leaderboard(monkeypatch):
     player.switch_page(ROOM).run()
     (shown,) = [d.value for d in player.dataframe if "place" in d.value.columns]
     assert list(shown["you"]) == ["←"] and list(shown["r"]) == [3]
+    assert "accuracy, shifted (%)" not in shown.columns
     (leader,) = room_view.rules.leaderboard(rules, live.room().runs(task="linear"))
     assert leader["rank"] == 3 and leader["session"] == player.session_state["lora_explorer"].board_id
     assert any("Challenge" in m.value and "at most 5" in m.value for m in player.markdown)
+
+
+def test_the_table_lists_accuracy_in_percent_only_for_a_task_that_classifies():
+    store = RoomStore(":memory:")
+    store.add("s1", [BoardRun("digits", "LoRA", 4, 8.0, 2000, 0.61, 0.873, None, "run")], nickname="ada")
+    store.add("s2", [BoardRun("linear", "LoRA", 1, 1.0, 128, 0.25, None, 0.2, "run")])
+    digits = room_view.table(store.runs(task="digits"), "digits")
+    assert list(digits["accuracy, shifted (%)"]) == pytest.approx([87.3])
+    assert list(digits["nickname"]) == ["ada"]
+    linear = room_view.table(store.runs(task="linear"), "linear")
+    assert "accuracy, shifted (%)" not in linear.columns and list(linear["merged loss, shifted"]) == [0.25]

@@ -49,7 +49,8 @@ def lesson_figure(reveal: Reveal, title: str) -> go.Figure:
     """The reveal's bars, with the best any adapter of that kind could do as a marker where it is known."""
     labels = [b.label for b in reveal.bars]
     fig = go.Figure(go.Bar(x=labels, y=[b.value for b in reveal.bars], name="your runs", marker_color="#F76707",
-                           text=[f"{b.value:.3g}" for b in reveal.bars], textposition="outside"))
+                           text=[f"{b.value:.3g}" for b in reveal.bars], textposition="outside",
+                           cliponaxis=False))
     floors = [(b.label, b.floor) for b in reveal.bars if b.floor is not None]
     if floors:
         fig.add_trace(go.Scatter(x=[f[0] for f in floors], y=[f[1] for f in floors], mode="markers",
@@ -60,7 +61,9 @@ def lesson_figure(reveal: Reveal, title: str) -> go.Figure:
     values = [b.value for b in reveal.bars] + [f for _, f in floors]
     if min(values) > 0 and max(values) / min(values) > 100:  # over two decades: only a log axis shows them all
         low = math.floor(math.log10(min(values))) - 0.5  # every bar starts below its top, the smallest too
-        fig.update_yaxes(type="log", exponentformat="power", range=[low, math.log10(max(values)) + 0.3])
+        high = math.log10(max(values))
+        # room above the tallest bar for its label and the floor's marker: a tenth of the axis' decades
+        fig.update_yaxes(type="log", exponentformat="power", range=[low, high + max(0.3, 0.1 * (high - low))])
     return fig
 
 

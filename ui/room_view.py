@@ -34,6 +34,7 @@ COLUMNS = {"nickname": "nickname", "method": "method", "rank": "r", "alpha": "α
            "loss": "merged loss, shifted", "accuracy": "accuracy, shifted (%)", "source": "from", "lesson": "lesson"}
 
 _SHARED: dict[tuple, tuple[list[dict], go.Figure]] = {}  # (board version, task, lesson) -> (rows, figure)
+_STANDING: dict[tuple, tuple[dict | None, list[dict]]] = {}  # ("challenge", version) -> (rules, leaderboard)
 _LOCK = threading.Lock()
 
 
@@ -105,10 +106,13 @@ def mine(fig: go.Figure, rows: list[dict], task: str) -> go.Figure:
     return out
 
 
-def table(rows: list[dict]) -> pd.DataFrame:
+def table(rows: list[dict], task: str) -> pd.DataFrame:
+    """The board's runs, one row each; the accuracy column only for a task that classifies (a regression has
+    none, and a column of "None" says nothing)."""
     frame = pd.DataFrame(rows, columns=["id", *COLUMNS])
     frame["accuracy"] = frame["accuracy"] * 100
-    return frame.drop(columns="id").rename(columns=COLUMNS)
+    dropped = ["id"] if _classifies(task) else ["id", "accuracy"]
+    return frame.drop(columns=dropped).rename(columns=COLUMNS)
 
 
 def filters() -> tuple[str, str]:
@@ -128,8 +132,17 @@ def nickname() -> None:
 
 
 @st.fragment(run_every=REFRESH_S)
+def live_room(challenge_slot, task: str, lesson: str) -> None:
+    """The challenge (drawn into `challenge_slot`, a container at the page's top) and the board, redrawn every
+    REFRESH_S seconds. One fragment, so that a refresh is one script run: a run's own cost in Streamlit (about
+    20 ms of the server's CPU, measured) is most of a refresh's, and twenty viewers make ten refreshes a second."""
+    with challenge_slot:
+        show_challenge()
+    live_board(task, lesson)
+
+
 def live_board(task: str, lesson: str) -> None:
-    """The chart and the table, redrawn every REFRESH_S seconds from the shared board."""
+    """The chart and the table from the shared board; this viewer's copy rebuilt only when the board changed."""
     rows, fig = board(task, lesson)
     if live.room().problem:
         st.warning(plain(live.room().problem, 300), icon="⚠️")
@@ -137,7 +150,7 @@ def live_board(task: str, lesson: str) -> None:
     st.caption(f"{len(rows)} run(s) on the board for this filter; it refreshes itself every {REFRESH_S:g} s.")
     state = session.current()
     if state.room_drawn is None or state.room_drawn[0] is not fig:  # the board changed: this viewer's copy too
-        state.room_drawn = (fig, mine(fig, rows, task), table(rows))
+        state.room_drawn = (fig, mine(fig, rows, task), table(rows, task))
     _, own, listing = state.room_drawn
     st.plotly_chart(own, key="room-board")
     st.dataframe(listing, hide_index=True, height=300)
@@ -150,10 +163,22 @@ def challenge_link(challenge: dict) -> dict[str, str]:
     return {**url_params(settings), **classroom.link_params(hidden, ())}
 
 
-@st.fragment(run_every=REFRESH_S)
+def standing() -> tuple[dict | None, list[dict]]:
+    """The challenge and its leaderboard's rows, read once per change of the board for every viewer."""
+    store = live.room()
+    key = ("challenge", store.version())
+    with _LOCK:
+        if key not in _STANDING:
+            challenge = store.challenge()
+            _STANDING.clear()
+            _STANDING[key] = (challenge, [] if challenge is None else
+                              rules.leaderboard(challenge, store.runs(task=challenge["task"])))
+        return _STANDING[key]
+
+
 def show_challenge() -> None:
     """The challenge, if the facilitator set one: its goal, a link to take it, and its leaderboard."""
-    challenge = live.room().challenge()
+    challenge, board_rows = standing()
     if challenge is None:
         return
     with st.container(border=True):
@@ -162,16 +187,22 @@ def show_challenge() -> None:
                     + (", ".join(LABELS[f] for f in challenge["allowed"]) or "nothing") + ".")
         link("Playground", "Take the challenge on the Playground", query_params=challenge_link(challenge),
              icon=":material/flag:")
-        board_rows = rules.leaderboard(challenge, live.room().runs(task=challenge["task"]))
         if not board_rows:
             st.caption("No run meets it yet.")
             return
-        st.dataframe(pd.DataFrame([{
-            "place": i + 1, "nickname": r["nickname"] or "anonymous", "trainable parameters": r["params"],
-            "merged loss, shifted": r["loss"], "accuracy, shifted (%)": None if r["accuracy"] is None else
-            100 * r["accuracy"], "method": r["method"], "r": r["rank"], "α": r["alpha"],
-            "you": "←" if r["session"] == live.my_board_id() else ""} for i, r in enumerate(board_rows)]),
-            hide_index=True)
+        st.dataframe(leaderboard_table(board_rows, challenge["task"]), hide_index=True)
+
+
+def leaderboard_table(board_rows: list[dict], task: str) -> pd.DataFrame:
+    """The leaderboard's places (a dataframe shows nicknames as text, never markup); accuracy only for a task
+    that classifies."""
+    frame = pd.DataFrame([{
+        "place": i + 1, "nickname": r["nickname"] or "anonymous",
+        "trainable parameters": r["params"], COLUMNS["loss"]: r["loss"],
+        COLUMNS["accuracy"]: None if r["accuracy"] is None else 100 * r["accuracy"], "method": r["method"],
+        COLUMNS["rank"]: r["rank"], COLUMNS["alpha"]: r["alpha"],
+        "you": "←" if r["session"] == live.my_board_id() else ""} for i, r in enumerate(board_rows)])
+    return frame if _classifies(task) else frame.drop(columns=COLUMNS["accuracy"])
 
 
 def _set_challenge() -> None:

@@ -3,7 +3,8 @@ a load test can be many sessions without many renderers on the server's cores, a
 browsers run on the participants' laptops.
 
 `PageSession.open` loads a page as the frontend would; `press(label)` clicks a button and reads the script run it
-starts to its end, keeping every message's bytes so that a test can look for text in what the page drew.
+starts to its end, keeping every message's bytes so that a test can look for text in what the page drew;
+`refresh()` reruns the page's self-refreshing fragments (`st.fragment(run_every=...)`) as the frontend's timer does.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class PageSession:
         self.ws, self.page, self.query = ws, page, query
         self.buttons: dict[str, str] = {}  # label -> widget id, from the last script run
         self.drawn: list[bytes] = []  # every message of the last script run, serialized
+        self.auto_reruns: dict[str, float] = {}  # fragment id -> its refresh interval (s), as the server asked
 
     @classmethod
     async def open(cls, base_url: str, page: str, query: str = "") -> PageSession:
@@ -39,6 +41,13 @@ class PageSession:
         await self._rerun([WidgetState(id=self.buttons[label], trigger_value=True)], timeout)
         return time.perf_counter() - start
 
+    async def refresh(self, timeout: float = 60.0) -> float:
+        """Rerun each self-refreshing fragment once, as the frontend does every interval; the seconds it took."""
+        start = time.perf_counter()
+        for fragment_id in list(self.auto_reruns):
+            await self._rerun([], timeout, fragment_id=fragment_id)
+        return time.perf_counter() - start
+
     def shows(self, text: str) -> bool:
         """Whether the last script run drew `text` (in any element)."""
         needle = text.encode()
@@ -47,11 +56,14 @@ class PageSession:
     async def close(self) -> None:
         await self.ws.close()
 
-    async def _rerun(self, widgets: list[WidgetState], timeout: float = 60.0) -> None:
+    async def _rerun(self, widgets: list[WidgetState], timeout: float = 60.0, fragment_id: str = "") -> None:
         msg = BackMsg()
         msg.rerun_script.query_string = self.query
         msg.rerun_script.page_name = self.page
         msg.rerun_script.widget_states.widgets.extend(widgets)
+        if fragment_id:
+            msg.rerun_script.fragment_id = fragment_id
+            msg.rerun_script.is_auto_rerun = True
         await self.ws.send(msg.SerializeToString())
         self.drawn, deadline = [], time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -60,6 +72,8 @@ class PageSession:
             forward.ParseFromString(raw)
             self.drawn.append(raw)
             kind = forward.WhichOneof("type")
+            if kind == "auto_rerun":
+                self.auto_reruns[forward.auto_rerun.fragment_id] = forward.auto_rerun.interval
             if kind == "delta" and forward.delta.WhichOneof("type") == "new_element":
                 element = forward.delta.new_element
                 if element.WhichOneof("type") == "button":

@@ -2,7 +2,8 @@
 
 Marker `load` (and `browser`); N from $LOAD_SESSIONS (CI: 4). Two kinds of session:
 - protocol clients (tests/browser/protocol.py) on the default preset: the server alone on the machine's cores, as
-  in a workshop where the browsers run on the participants' laptops;
+  in a workshop where the browsers run on the participants' laptops, with $LOAD_ROOM_VIEWERS Room pages refreshing
+  themselves every REFRESH_S seconds meanwhile (the wall of a workshop);
 - real Chromium tabs on the small model of the browser tests: the same checks through the real frontend, with
   the renderers sharing the server's cores (so their latencies measure the browsers too).
 Each reports, per session, the seconds from click to finished charts and whether the page shows its own
@@ -106,30 +107,48 @@ def _in_own_loop(make_coroutine):
 def test_protocol_sessions_pressing_train_together(launch, tmp_path):
     url, proc, log = launch(tmp_path / "cache", "streamlit-load-protocol.log")
 
-    async def room() -> tuple[float, list[float], list[bool], float]:
+    async def room() -> tuple[float, list[float], list[bool], float, list[float]]:
         # One run to warm the server up (torch's and Plotly's first calls), then one distinct run alone.
         for seed in (SHARED_SEED - 2, SHARED_SEED - 1):
             alone = await PageSession.open(url, "Playground", f"seed={seed}")
             solo = await alone.press("Train")
             await alone.close()
+        viewers = [await PageSession.open(url, "Room") for _ in range(ROOM_VIEWERS)]
+        assert all(v.auto_reruns for v in viewers)  # the board asked to be refreshed
         sessions = [await PageSession.open(url, "Playground", f"seed={seed}") for seed in _seeds()]
+        on_board = f"{SESSIONS + 2} run(s) on the board"  # the two runs above and every session's
         with HealthWatch(url) as health:
-            seconds = await asyncio.gather(*(s.press("Train") for s in sessions))
+            pressed = asyncio.gather(*(s.press("Train") for s in sessions))
+            watched = asyncio.gather(*(_watch(v, pressed, on_board) for v in viewers))
+            seconds, refreshes = await pressed, await watched
         # the page's settings are the run's: its charts drawn, no "results are from different settings" note
         own = [s.shows("Merge check") and not s.shows("from different settings") for s in sessions]
-        for s in sessions:
+        for s in (*sessions, *viewers):
             await s.close()
-        return solo, list(seconds), own, health.worst
+        return solo, list(seconds), own, health.worst, [t for r in refreshes for t in r]
 
     try:
-        solo, seconds, own, worst = _in_own_loop(lambda: asyncio.wait_for(room(), 600))
+        solo, seconds, own, worst, refreshes = _in_own_loop(lambda: asyncio.wait_for(room(), 600))
         peak = _peak_rss_mib(proc.pid)
     finally:
         computed = _stop(proc, log)
     distinct = len(set(_seeds()))
     _report("protocol", Path(log.name).parent, seconds, own, computed - 2, worst, peak,
             f", one distinct run alone {solo:.2f} s, last / (distinct x alone) "
-            f"{max(seconds) / (distinct * solo):.2f}")
+            f"{max(seconds) / (distinct * solo):.2f}; {ROOM_VIEWERS} Room page(s) refreshing every {REFRESH_S:g} s "
+            f"saw every run, {len(refreshes)} refreshes, slowest {max(refreshes, default=0):.2f} s")
+
+
+async def _watch(viewer: PageSession, pressed: asyncio.Future, expected: str, limit_s: float = 300) -> list[float]:
+    """Refresh a Room page every REFRESH_S seconds until the room's runs are done and it shows `expected`;
+    the seconds each refresh took. Bounded by `limit_s`."""
+    took, deadline = [], time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        await asyncio.sleep(REFRESH_S)
+        took.append(await viewer.refresh())
+        if pressed.done() and viewer.shows(expected):
+            return took
+    raise TimeoutError(f"a Room page did not come to show {expected!r} within {limit_s:.0f} s")
 
 
 # A run the server admits but estimates at over a minute: it goes to the long lane (scheduler.LONG_RUN_S).
