@@ -10,6 +10,8 @@ from __future__ import annotations
 import hmac
 import os
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -33,21 +35,35 @@ REFRESH_S = 2.0
 COLUMNS = {"nickname": "nickname", "method": "method", "rank": "r", "alpha": "α", "params": "trainable parameters",
            "loss": "merged loss, shifted", "accuracy": "accuracy, shifted (%)", "source": "from", "lesson": "lesson"}
 
-_SHARED: dict[tuple, tuple[list[dict], go.Figure]] = {}  # (board version, task, lesson) -> (rows, figure)
-_STANDING: dict[tuple, tuple[dict | None, list[dict]]] = {}  # ("challenge", version) -> (rules, leaderboard)
-_LOCK = threading.Lock()
+class OncePerBoard:
+    """A value built once per change of the board (the store's version) and shared by every viewer."""
+
+    def __init__(self, build: Callable[..., Any]) -> None:
+        self.build, self._kept, self._lock = build, {}, threading.Lock()
+
+    def __call__(self, *args: Any) -> Any:
+        key = (live.room().version(), *args)
+        with self._lock:
+            if key not in self._kept:
+                self._kept.clear()  # only the newest board is worth keeping
+                self._kept[key] = self.build(*args)
+            return self._kept[key]
 
 
-def board(task: str, lesson: str) -> tuple[list[dict], go.Figure]:
-    """The board's rows and figure for this filter, built once per change of the board for every viewer."""
-    store = live.room()
-    key = (store.version(), task, lesson)
-    with _LOCK:
-        if key not in _SHARED:
-            rows = store.runs(task=task, lesson=lesson or None)
-            _SHARED.clear()  # only the newest board is worth keeping
-            _SHARED[key] = (rows, board_figure(rows, task))
-        return _SHARED[key]
+def _board(task: str, lesson: str) -> tuple[list[dict], go.Figure]:
+    rows = live.room().runs(task=task, lesson=lesson or None)
+    return rows, board_figure(rows, task)
+
+
+def _standing() -> tuple[dict | None, list[dict]]:
+    challenge = live.room().challenge()
+    if challenge is None:
+        return None, []
+    return challenge, rules.leaderboard(challenge, live.room().runs(task=challenge["task"]))
+
+
+board = OncePerBoard(_board)  # (task, lesson) -> the board's rows and figure for that filter
+standing = OncePerBoard(_standing)  # () -> the challenge and its leaderboard's rows
 
 
 def _classifies(task: str) -> bool:
@@ -163,19 +179,6 @@ def challenge_link(challenge: dict) -> dict[str, str]:
     return {**url_params(settings), **classroom.link_params(hidden, ())}
 
 
-def standing() -> tuple[dict | None, list[dict]]:
-    """The challenge and its leaderboard's rows, read once per change of the board for every viewer."""
-    store = live.room()
-    key = ("challenge", store.version())
-    with _LOCK:
-        if key not in _STANDING:
-            challenge = store.challenge()
-            _STANDING.clear()
-            _STANDING[key] = (challenge, [] if challenge is None else
-                              rules.leaderboard(challenge, store.runs(task=challenge["task"])))
-        return _STANDING[key]
-
-
 def show_challenge() -> None:
     """The challenge, if the facilitator set one: its goal, a link to take it, and its leaderboard."""
     challenge, board_rows = standing()
@@ -197,9 +200,9 @@ def leaderboard_table(board_rows: list[dict], task: str) -> pd.DataFrame:
     """The leaderboard's places (a dataframe shows nicknames as text, never markup); accuracy only for a task
     that classifies."""
     frame = pd.DataFrame([{
-        "place": i + 1, "nickname": r["nickname"] or "anonymous",
-        "trainable parameters": r["params"], COLUMNS["loss"]: r["loss"],
-        COLUMNS["accuracy"]: None if r["accuracy"] is None else 100 * r["accuracy"], "method": r["method"],
+        "place": i + 1, COLUMNS["nickname"]: r["nickname"] or "anonymous",
+        COLUMNS["params"]: r["params"], COLUMNS["loss"]: r["loss"],
+        COLUMNS["accuracy"]: None if r["accuracy"] is None else 100 * r["accuracy"], COLUMNS["method"]: r["method"],
         COLUMNS["rank"]: r["rank"], COLUMNS["alpha"]: r["alpha"],
         "you": "←" if r["session"] == live.my_board_id() else ""} for i, r in enumerate(board_rows)])
     return frame if _classifies(task) else frame.drop(columns=COLUMNS["accuracy"])
