@@ -3,5 +3,5 @@
 from ui import playground_view
 from ui.navigation import page
 
-page("Playground")
-playground_view.show()
+with page("Playground"):
+    playground_view.show()

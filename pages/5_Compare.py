@@ -3,5 +3,5 @@
 from ui import compare_view
 from ui.navigation import page
 
-page("Compare")
-compare_view.show()
+with page("Compare"):
+    compare_view.show()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 
@@ -78,6 +79,19 @@ def test_the_page_table_is_every_page_file_in_its_order():
     files = ["app.py", *sorted(str(p.relative_to(root)) for p in (root / "pages").glob("*.py"))]
     assert [p.path for p in PAGES.values()] == files
     assert all(p.path.endswith(f"_{p.label}.py") for p in list(PAGES.values())[1:])  # its URL path is its label
+
+
+def test_every_page_runs_its_whole_body_inside_the_gate():
+    """A page's body is one `with page(label):` block after its imports, so that it counts against the server's
+    few concurrent builds (ui/gate.py) from its first widget to its last."""
+    root = Path(__file__).resolve().parents[1]
+    for p in PAGES.values():
+        body = [node for node in ast.parse((root / p.path).read_text()).body
+                if not isinstance(node, ast.Import | ast.ImportFrom)
+                and not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]  # the docstring
+        assert len(body) == 1 and isinstance(body[0], ast.With), p.path
+        call = body[0].items[0].context_expr
+        assert call.func.id == "page" and call.args[0].value == p.label, p.path
 
 
 # ---- Playground ---------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from lora_core.settings.results import PHASES, ExperimentResult, PhaseHistory
 from lora_core.sweep import SweepProgress, SweepRequest, SweepResult, member_name, members, run_request, sweep_estimate
 from lora_core.training.loop import warm_up as warm_up_torch
 
-from . import dynamics_figures, figures, session, training_figures
+from . import dynamics_figures, figures, gate, session, training_figures
 
 LOG = logging.getLogger("lora_explorer")  # one line per computed run, for whoever watches the server (load test)
 if not LOG.handlers:
@@ -189,7 +189,8 @@ def _follow(work: ExperimentConfig | SweepRequest, status, draw, lesson: str = "
     state.active_run = run_id
     waited = False
     try:
-        waited = _wait(job, sched, run_id, owner, status, draw)
+        with gate.waiting():
+            waited = _wait(job, sched, run_id, owner, status, draw)
     finally:
         if not job.done.is_set():
             sched.release(job, owner)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 
-from . import classroom, live, session
+from . import classroom, gate, live, session
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,16 @@ PAGES = {p.label: p for p in (
 )}
 
 
-def page(title: str) -> None:
-    """Every page starts here: wide layout, the tab's title, the navigation."""
+@contextlib.contextmanager
+def page(title: str) -> Iterator[None]:
+    """Every page runs inside this: wide layout, the tab's title, the navigation, then the page's body, as one of
+    the few builds the server runs at once (ui/gate.py)."""
+    with gate.building():
+        _start(title)
+        yield
+
+
+def _start(title: str) -> None:
     st.set_page_config(page_title=f"{title} · LoRA Explorer", page_icon="🧮", layout="wide")
     session.current().active_run = None  # any new script run of this session stops a run an older one started
     live.warm_up()

@@ -24,7 +24,7 @@ from lora_core.settings.choices import TASK_LABELS
 from lora_core.settings.config import LABELS, ConfigError
 from lora_core.settings.task_specs import TASK_SPECS
 
-from . import classroom, live, session
+from . import classroom, gate, live, session
 from .figures import LEGEND, MARGIN
 from .navigation import link
 from .settings import settings_of, to_config, url_params
@@ -152,9 +152,10 @@ def live_room(challenge_slot, task: str, lesson: str) -> None:
     """The challenge (drawn into `challenge_slot`, a container at the page's top) and the board, redrawn every
     REFRESH_S seconds. One fragment, so that a refresh is one script run: a run's own cost in Streamlit (about
     20 ms of the server's CPU, measured) is most of a refresh's, and twenty viewers make ten refreshes a second."""
-    with challenge_slot:
-        show_challenge()
-    live_board(task, lesson)
+    with gate.building():  # a refresh is a script run too (the page's first one holds its place already)
+        with challenge_slot:
+            show_challenge()
+        live_board(task, lesson)
 
 
 def live_board(task: str, lesson: str) -> None:
