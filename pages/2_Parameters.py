@@ -43,7 +43,8 @@ with page("Parameters"):
     dora = st.checkbox(LABELS["use_dora"], value=s["use_dora"], help="DoRA also trains a magnitude per output row of "
                        "each adapted weight: d_out more parameters per layer (the Playground's setting by default)")
     # The whole model, as the Playground counts it: adapters on the adapted layers, every weight (and bias) for full.
-    counts = param_counts(task.layer_shapes(settings), rank, use_dora=dora, targets=tuple(model), biases=task.biases)
+    counts = param_counts(task.layer_shapes(settings), rank, use_dora=dora, targets=tuple(model), biases=task.biases,
+                          other=task.other_params(settings))
     st.subheader(f"This model at r = {rank}" + (" with DoRA" if dora else ""))
     cards = st.columns(5)
     cards[0].metric("DoRA parameters" if dora else "LoRA parameters", f"{counts.lora_trainable:,}", border=True)

@@ -105,8 +105,8 @@ def test_playground_has_the_labelled_controls_with_the_default_preset():
     assert shift.options == ["constant", "low-rank", "low-rank, directions halving", "full-rank"]
     assert widget(at.sidebar, "number_input", "Shift size").value == default.shift_scale
     assert not [w for w in at.sidebar.number_input if w.label == "Shift rank"]
-    assert widget(at.sidebar, "selectbox", "Preset").options == ["Default", "Digits", "Article",
-                                                                 "Dynamics (directions one at a time)"]
+    assert widget(at.sidebar, "selectbox", "Preset").options == ["Default", "Digits", "Text (a small transformer)",
+                                                                 "Article", "Dynamics (directions one at a time)"]
     for label in ("Input size d_in", "Hidden size", "Output size d_out", "Training samples", "Pretraining epochs",
                   "Fine-tuning epochs", "Batch size", "Learning rate", "Seed"):
         widget(at.sidebar, "number_input", label)

@@ -19,7 +19,7 @@ def test_the_lessons_and_presets_bases_once_each_the_quickest_first():
     bases = server_bases()
     keys = [tuple(getattr(c, f) for f in BASE_FIELDS) for c in bases]
     assert len(keys) == len(set(keys))
-    assert {c.task for c in bases} == {"linear", "digits"}
+    assert {c.task for c in bases} == {"linear", "digits", "text"}
     seconds = [estimate(c).seconds for c in bases]
     assert seconds == sorted(seconds)
     assert bases[-1].d_in == preset("article").d_in  # the article's big base comes last

@@ -23,6 +23,10 @@ INTRO = {  # the page's first line, by task
     "digits": "Pretrain a small ReLU network (64 → hidden → hidden → 10) on scikit-learn's 8×8 handwritten digits, "
               "shift the digits (rotate, mirror, invert, add noise, permute the pixels, or add classes pretraining "
               "never saw), then fine-tune LoRA adapters on the chosen layers and merge them.",
+    "text": "Pretrain a small transformer (causal self-attention with q, k, v, o projections and an MLP fc1, fc2 "
+            "in every block) to predict the next character of Python's own documentation, shift it to Python "
+            "source code (or to the documentation read backwards), then fine-tune LoRA adapters on the chosen "
+            "target modules and merge them. Losses are in nats per character (divide by ln 2 ≈ 0.693 for bits).",
 }
 
 
@@ -103,17 +107,18 @@ def show_result(result: ExperimentResult, config: ExperimentConfig | None, chart
         st.warning(result.message)
 
     loss_name = TASK_KINDS[result.config["task"]].loss_name
+    accuracy_help = training_figures.ACCURACY_HELP.get(result.config["task"], "share of held-out answers right")
     cards = [c for _ in range(2) for c in st.columns(3)]  # two rows of three: the numbers stay readable
     for card, key in zip(cards, figures.LOSS_LABELS, strict=False):
         if result.accuracies:  # a classification task: accuracy on the card, the loss in its help
             card.metric(figures.LOSS_CARDS[key], training_figures.percent(result.accuracies.get(key)), border=True,
-                        help=f"{figures.LOSS_LABELS[key]}: {training_figures.ACCURACY_HELP}; {loss_name} "
+                        help=f"{figures.LOSS_LABELS[key]}: {accuracy_help}; {loss_name} "
                              f"{figures.number(result.losses.get(key))}")
         else:
             card.metric(figures.LOSS_CARDS[key], figures.number(result.losses.get(key)), border=True,
                         help=f"{figures.LOSS_LABELS[key]}: {loss_name} on held-out samples")
     if result.accuracies:
-        st.caption(f"The cards show held-out accuracy: the {training_figures.ACCURACY_HELP}. Each card's help gives "
+        st.caption(f"The cards show held-out accuracy: the {accuracy_help}. Each card's help gives "
                    f"the {loss_name}.")
     cards[-1].metric("Merge check", figures.number(result.merge_max_abs_diff), border=True,
                     help="max |adapter − merged|: the largest difference between the outputs of the adapter model and "
@@ -121,8 +126,9 @@ def show_result(result: ExperimentResult, config: ExperimentConfig | None, chart
 
     fold = loss_improvement(result)
     before, after = result.accuracies.get("base_on_shifted"), result.accuracies.get("merged_on_shifted")
-    change = (f"Fine-tuning and merging took the accuracy on shifted digits from {training_figures.percent(before)} to "
-              f"{training_figures.percent(after)}. " if after is not None
+    shifted = training_figures.SHIFTED_DATA.get(result.config["task"], "shifted data")
+    change = (f"Fine-tuning and merging took the accuracy on {shifted} from "
+              f"{training_figures.percent(before)} to {training_figures.percent(after)}. " if after is not None
               else f"Fine-tuning and merging lowered the loss on shifted data {fold:,.0f}-fold. " if fold and fold >= 10
               else f"Fine-tuning and merging lowered the loss on shifted data {fold:.2g}-fold. " if fold and fold > 1
               else "")
@@ -139,5 +145,26 @@ def show_result(result: ExperimentResult, config: ExperimentConfig | None, chart
     for note in notes(make_config(**result.config)):
         st.caption("What to look for with " + note)
     if result.samples:
-        st.plotly_chart(training_figures.samples_figure(result), key="samples")
-        st.caption(training_figures.samples_caption(result))
+        SAMPLE_VIEWS[result.config["task"]](result)
+
+
+def digit_samples(result: ExperimentResult) -> None:
+    st.plotly_chart(training_figures.samples_figure(result), key="samples")
+    st.caption(training_figures.samples_caption(result))
+
+
+def text_samples(result: ExperimentResult) -> None:
+    """Each prompt continued by the base and by the fine-tuned model, as plain text (st.code shows it verbatim)."""
+    st.markdown("**The same prompts, continued** (greedy: the most likely next character, every time)")
+    for i, sample in enumerate(result.samples):
+        st.caption(f"Prompt {i + 1}, from the held-out shifted text")
+        st.code(sample["prompt"], language=None)
+        left, right = st.columns(2)
+        left.caption("base model (pretrained on the documentation)")
+        left.code(sample["base"], language=None)
+        right.caption("fine-tuned and merged")
+        right.code(sample["adapted"], language=None)
+
+
+# How a task's result samples are shown (ExperimentResult.samples, made by its TaskKind), by task
+SAMPLE_VIEWS = {"digits": digit_samples, "text": text_samples}

@@ -22,7 +22,7 @@ from lora_core.settings.config import (
 )
 
 PRESET_LABELS = {"default": "Default", "digits": "Digits", "article": "Article",
-                 "dynamics": "Dynamics (directions one at a time)"}
+                 "dynamics": "Dynamics (directions one at a time)", "text": "Text (a small transformer)"}
 
 
 def preset_settings(name: str) -> dict[str, Any]:
@@ -33,7 +33,7 @@ def preset_settings(name: str) -> dict[str, Any]:
 
 def settings_of(config: ExperimentConfig) -> dict[str, Any]:
     """A config's Playground settings, on the preset of its task (so that its link names only what differs)."""
-    name = "digits" if config.task == "digits" else "default"
+    name = config.task if config.task in PRESETS else "default"  # a task's own preset is named after it
     return {**preset_settings(name), **{k: getattr(config, k) for k in LABELS}}
 
 

@@ -18,7 +18,14 @@ from lora_core.tasks.registry import TASK_KINDS
 from . import figures
 
 ACCURACY_AXIS = "held-out accuracy (share right)"
-ACCURACY_HELP = "share of the held-out digits whose predicted class is right"
+# A classifying task's epoch axis, by task
+EPOCH_AXIS = {"digits": "epoch (pretraining on the original digits, then fine-tuning on the shifted ones)",
+              "text": "epoch (pretraining on the documentation, then fine-tuning on the shift's text)"}
+# What a classifying task's shifted data is called in a sentence, by task
+SHIFTED_DATA = {"digits": "shifted digits", "text": "the shift's text"}
+# What a classifying task's accuracy counts, by task
+ACCURACY_HELP = {"digits": "share of the held-out digits whose predicted class is right",
+                 "text": "share of the held-out characters the model predicts right (its most likely next one)"}
 
 
 def training_figure(history: dict[str, PhaseHistory], epochs: Sequence[int], task: str, *,
@@ -39,8 +46,7 @@ def training_figure(history: dict[str, PhaseHistory], epochs: Sequence[int], tas
     fig.update_layout(title="Loss and accuracy per epoch", legend_title_text="", hovermode="x unified",
                       legend=figures.LEGEND, margin=figures.MARGIN, height=560)
     figures.mark_phases(fig, epochs, status)
-    fig.update_xaxes(title_text="epoch (pretraining on the original digits, then fine-tuning on the shifted ones)",
-                     row=2, col=1)
+    fig.update_xaxes(title_text=EPOCH_AXIS.get(task, "epoch"), row=2, col=1)
     fig.update_yaxes(title_text=figures.loss_axis(task), type="log", exponentformat="power", row=1, col=1)
     fig.update_yaxes(title_text=ACCURACY_AXIS, range=[0, 1.02], tickformat=".0%", row=2, col=1)
     return fig

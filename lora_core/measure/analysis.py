@@ -36,11 +36,12 @@ def adam_state_bytes(n_params: int, dtype: str = "float32") -> int:
 
 def param_counts(shapes: dict[str, tuple[int, int]], rank: int, use_dora: bool = False,
                  targets: tuple[str, ...] | None = None, biases: bool = False,
-                 extra: Callable[[int, int], int] | None = None) -> ParamCounts:
+                 extra: Callable[[int, int], int] | None = None, other: int = 0) -> ParamCounts:
     """Per-layer and total counts for layers given as {name: (d_in, d_out)}, an adapter on each of `targets` (all
     layers when None); each adapter also trains `extra(d_in, d_out)` numbers beyond A and B (its variants':
     with `use_dora`, DoRA's magnitude vector). With `biases`, every layer has one, which full fine-tuning trains
-    too."""
+    too. `other` counts the model's parameters outside its linear layers (the text model's embeddings and
+    norms), which full fine-tuning trains as well."""
     extra = extra or (lambda d_in, d_out: DoRA().extra_trainable(d_in, d_out) if use_dora else 0)
     layers = []
     for name, (d_in, d_out) in shapes.items():
@@ -49,7 +50,7 @@ def param_counts(shapes: dict[str, tuple[int, int]], rank: int, use_dora: bool =
         lora = lora_param_count(d_in, d_out, rank) + magnitude if adapted else 0
         bias = d_out if biases else 0
         layers.append(LayerParams(name, d_in, d_out, lora, full_param_count(d_in, d_out) + bias, magnitude, bias))
-    return ParamCounts(sum(layer.lora for layer in layers), sum(layer.full for layer in layers), layers)
+    return ParamCounts(sum(layer.lora for layer in layers), sum(layer.full for layer in layers) + other, layers)
 
 
 def config_param_counts(config: ExperimentConfig) -> ParamCounts:
@@ -57,7 +58,8 @@ def config_param_counts(config: ExperimentConfig) -> ParamCounts:
     task = kind(config)
     in_use = active(config)
     return param_counts(task.layer_shapes(config), config.rank, targets=task.targets(config), biases=task.biases,
-                        extra=lambda d_in, d_out: sum(v.extra_trainable(d_in, d_out) for v in in_use))
+                        extra=lambda d_in, d_out: sum(v.extra_trainable(d_in, d_out) for v in in_use),
+                        other=task.other_params(config))
 
 
 def factored_singular_values(B: torch.Tensor, A: torch.Tensor, scaling: float = 1.0) -> torch.Tensor:

@@ -191,7 +191,43 @@ def _digits_estimate(config: ExperimentConfig) -> Estimate:
     return Estimate(int(peak), float(macs), seconds, steps)
 
 
-ESTIMATES = {"linear": _linear_estimate, "digits": _digits_estimate}  # by config.task
+# Reading the two texts (Python strings of up to 4 bytes a character, their UTF-32 copies and int64 ids, about a
+# million characters in all) beside the tensors counted below.
+TEXT_LOAD_BYTES = 48 * 2**20
+
+
+def _text_estimate(config: ExperimentConfig) -> Estimate:
+    """The text task's estimate: a small transformer on windows of characters, on the autograd path."""
+    c = config
+    task = spec(c)
+    item = BYTES_PER_ITEM[c.dtype]
+    shapes = task.layer_shapes(c)
+    d, t, vocab = c.hidden, c.context, shapes["head"][1]
+    weights = sum(d_in * d_out + d_out for d_in, d_out in shapes.values()) + (vocab + t) * d  # with embeddings
+    largest = max(d_in * d_out for d_in, d_out in shapes.values())
+    # Activations one token keeps for the backward pass: per block about 20 d (norms, q, k, v, attention's output,
+    # the MLP's 4 d twice) and the attention weights (heads x T, twice); the logits and their softmax (3 x vocab).
+    per_token = c.blocks * (20 * d + 2 * c.heads * t) + 3 * vocab + 2 * d
+    training = 6 * weights + c.batch_size * t * per_token
+    evaluation = 3 * weights + min(EVAL_CHUNK, c.n_eval) * t * (3 * vocab + 4 * d + c.heads * t)
+    data = 2 * (c.n_samples + 2 * c.n_eval) * t * 8 // item  # x and y as int64, both texts' held-out windows
+    analysis_items = 6 * largest * 8 // item + (4 if c.method == "full" else 3) * weights
+    peak = TEXT_LOAD_BYTES + item * (data + max(training, evaluation, analysis_items))
+    per_token_macs = c.blocks * (12 * d * d + 2 * t * d) + d * vocab  # forward, a token
+    tokens = (c.pretrain_epochs + c.epochs) * (3 * c.n_samples + 2 * c.n_eval) * t
+    svds = sum(3 * _svd_macs(d_out, d_in) for d_in, d_out in shapes.values())
+    macs = tokens * per_token_macs + svds
+    steps = math.ceil(c.n_samples / c.batch_size) * (c.pretrain_epochs + c.epochs)
+    seconds = (_seconds(macs, svds, steps * weights, c.pretrain_epochs + c.epochs)
+               + steps * TEXT_STEP_MODULES * c.blocks * SECONDS_PER_STEP["autograd"])
+    return Estimate(int(peak), float(macs), seconds, steps)
+
+
+# A transformer block runs about this many modules' worth of Python per step (six projections, two norms,
+# attention, the activation, the residuals) compared with one of the MLP's layers.
+TEXT_STEP_MODULES = 4
+
+ESTIMATES = {"linear": _linear_estimate, "digits": _digits_estimate, "text": _text_estimate}  # by config.task
 
 # Fine-tuning's dynamics (measure/dynamics.py) measure a dense matrix exactly up to this many elements, else with
 # a subspace iteration; what they hold is `dynamics_bytes`.

@@ -10,8 +10,9 @@ import os
 from typing import Any
 
 # Choices, written once and imported wherever a widget, flag or check needs them.
-TASKS = ["linear", "digits"]  # a list: tasks/registry.register_task adds one
-TASK_LABELS = {"linear": "linear regression (the article)", "digits": "handwritten digits (MLP)"}
+TASKS = ["linear", "digits", "text"]  # a list: tasks/registry.register_task adds one
+TASK_LABELS = {"linear": "linear regression (the article)", "digits": "handwritten digits (MLP)",
+               "text": "text (a small transformer)"}
 DIGIT_SHIFTS = ("rotated", "mirrored", "inverted", "noised", "permuted", "held_out")  # digits.py
 DIGIT_SHIFT_LABELS = {"rotated": "rotated", "mirrored": "mirrored", "inverted": "inverted", "noised": "noised",
                       "permuted": "pixels permuted", "held_out": "classes held out"}
@@ -19,6 +20,32 @@ DIGIT_SHIFT_LABELS = {"rotated": "rotated", "mirrored": "mirrored", "inverted": 
 LAYER_SETS = ("1,2,3", "1,2", "2,3", "1,3", "1", "2", "3")
 LAYER_SET_LABELS = {"1,2,3": "all three", "1,2": "1 and 2 (input, hidden)", "2,3": "2 and 3 (hidden, output)",
                     "1,3": "1 and 3 (input, output)", "1": "1 (input)", "2": "2 (hidden)", "3": "3 (output)"}
+# The text task's shifts (tasks/text_data.py): what fine-tuning adapts the documentation's model to
+TEXT_SHIFTS = ("code", "reversed")
+TEXT_SHIFT_LABELS = {"code": "Python source code", "reversed": "the documentation backwards"}
+# The text model's modules an adapter may go on, PEFT's names, by their short names in the `targets` setting;
+# a setting is a comma-separated subset in this order, or one of TARGET_PRESETS.
+TARGET_MODULES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "fc1": "fc1", "fc2": "fc2"}
+TARGET_PRESETS = {"attention": ("q", "k", "v", "o"), "mlp": ("fc1", "fc2"), "all": tuple(TARGET_MODULES)}
+TARGET_SETS = (*TARGET_PRESETS, *(",".join(n for i, n in enumerate(TARGET_MODULES) if mask >> i & 1)
+                                  for mask in range(1, 2 ** len(TARGET_MODULES))))
+TARGET_SET_LABELS = {"attention": "attention: q, k, v, o", "mlp": "MLP: fc1, fc2", "all": "all six",
+                     "q,v": "q, v (the LoRA paper's)"}
+
+
+def canonical_targets(text: str) -> str:
+    """A `targets` setting in its one spelling: 'V, q' -> 'q,v', 'ATTENTION' -> 'attention'; text that names
+    anything else is returned as it was (and then refused as no choice)."""
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    if len(names) == 1 and names[0] in TARGET_PRESETS:
+        return names[0]
+    short = {**{v: k for k, v in TARGET_MODULES.items()}, **{k: k for k in TARGET_MODULES}}  # q_proj or q
+    if not names or any(n not in short for n in names):
+        return text
+    chosen = {short[n] for n in names}
+    return ",".join(n for n in TARGET_MODULES if n in chosen)
+
+
 METHODS = ("lora", "full")
 METHOD_LABELS = {"lora": "LoRA (and its variants)", "full": "full fine-tuning"}
 SHIFTS = ("constant", "low_rank", "graded", "full_rank")

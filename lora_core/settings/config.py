@@ -43,12 +43,17 @@ from .choices import (  # noqa: F401 - re-exported: every setting's choices are 
     RANKED_SHIFTS,
     SHIFT_LABELS,
     SHIFTS,
+    TARGET_SET_LABELS,
+    TARGET_SETS,
     TASK_LABELS,
     TASKS,
+    TEXT_SHIFT_LABELS,
+    TEXT_SHIFTS,
     ConfigError,
+    canonical_targets,
 )
 from .path_rule import choose_path
-from .task_specs import rank_limit
+from .task_specs import rank_limit, spec
 from .variants import lora_scaling
 
 
@@ -56,7 +61,7 @@ def _knob(default: Any, help: str, *, label: str | None = None, lo: float | None
           choices: tuple[str, ...] | None = None, choice_labels: dict[str, str] | None = None,
           positive: bool = False, step: float | None = None, slider: tuple[float, float | None] | None = None,
           group: str | None = None, base: bool = False, only_if: dict[str, Any] | None = None,
-          maths: str | None = None) -> Any:
+          maths: str | None = None, spelling: Any = None, choices_text: str | None = None) -> Any:
     """A config field with everything known about it, in `metadata`:
 
     help, label: the flag's help and the widget's label (no label: not a Playground setting, not in the URL);
@@ -67,11 +72,13 @@ def _knob(default: Any, help: str, *, label: str | None = None, lo: float | None
     base: whether it shapes the pretrained base (so it is part of the base cache's key);
     only_if: {field: value, ...} when the setting matters only while every such field has that value (or one of
     a tuple of them) (`matters`);
-    maths: one line (Markdown with LaTeX) saying what the setting changes, shown under its widget.
+    maths: one line (Markdown with LaTeX) saying what the setting changes, shown under its widget;
+    spelling: text -> the choice it means (a flag or link may write a choice another way); choices_text: the
+    choices in words, where listing them all would be too long.
     """
     meta = {"help": help, "label": label, "lo": lo, "hi": hi, "choices": choices, "choice_labels": choice_labels,
             "positive": positive, "step": step, "slider": slider, "group": group, "base": base,
-            "only_if": only_if, "maths": maths}
+            "only_if": only_if, "maths": maths, "spelling": spelling, "choices_text": choices_text}
     return field(default=default, metadata=meta)
 
 
@@ -108,6 +115,9 @@ class ExperimentConfig:
     held_out: int = _knob(3, "how many classes (the last digits) pretraining never sees; fine-tuning adds them "
                           "(1-9: at least one class must remain to pretrain on)", label="Classes held out", lo=1,
                           hi=9, group="main", base=True, only_if={"task": "digits", "digits_shift": "held_out"})
+    text_shift: str = _knob("code", "what the text model is fine-tuned on after learning the documentation",
+                            label="Text shift", choices=TEXT_SHIFTS, choice_labels=TEXT_SHIFT_LABELS, group="main",
+                            only_if={"task": "text"})
     # Method, model (d_in -> hidden -> d_out, two bias-free linear layers), data and training: the expander
     method: str = _knob("lora", "fine-tuning method: LoRA adapters or all weights", label="Method", choices=METHODS,
                         choice_labels=METHOD_LABELS, group="method",
@@ -134,15 +144,28 @@ class ExperimentConfig:
                         label="Adapted layers", choices=LAYER_SETS, choice_labels=LAYER_SET_LABELS, group="method",
                         only_if={"task": "digits", "method": "lora"},
                         maths=r"an adapter $s\,BA$ on each chosen layer; the others stay frozen")
+    targets: str = _knob("q,v", "the text model's modules that get an adapter in every block (PEFT's "
+                         "target_modules): a comma-separated subset of q, k, v, o, fc1, fc2, or attention, mlp, all",
+                         label="Target modules", choices=TARGET_SETS, choice_labels=TARGET_SET_LABELS,
+                         group="method", only_if={"task": "text", "method": "lora"}, spelling=canonical_targets,
+                         choices_text="a comma-separated subset of q, k, v, o, fc1, fc2, or attention, mlp, all",
+                         maths=r"an adapter $s\,BA$ on each chosen projection of every block")
     d_in: int = _knob(64, "input dimension", label="Input size d_in", lo=1, hi=MAX_DIM, group="more", base=True,
                       only_if={"task": "linear"})
     hidden: int = _knob(64, "hidden dimension", label="Hidden size", lo=1, hi=MAX_DIM, group="more", base=True)
     d_out: int = _knob(64, "output dimension", label="Output size d_out", lo=1, hi=MAX_DIM, group="more", base=True,
                        only_if={"task": "linear"})
-    n_samples: int = _knob(1024, "training samples per task", label="Training samples", lo=1, hi=MAX_SAMPLES,
-                           group="more", base=True, only_if={"task": "linear"})
+    blocks: int = _knob(2, "transformer blocks of the text model", label="Blocks", lo=1, hi=12, group="more",
+                        base=True, only_if={"task": "text"})
+    heads: int = _knob(4, "attention heads per block (the hidden size must be a multiple)", label="Heads", lo=1,
+                       hi=64, group="more", base=True, only_if={"task": "text"})
+    context: int = _knob(64, "characters the text model sees at once (a window's length)", label="Context", lo=2,
+                         hi=1024, group="more", base=True, only_if={"task": "text"})
+    n_samples: int = _knob(1024, "training samples per task (text: windows of `context` characters)",
+                           label="Training samples", lo=1, hi=MAX_SAMPLES, group="more", base=True,
+                           only_if={"task": ("linear", "text")})
     n_eval: int = _knob(512, "held-out samples per task, used only for evaluation", label="Held-out samples", lo=1,
-                        hi=MAX_SAMPLES, group="more", base=True, only_if={"task": "linear"})
+                        hi=MAX_SAMPLES, group="more", base=True, only_if={"task": ("linear", "text")})
     pretrain_epochs: int = _knob(30, "epochs of pretraining on the original task", label="Pretraining epochs", lo=1,
                                  hi=MAX_EPOCHS, group="more", base=True)
     epochs: int = _knob(30, "epochs of fine-tuning on the shifted task", label="Fine-tuning epochs", lo=1,
@@ -200,6 +223,8 @@ def field_name(name: str) -> str:
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "digits": {"task": "digits"},
+    "text": dict(task="text", hidden=64, blocks=2, heads=4, context=64, n_samples=2048, n_eval=256, batch_size=32,
+                 lr=3e-3, pretrain_epochs=16, epochs=4, rank=8, alpha=16.0),
     "article": dict(rank=1, alpha=1.0, init="gaussian", shift="constant", shift_scale=1.0, n_samples=10_000,
                     n_eval=2_000, d_in=1001, hidden=1000, d_out=1000, pretrain_epochs=100, epochs=100,
                     batch_size=128, lr=1e-3),
@@ -228,6 +253,8 @@ def bounds_text(name: str) -> str:
     """What values a field allows, in words, e.g. 'an integer from 1 to 65536'."""
     meta = FIELDS[name].metadata
     kind = FIELDS[name].type
+    if meta["choices_text"]:
+        return meta["choices_text"]
     if meta["choices"]:
         return "one of " + ", ".join(meta["choices"])
     if kind == "bool":
@@ -245,6 +272,8 @@ def coerce(name: str, value: Any) -> Any:
     kind = FIELDS[name].type
     try:
         if kind == "str":
+            if isinstance(value, str) and FIELDS[name].metadata["spelling"]:
+                value = FIELDS[name].metadata["spelling"](value)
             if not isinstance(value, str) or value not in (FIELDS[name].metadata["choices"] or (value,)):
                 raise ValueError
             return value
@@ -290,6 +319,8 @@ def validate(config: ExperimentConfig) -> None:
     """Raise ConfigError naming the first problem; the single place where limits are checked."""
     for name in FIELDS:
         check_value(name, getattr(config, name))
+    if problem := spec(config).problem(config):
+        raise ConfigError(problem)
     smallest = rank_limit(config)
     if config.method == "lora" and config.rank > smallest:
         raise ConfigError(f"rank must be from 1 to {smallest} (the smallest dimension of an adapted layer), "

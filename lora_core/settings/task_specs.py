@@ -7,11 +7,12 @@ read these; the task's data and model, which need torch, are in task_kinds.py be
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .choices import DIGIT_SHIFT_LABELS, SHIFT_LABELS
+from .choices import DIGIT_SHIFT_LABELS, SHIFT_LABELS, TARGET_MODULES, TARGET_PRESETS, TEXT_SHIFT_LABELS
 
 Shapes = dict[str, tuple[int, int]]  # {layer name: (d_in, d_out)}
 
@@ -27,6 +28,12 @@ N_IMAGES = 1797  # the rows of scikit-learn's digits.csv.gz (tests/test_digits.p
 TEST_FRACTION = 0.25
 
 
+# The text task (tasks/text_data.py, text_model.py): characters as tokens, id 0 the unknown one, then printable
+# ASCII and the newline; the model's adaptable modules in a block, PEFT's names.
+TEXT_VOCAB = ("\ufffd", *string.printable[:95], "\n")  # string.printable starts with the 95 printable ASCII
+TEXT_MODULES = tuple(TARGET_MODULES.values())
+
+
 def linear_shapes(d_in: int, hidden: int, d_out: int) -> Shapes:
     """{layer name: (d_in, d_out)} of the article's two layers."""
     return {"layer1": (d_in, hidden), "layer2": (hidden, d_out)}
@@ -35,6 +42,26 @@ def linear_shapes(d_in: int, hidden: int, d_out: int) -> Shapes:
 def mlp_shapes(d_in: int, hidden: int, classes: int) -> Shapes:
     """{layer name: (d_in, d_out)} of the digits network's three layers."""
     return {"layer1": (d_in, hidden), "layer2": (hidden, hidden), "layer3": (hidden, classes)}
+
+
+def text_shapes(d_model: int, blocks: int) -> Shapes:
+    """{layer name: (d_in, d_out)} of the text model's linear layers, block by block, then its head."""
+    block = {"q_proj": (d_model, d_model), "k_proj": (d_model, d_model), "v_proj": (d_model, d_model),
+             "o_proj": (d_model, d_model), "fc1": (d_model, 4 * d_model), "fc2": (4 * d_model, d_model)}
+    shapes = {f"blocks.{i}.{name}": shape for i in range(blocks) for name, shape in block.items()}
+    return {**shapes, "head": (d_model, len(TEXT_VOCAB))}
+
+
+def text_other_params(d_model: int, blocks: int, context: int) -> int:
+    """The text model's parameters outside its linear layers: token and position embeddings, and the weight and
+    bias of two layer norms per block and the final one."""
+    return (len(TEXT_VOCAB) + context) * d_model + 2 * d_model * (2 * blocks + 1)
+
+
+def text_targets(targets: str, blocks: int) -> tuple[str, ...]:
+    """The full names of the modules a `targets` setting ('q,v', 'attention', ...) adapts, block by block."""
+    short = TARGET_PRESETS.get(targets) or tuple(targets.split(","))
+    return tuple(f"blocks.{i}.{TARGET_MODULES[n]}" for i in range(blocks) for n in TARGET_MODULES if n in short)
 
 
 def split_sizes(n: int) -> tuple[int, int]:
@@ -55,6 +82,10 @@ class TaskSpec:
     # batched.py's stacked members and analysis.loss_floor (a linear map on Gaussian inputs) are written for.
     linear_model: bool
     shift_label: Callable[[Any], str]  # the shift a run met, in words (the Runs list, the Spectrum page)
+    # What makes a config of this task impossible beyond its settings' own bounds, in words; None when it can run
+    problem: Callable[[Any], str | None] = lambda c: None
+    # The model's trained parameters outside its linear layers (embeddings, norms): full fine-tuning trains them
+    other_params: Callable[[Any], int] = lambda c: 0
 
     def adapted_shapes(self, values: Any) -> Shapes:
         """The shapes of the layers that get an adapter."""
@@ -75,6 +106,15 @@ TASK_SPECS: dict[str, TaskSpec] = {
         rows=lambda c: split_sizes(N_IMAGES),
         loss_name="cross-entropy", classifies=True, biases=True, linear_model=False,
         shift_label=lambda c: f"digits {DIGIT_SHIFT_LABELS[c.digits_shift]}"),
+    "text": TaskSpec(
+        layer_shapes=lambda c: text_shapes(c.hidden, c.blocks),
+        targets=lambda c: text_targets(c.targets, c.blocks),
+        rows=lambda c: (c.n_samples, c.n_eval),
+        loss_name="cross-entropy (nats per character)", classifies=True, biases=True, linear_model=False,
+        shift_label=lambda c: f"documentation to {TEXT_SHIFT_LABELS[c.text_shift]}",
+        other_params=lambda c: text_other_params(c.hidden, c.blocks, c.context),
+        problem=lambda c: (None if c.hidden % c.heads == 0 else
+                           f"the hidden size ({c.hidden}) must be a multiple of the heads ({c.heads})")),
 }
 
 

@@ -20,12 +20,14 @@ import torch.nn as nn
 
 from ..settings.budget import ESTIMATES, Estimate
 from ..settings.choices import TASK_LABELS, TASKS
-from ..settings.task_specs import CLASSES, PIXELS, TASK_SPECS, TaskSpec
-from . import digits
+from ..settings.task_specs import CLASSES, PIXELS, TASK_SPECS, TEXT_VOCAB, TaskSpec
+from . import digits, text_samples
 from .data import Task
 from .linear import make_tasks
 from .linear_model import TwoLayerLinear
 from .mlp import DigitsMLP
+from .text_data import make_text_tasks
+from .text_model import TinyTransformer
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ TASK_KINDS: dict[str, TaskKind] = {
     "digits": TaskKind(
         TASK_SPECS["digits"], make_tasks=digits.make_digit_tasks,
         build_model=lambda c, g: DigitsMLP(PIXELS, c.hidden, CLASSES, g, _dtype(c)), samples=digits.sample_grid),
+    "text": TaskKind(
+        TASK_SPECS["text"], make_tasks=make_text_tasks,
+        build_model=lambda c, g: TinyTransformer(len(TEXT_VOCAB), c.hidden, c.blocks, c.heads, c.context, g,
+                                                 _dtype(c)), samples=text_samples.continuations),
 }
 
 

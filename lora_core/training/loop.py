@@ -97,9 +97,9 @@ def held_out_scores(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK,
     for start in checked(range(0, split.x.shape[0], chunk), cancel):
         out, y = model(split.x[start:start + chunk]), split.y[start:start + chunk]
         total += loss(out, y, reduction="sum").item()
-        if classifies(split):
-            right += (out.argmax(-1) == y).sum().item()
-    return total / split.y.numel(), right / split.y.shape[0] if classifies(split) else None
+        if classifies(split):  # classes on dimension 1, as F.cross_entropy takes them ([n, C] or [n, C, T])
+            right += (out.argmax(1) == y).sum().item()
+    return total / split.y.numel(), right / split.y.numel() if classifies(split) else None
 
 
 def held_out_loss(model: nn.Module, split: Split, chunk: int = EVAL_CHUNK, cancel: CancelCheck | None = None) -> float:
@@ -195,9 +195,10 @@ def train(model: nn.Module, train_split: Split, eval_split: Split, *, epochs: in
     opt = TORCH_OPTIMIZERS[optimizer](optimizer_groups(model, lr, lr_ratio), lr=lr)
     n = train_split.x.shape[0]
     loss_fn = loss_of(train_split)
+    dtype = next(model.parameters()).dtype
 
     def train_epoch(order: Iterable[torch.Tensor]) -> float:
-        total = torch.zeros((), dtype=train_split.x.dtype, device=train_split.x.device)
+        total = torch.zeros((), dtype=dtype, device=train_split.x.device)  # the loss's dtype, not the ids'
         for idx in order:
             loss = loss_fn(model(train_split.x[idx]), train_split.y[idx])
             opt.zero_grad(set_to_none=True)

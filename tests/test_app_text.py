@@ -1,0 +1,52 @@
+"""The text task through AppTest: choose it on the Playground, see its controls, train a small transformer, and
+read back its loss and accuracy curves, its cards and the text both models write."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_core.settings.config import preset
+from tests.test_app_pages import charts, start, trace, train, widget
+
+# A transformer small enough for a few seconds of CPU (the preset's is about 25 s).
+QUICK = {"preset": "text", "hidden": "32", "blocks": "1", "heads": "2", "context": "24", "n-samples": "512",
+         "n-eval": "64", "pretrain-epochs": "6", "epochs": "3", "lr": "0.01", "rank": "4", "alpha": "8",
+         "targets": "q,v,fc1", "seed": "301"}
+
+
+@pytest.fixture(scope="module")
+def text_run():
+    return train(start("pages/1_Playground.py", **QUICK))
+
+
+def test_the_text_preset_shows_the_transformers_controls():
+    at = start("pages/1_Playground.py")
+    widget(at.sidebar, "selectbox", "Preset").set_value("text").run()
+    labels = {w.label for w in at.selectbox}
+    assert {"Text shift", "Target modules"} <= labels and "Shift" not in labels and "Digits shift" not in labels
+    assert widget(at, "selectbox", "Target modules").value == preset("text").targets
+    for label, value in (("Blocks", 2), ("Heads", 4), ("Context", 64), ("Hidden size", 64)):
+        assert widget(at, "number_input", label).value == value
+    widget(at, "selectbox", "Target modules").set_value("all").run()
+    assert at.query_params["targets"] == "all"
+
+
+def test_training_draws_per_character_loss_and_accuracy(text_run):
+    (curves, *_) = charts(text_run)
+    assert curves["layout"]["yaxis"]["title"]["text"] == "cross-entropy (nats per character) (log scale)"
+    assert "documentation" in curves["layout"]["xaxis2"]["title"]["text"]
+    pre = trace(curves, "pretraining, held-out")["y"]
+    assert len(pre) == 6 and pre[-1] < pre[0]
+    result = text_run.session_state["lora_explorer"].last()
+    assert trace(curves, "fine-tuning, held-out accuracy")["y"][-1] == pytest.approx(
+        result.accuracies["adapter_on_shifted"])
+    cards = {m.label: m.value for m in text_run.metric}
+    assert cards["Merged · shifted"] == f"{100 * result.accuracies['merged_on_shifted']:.1f} %"
+
+
+def test_the_page_shows_each_prompt_continued_by_both_models(text_run):
+    result = text_run.session_state["lora_explorer"].last()
+    shown = [c.value for c in text_run.code]
+    for sample in result.samples:
+        assert sample["prompt"] in shown and sample["base"] in shown and sample["adapted"] in shown
+    assert any("the shift's text" in c.value for c in text_run.caption)
