@@ -27,7 +27,7 @@ from .measure import analysis
 from .measure.dynamics import Dynamics
 from .settings import variants
 from .settings.budget import Estimate, estimate
-from .settings.config import ConfigError, ExperimentConfig, check_methods
+from .settings.config import ConfigError, ExperimentConfig, check_methods, coerce, matters
 from .settings.results import LOSS_KEYS, ExperimentResult, Progress
 from .tasks.linear_model import TARGETS
 from .training import batched, fast_batched
@@ -43,6 +43,11 @@ class SweepRequest:
     methods: tuple[str, ...]
     alphas: tuple[float, ...]
     seeds: tuple[int, ...]
+    # The text task's placements (`targets` settings) as one more axis; () keeps the config's own
+    targets: tuple[str, ...] = ()
+    # With a budget, each placement's adapters train at the largest rank whose parameters fit it (the ranks
+    # axis unused): the placements compared at equal cost; 0: no budget
+    budget: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,21 +86,28 @@ BATCH_TRAINERS = (fast_batched, batched)
 
 
 def member_name(method: str, config: dict[str, Any]) -> str:
-    """'lora r=4 α=2 seed 0', or 'full seed 0'."""
+    """'lora r=4 α=2 seed 0' ('lora r=4 α=2 on q,v seed 0' where the task has target modules), or 'full seed 0'."""
     if method == "full":
         return f"full seed {config['seed']}"
-    return f"{method} r={config['rank']} α={config['alpha']:g} seed {config['seed']}"
+    placement = f" on {config['targets']}" if matters("targets", config) else ""
+    return f"{method} r={config['rank']} α={config['alpha']:g}{placement} seed {config['seed']}"
 
 
 def request(config: ExperimentConfig, ranks: Sequence[int], methods: Sequence[str],
-            alphas: Sequence[float] | None = None, seeds: Sequence[int] | None = None) -> SweepRequest:
+            alphas: Sequence[float] | None = None, seeds: Sequence[int] | None = None,
+            targets: Sequence[str] | None = None, budget: int = 0) -> SweepRequest:
     """A validated request: every member's config is built here, so a bad grid fails before any work."""
     check_methods(methods)
     if not ranks or not methods:
         raise ConfigError("a sweep needs at least one rank and one method")
+    if (targets or budget) and not matters("targets", config.replace(method="lora").to_dict()):
+        raise ConfigError("target modules and a parameter budget apply only to the text task's transformer")
+    if budget < 0:
+        raise ConfigError(f"a parameter budget must be a positive number of parameters, got {budget}")
     req = SweepRequest(config, tuple(dict.fromkeys(int(r) for r in ranks)), tuple(dict.fromkeys(methods)),
                        tuple(dict.fromkeys(float(a) for a in alphas or (config.alpha,))),
-                       tuple(dict.fromkeys(int(s) for s in seeds or (config.seed,))))
+                       tuple(dict.fromkeys(int(s) for s in seeds or (config.seed,))),
+                       tuple(dict.fromkeys(coerce("targets", t) for t in targets or ())), int(budget))
     members(req)
     return req
 
@@ -109,19 +121,33 @@ def members(req: SweepRequest) -> list[tuple[str, ExperimentConfig]]:
             if method == "full":
                 out.append((method, req.config.replace(seed=seed, **settings)))
                 continue
-            for rank in req.ranks:
-                for alpha in req.alphas:
-                    try:
-                        out.append((method, req.config.replace(seed=seed, rank=rank, alpha=alpha, **settings)))
-                    except ConfigError as e:
-                        raise ConfigError(f"{method} r={rank} α={alpha:g}: {e}") from None
+            for placed in (req.config.replace(targets=t) for t in req.targets) if req.targets else (req.config,):
+                for rank in _ranks(req, placed.replace(**settings)):
+                    for alpha in req.alphas:
+                        try:
+                            out.append((method, placed.replace(seed=seed, rank=rank, alpha=alpha, **settings)))
+                        except ConfigError as e:
+                            raise ConfigError(f"{method} r={rank} α={alpha:g}: {e}") from None
     return out
+
+
+def _ranks(req: SweepRequest, config: ExperimentConfig) -> tuple[int, ...]:
+    """The ranks a placement's members train at: the grid's, or under a budget the largest that fits it."""
+    if not req.budget:
+        return req.ranks
+    rank = analysis.fitting_rank(config, req.budget)
+    if rank is None:
+        one = analysis.config_param_counts(config.replace(rank=1)).lora_trainable
+        raise ConfigError(f"adapters on {config.targets} train {one:,} parameters even at r = 1, more than the "
+                          f"budget of {req.budget:,}")
+    return (rank,)
 
 
 def grid_of(req: SweepRequest) -> dict[str, list]:
     """The request's grid as the result records it."""
+    axes = {"targets": list(req.targets), "budget": req.budget}  # only where used: the JSON stays as it was
     return {"ranks": list(req.ranks), "methods": list(req.methods), "alphas": list(req.alphas),
-            "seeds": list(req.seeds)}
+            "seeds": list(req.seeds), **{k: v for k, v in axes.items() if v}}
 
 
 def answers(result: SweepResult, req: SweepRequest) -> bool:
@@ -252,7 +278,9 @@ def _similarities(result: SweepResult, factors: list[dict[str, torch.Tensor]]) -
         return []
     first = adapters[0][1]
     alpha, seed = result.grid["alphas"][0], result.grid["seeds"][0]
-    same = [a for a in adapters if a[1] == first and a[2].config["alpha"] == alpha]
+    placement = adapters[0][2].config.get("targets")  # φ compares factors of the same layers
+    same = [a for a in adapters if a[1] == first and a[2].config["alpha"] == alpha
+            and a[2].config.get("targets") == placement]
     by_rank = sorted((a for a in same if a[2].config["seed"] == seed), key=lambda a: a[2].config["rank"])
     pairs = []
     if len(by_rank) >= 2:
@@ -284,15 +312,25 @@ def _layers(result: SweepResult) -> list[str]:
 
 
 def row_fields(result: SweepResult) -> list[str]:
-    """ROW_FIELDS, plus the columns of a digits sweep: its third layer's, and the held-out accuracies."""
+    """ROW_FIELDS, plus the columns of a digits sweep: its third layer's, and the held-out accuracies; a text
+    sweep's placement and trainable parameters."""
     extra = [f"{what}_{layer}" for what in PER_LAYER for layer in _layers(result)[len(TARGETS):]]
     accuracy = [f"accuracy_{k}" for k in LOSS_KEYS] if any(run.accuracies for run in result.members) else []
-    return [*ROW_FIELDS[:-1], *extra, *accuracy, ROW_FIELDS[-1]]
+    placed = PLACEMENT_FIELDS if _placed(result) else []
+    return [*ROW_FIELDS[:-1], *extra, *accuracy, *placed, ROW_FIELDS[-1]]
+
+
+PLACEMENT_FIELDS = ["targets", "trainable"]
+
+
+def _placed(result: SweepResult) -> bool:
+    """Whether the sweep's task places adapters by target module (the text task)."""
+    return matters("targets", {**result.config, "method": "lora"})
 
 
 def rows(result: SweepResult) -> list[dict[str, Any]]:
     """One flat row per member (`row_fields`): the CSV's and the Compare page's table."""
-    out, layers = [], _layers(result)
+    out, layers, placed = [], _layers(result), _placed(result)
     for method, run in zip(result.methods, result.members, strict=True):
         c = run.config
         adapter = method != "full"  # full fine-tuning has no rank or α
@@ -303,5 +341,8 @@ def rows(result: SweepResult) -> list[dict[str, Any]]:
                     "floor": run.floor, "floor_noise": run.floor_noise,
                     **{f"{what}_{k}": getattr(run, what).get(k) for what in PER_LAYER for k in layers},
                     **{f"accuracy_{k}": v for k, v in run.accuracies.items()},
+                    **({"targets": c["targets"] if adapter else "all weights",
+                        "trainable": run.params.lora_trainable if adapter else run.params.full_trainable}
+                       if placed else {}),
                     "finetune_s": run.timings.get("finetune_s")})
     return out

@@ -65,7 +65,7 @@ def test_a_default_grid_draws_every_figure_and_offers_the_downloads():
     at = compare(**SMALL, shift="low_rank", **{"shift-rank": "4"})
     assert {k: multiselect(at, v).value for k, v in
             {"methods": "Methods", "ranks": "Ranks r", "alphas": "α values", "seeds": "Seeds"}.items()} == \
-        DEFAULT_GRID
+        {k: v for k, v in DEFAULT_GRID.items() if k not in ("placements", "budget")}  # the text task's only
     assert any("25 members" in c.value for c in at.caption)
     run(at)
     figs = charts(at)
@@ -107,7 +107,12 @@ def test_a_bad_grid_link_is_named_and_an_impossible_grid_refused():
 
 def test_grid_parameters_round_trip():
     grid = {"methods": ["dora", "full"], "ranks": [2, 16], "alphas": [0.5, 8.0], "seeds": [3]}
-    assert parse_grid(grid_params(grid)) == (grid, [])
+    assert parse_grid(grid_params(grid)) == ({**grid, "placements": [], "budget": 0}, [])
+    text = {**grid, "placements": ["q,v", "attention", "o,fc1,fc2"], "budget": 4096}
+    assert grid_params(text)["placements"] == "q,v;attention;o,fc1,fc2"
+    assert parse_grid(grid_params(text)) == (text, [])
+    parsed, warnings = parse_grid({"placements": "V,q;w;all", "budget": "-3"})
+    assert parsed["placements"] == ["q,v", "all"] and parsed["budget"] == 0 and len(warnings) == 2
     parsed, warnings = parse_grid({"alphas": "1,nan,3", "seeds": "1.5,2"})
     assert parsed["alphas"] == [1.0] and parsed["seeds"] == [2] and len(warnings) == 3
 

@@ -47,7 +47,9 @@ def _by_line(result: SweepResult, value) -> tuple[dict[str, dict[int, float | No
         if method == "full":
             flat[METHOD_SET_LABELS[method]].append(value(run))
         else:
-            lines[f"{METHOD_SET_LABELS[method]} α={run.config['alpha']:g}"][run.config["rank"]].append(value(run))
+            placement = f" on {run.config['targets']}" if result.grid.get("targets") else ""
+            lines[f"{METHOD_SET_LABELS[method]} α={run.config['alpha']:g}{placement}"][run.config["rank"]].append(
+                value(run))
     return ({name: {r: _mean(v) for r, v in sorted(points.items())} for name, points in lines.items()},
             {name: _mean(v) for name, v in flat.items()})
 
@@ -199,6 +201,49 @@ def accuracy_by_rank(result: SweepResult) -> go.Figure:
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     _ranks_axis(fig, result)
     return fig
+
+
+def _budget_members(result: SweepResult) -> list:
+    """The adapter members of a budget sweep that finished, one per placement (the first α and seed)."""
+    alpha, seed = result.grid["alphas"][0], result.grid["seeds"][0]
+    return [run for method, run in zip(result.methods, result.members, strict=True)
+            if method != "full" and run.status == "ok" and run.config["alpha"] == alpha and run.config["seed"] == seed]
+
+
+def budget_figure(result: SweepResult) -> go.Figure:
+    """At one parameter budget, each placement at the largest rank that fits it: the merged model's held-out
+    loss on the shifted text and on the original one (forgetting), side by side (the LoRA paper's Table 5
+    question, asked of this model)."""
+    runs = _budget_members(result)
+    names = [f"{run.config['targets']}<br>r = {run.config['rank']}, {run.params.lora_trainable:,} params"
+             for run in runs]
+    fig = go.Figure()
+    for key, label in (("merged_on_shifted", "on the shifted text"),
+                       ("merged_on_original", "on the original text (forgetting)")):
+        fig.add_trace(go.Bar(x=names, y=[run.losses.get(key) for run in runs], name=label,
+                             text=[f"{run.losses.get(key):.3f}" for run in runs], textposition="outside"))
+    base = _mean([run.losses.get("base_on_shifted") for run in runs])
+    if base is not None:
+        fig.add_hline(y=base, line_dash="dash", line_color="gray", annotation_text="base model on the shifted text",
+                      annotation_position="top left")
+    _layout(fig, f"At most {result.grid['budget']:,} trainable parameters: where to put them",
+            "placement (target modules), the rank that fits the budget, its parameters",
+            f"merged model's held-out {loss_name(result)}")
+    low = min((v for t in fig.data for v in t.y if v is not None), default=0)
+    return fig.update_layout(barmode="group").update_yaxes(range=[0.9 * low, None])
+
+
+def budget_caption(result: SweepResult) -> str:
+    """The budget chart's finding, in its numbers: which placement did best on the shifted text."""
+    runs = _budget_members(result)
+    if not runs:
+        return "No placement finished."
+    best = min(runs, key=lambda run: run.losses["merged_on_shifted"])
+    worst = max(runs, key=lambda run: run.losses["merged_on_shifted"])
+    return (f"Lowest loss on the shifted text: adapters on {best.config['targets']} at r = {best.config['rank']} "
+            f"({best.losses['merged_on_shifted']:.3f}); highest: {worst.config['targets']} at r = "
+            f"{worst.config['rank']} ({worst.losses['merged_on_shifted']:.3f}). One seed is one sample: run more "
+            "seeds before trusting a small gap.")
 
 
 def members_table(result: SweepResult) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from typing import Any
 import streamlit as st
 
 from lora_core.measure.analysis import INTRUDER_EPSILON, INTRUDER_K
-from lora_core.settings.config import ConfigError, rank_limit
+from lora_core.settings.config import TARGET_SET_LABELS, ConfigError, matters, rank_limit
 from lora_core.settings.variants import METHOD_SET_LABELS
 from lora_core.sweep import answers, member_name, members, request
 from lora_core.tasks.registry import TASK_KINDS
@@ -61,11 +61,17 @@ def show() -> None:
     right.multiselect(g.LABELS["alphas"], g.CHOICES["alphas"], key="w_grid_alphas", help=g.HELP["alphas"],
                       format_func=lambda a: f"{a:g}")
     right.multiselect(g.LABELS["seeds"], g.CHOICES["seeds"], key="w_grid_seeds", help=g.HELP["seeds"])
+    placed = matters("targets", {**state.settings, "method": "lora"})  # the text task places its adapters
+    if placed:
+        left.multiselect(g.LABELS["placements"], g.CHOICES["placements"], key="w_grid_placements",
+                         help=g.HELP["placements"], format_func=lambda t: TARGET_SET_LABELS.get(t, t))
+        right.number_input(g.LABELS["budget"], 0, g.BUDGET_MAX, step=1024, key="w_grid_budget", help=g.HELP["budget"])
 
     req, problem = None, None
     if config is not None:
         try:
-            req = request(config, grid["ranks"], grid["methods"], grid["alphas"], grid["seeds"])
+            axes = {"targets": grid["placements"], "budget": grid["budget"]} if placed else {}
+            req = request(config, grid["ranks"], grid["methods"], grid["alphas"], grid["seeds"], **axes)
             cost = live.admit_sweep(req)
         except ConfigError as e:
             problem = str(e)
@@ -114,11 +120,14 @@ def drawn(result, key: Any, build: Callable[[], Any]) -> Any:
 def show_result(result) -> None:
     """What the page shows of a finished result; every figure and the table built once per result (drawn)."""
     floor_note = (f" The floor: {figures.FLOOR_NOTE}; DoRA has none." if TASK_KINDS[result.config["task"]].linear_model
-                  else " The digits task has no floor: its network is not linear.")
+                  else f" The {result.config['task']} task has no floor: its network is not linear.")
     st.caption(f"{len(result.members)} members in {result.timings['total_s']:.1f} s.{floor_note} Losses are held-out "
                f"{cf.loss_name(result)}.")
     if any(run.accuracies for run in result.members):
         st.plotly_chart(drawn(result, "accuracy", lambda: cf.accuracy_by_rank(result)), key="accuracy-by-rank")
+    if result.grid.get("budget"):  # placements at equal cost: the question this grid asks, first
+        st.plotly_chart(drawn(result, "budget", lambda: cf.budget_figure(result)), key="budget")
+        st.caption(cf.budget_caption(result))
     st.plotly_chart(drawn(result, "by-rank", lambda: cf.loss_by_rank(result)), key="by-rank")
     names = drawn(result, "names", lambda: [member_name(m, r.config) for m, r in
                                             zip(result.methods, result.members, strict=True)])

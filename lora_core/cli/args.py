@@ -38,12 +38,12 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {message} (see --help)\n")
 
 
-def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser with --preset and one flag per configuration field."""
+def config_parser(prog: str, description: str, axes: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """A parser with --preset and one flag per configuration field but the `axes` (a sweep's own flags)."""
     parser = Parser(prog=prog, description=description)
     parser.add_argument("--preset", default="default", choices=list(PRESETS),
                         help="starting configuration; flags below override it")
-    for name, field in FIELDS.items():
+    for name, field in ((n, f) for n, f in FIELDS.items() if n not in axes):
         # A yes/no setting works as a bare flag (`--use-dora`) or with a value (`--use-dora false`).
         switch = {"nargs": "?", "const": "true"} if field.type == "bool" else {}
         parser.add_argument(flag(name), dest=name, default=None, metavar=name.upper(), **switch,
@@ -53,7 +53,7 @@ def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 def config_from(args: argparse.Namespace) -> ExperimentConfig:
     """The preset with every given flag applied; ConfigError names a bad one."""
-    overrides = {name: coerce(name, getattr(args, name)) for name in FIELDS if getattr(args, name) is not None}
+    overrides = {name: coerce(name, getattr(args, name)) for name in FIELDS if getattr(args, name, None) is not None}
     return preset(args.preset, **overrides)
 
 
@@ -119,7 +119,12 @@ _integer.__name__ = "integer"
 
 def sweep_parser() -> argparse.ArgumentParser:
     parser = config_parser("python -m lora_core sweep", "Fine-tune a grid of ranks, methods, α and seeds from one "
-                           "pretrained base per seed and compare them (JSON and CSV).")
+                           "pretrained base per seed and compare them (JSON and CSV).", axes=("targets",))
+    parser.add_argument("--targets", nargs="+", dest="target_axis", metavar="TARGETS",
+                        help="the text task's placements, each a targets setting (e.g. --targets q,v attention "
+                             "fc1,fc2); default: the configuration's")
+    parser.add_argument("--budget", help="a parameter budget: each placement's adapters at the largest rank whose "
+                                         "trainable parameters fit it (--ranks unused)")
     parser.add_argument("--ranks", default="1,2,4,8", help="comma-separated ranks (default 1,2,4,8)")
     parser.add_argument("--methods", default="lora", help="comma-separated methods: " + ", ".join(METHOD_SETS))
     parser.add_argument("--alphas", help="comma-separated α values (default: the configuration's α)")
@@ -129,12 +134,18 @@ def sweep_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def sweep_grid(args: argparse.Namespace) -> tuple[list[int], list[str], list[float] | None, list[int] | None]:
-    """The sweep's (ranks, methods, alphas or None, seeds or None) from its flags; ConfigError names a bad one."""
+def sweep_grid(args: argparse.Namespace) -> tuple[list[int], list[str], list[float] | None, list[int] | None,
+                                                 list[str] | None, int]:
+    """The sweep's (ranks, methods, alphas or None, seeds or None, placements or None, budget or 0) from its
+    flags; ConfigError names a bad one."""
     methods = check_methods(_list(args.methods, str.strip, "methods"))
+    budget = _list(args.budget, _integer, "budget") if args.budget else [0]
+    if len(budget) != 1 or budget[0] < 0:
+        raise ConfigError(f"--budget must be one whole number of parameters, got {args.budget!r}")
     return (_list(args.ranks, _integer, "ranks"), methods,
             _list(args.alphas, float, "alphas") if args.alphas else None,
-            _list(args.seeds, _integer, "seeds") if args.seeds else None)
+            _list(args.seeds, _integer, "seeds") if args.seeds else None,
+            [coerce("targets", t) for t in args.target_axis] if args.target_axis else None, budget[0])
 
 
 def precheck(argv: list[str]) -> int | None:
@@ -148,7 +159,7 @@ def precheck(argv: list[str]) -> int | None:
     args = (sweep_parser() if sweep else build_parser()).parse_args(argv[1:] if sweep else argv)
     try:  # argparse's own errors have exited with EXIT_BAD_INPUT above
         for name in FIELDS:
-            if getattr(args, name) is not None:
+            if getattr(args, name, None) is not None:
                 coerce(name, getattr(args, name))
         if sweep:
             sweep_grid(args)

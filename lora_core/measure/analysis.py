@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
 from ..settings.results import ExperimentResult, LayerParams, LayerSpectra, ParamCounts
+from ..settings.task_specs import rank_limit
 from ..settings.variants import DoRA, active
 from ..tasks.linear import shift_delta, shift_factors
 from ..tasks.registry import kind
@@ -60,6 +61,14 @@ def config_param_counts(config: ExperimentConfig) -> ParamCounts:
     return param_counts(task.layer_shapes(config), config.rank, targets=task.targets(config), biases=task.biases,
                         extra=lambda d_in, d_out: sum(v.extra_trainable(d_in, d_out) for v in in_use),
                         other=task.other_params(config))
+
+
+def fitting_rank(config: ExperimentConfig, budget: int) -> int | None:
+    """The largest rank at which `config`'s adapter trains at most `budget` parameters (up to the rank its layers
+    allow), or None when even r = 1 trains more: what a fixed parameter budget buys each placement."""
+    fits = [r for r in range(1, rank_limit(config) + 1)
+            if config_param_counts(config.replace(rank=r)).lora_trainable <= budget]
+    return max(fits) if fits else None
 
 
 def factored_singular_values(B: torch.Tensor, A: torch.Tensor, scaling: float = 1.0) -> torch.Tensor:
