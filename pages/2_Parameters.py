@@ -18,10 +18,9 @@ with page("Parameters"):
     task = TASK_KINDS[s["task"]]
     settings = SimpleNamespace(**s)
     model = task.adapted_shapes(settings)  # the layers the Playground's adapter goes on
-    sizes = list(task.layer_shapes(settings).values())
     st.markdown(r"A LoRA adapter on a $d \times k$ weight trains $A$ ($r \times d$) and $B$ ($k \times r$): "
                 r"$(d + k)\,r$ parameters instead of $d k$. The model here is the Playground's: "
-                + " → ".join(str(n) for n in [sizes[0][0], *(d_out for _, d_out in sizes)])
+                + task.describe_model(settings)
                 + f", adapters on {', '.join(model)}.")
 
     left, mid, right = st.columns([1, 2, 2])

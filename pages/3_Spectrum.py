@@ -24,14 +24,18 @@ with page("Spectrum"):
     config = make_config(**result.config)
     rank = config.rank if config.method == "lora" else None
     kind = delta_kind(config)
-    shapes = TASK_KINDS[config.task].layer_shapes(config)
-    model = " → ".join(str(n) for n in [next(iter(shapes.values()))[0], *(d_out for _, d_out in shapes.values())])
+    model = TASK_KINDS[config.task].describe_model(config)
     task = TASK_KINDS[config.task].shift_label(config)
     st.markdown(f"Last run: {method_name(config)}, r = {config.rank}, α = {config.alpha:g}, {task}, model {model}. "
                 "ΔW is always W_merged − W with W the pretrained weight. " + figures.DELTA_INTRO[kind])
 
-    columns = st.columns(len(result.spectra))
-    for column, (layer, s) in zip(columns, result.spectra.items(), strict=True):
+    shown = result.spectra
+    if len(shown) > figures.SIDE_BY_SIDE:  # a transformer's many projections: one at a time, chosen
+        layer = st.selectbox("Layer", list(shown), help="every adapted layer of the run (every layer after full "
+                             "fine-tuning)")
+        shown = {layer: shown[layer]}
+    columns = st.columns(len(shown))
+    for column, (layer, s) in zip(columns, shown.items(), strict=True):
         with column:
             st.plotly_chart(figures.delta_figure(result, layer), key=f"delta-{layer}")
             st.caption(figures.DELTA_NOTE[kind].format(n=direction_count(s.delta_merged), r=config.rank,

@@ -24,6 +24,9 @@ SHAPES = {
     "wide digits, full": dict(task="digits", hidden=1000, method="full"),  # ... and full fine-tuning's Adam state
     "article": ARTICLE,
     "article, full fine-tuning": dict(ARTICLE, method="full"),
+    "text": dict(task="text", n_eval=256, batch_size=32),  # reading the two texts dominates
+    "long text windows": dict(task="text", hidden=128, context=512, batch_size=64, n_samples=64, n_eval=64),
+    "wide text, full": dict(task="text", hidden=256, n_samples=64, n_eval=64, method="full"),
 }
 
 

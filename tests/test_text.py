@@ -16,7 +16,8 @@ import torch.nn as nn
 from lora_core.adapters.attach import add_lora, lora_layers, merge_lora
 from lora_core.adapters.peft_format import load_base_weights
 from lora_core.experiment import run_experiment
-from lora_core.settings.budget import estimate
+from lora_core.inspector import from_path
+from lora_core.settings.budget import SAMPLE_CHARS, estimate
 from lora_core.settings.config import ConfigError, coerce, preset
 from lora_core.settings.task_specs import TEXT_VOCAB, text_targets
 from lora_core.tasks import text_data
@@ -131,9 +132,9 @@ def test_a_run_continues_held_out_prompts_with_both_models_greedily(tiny_run):
     first = result.samples[0]
     prompt = shifted.eval.x[0, :24]
     assert first["prompt"] == text_data.decode(prompt)
-    assert first["adapted"] == text_data.decode(generate(kept["merged"], prompt, 120, 24))
-    assert first["base"] == text_data.decode(generate(kept["base"], prompt, 120, 24))
-    assert len(first["adapted"]) == 120 and first["adapted"] != first["base"]
+    assert first["adapted"] == text_data.decode(generate(kept["merged"], prompt, SAMPLE_CHARS, 24))
+    assert first["base"] == text_data.decode(generate(kept["base"], prompt, SAMPLE_CHARS, 24))
+    assert len(first["adapted"]) == SAMPLE_CHARS and first["adapted"] != first["base"]
 
 
 def test_lora_on_the_projections_equals_peft_and_merges_the_same():
@@ -168,6 +169,13 @@ def test_a_saved_adapter_loads_into_peft_with_the_same_logits(tmp_path):
     ids = kind(config).make_tasks(config)[1].eval.x[:8]
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids), kept["merged"](ids), rtol=1e-4, atol=1e-4)
+    report = from_path(str(tmp_path))  # the Inspector reads it from its files alone, module by module
+    assert sorted(m.module for m in report.modules) == sorted(f"blocks.0.{m}_proj" for m in "qkvo")
+    for m in report.modules:
+        delta = loaded.base_model.model.get_submodule(m.module).get_delta_weight("default")
+        assert m.shape == tuple(delta.shape) and m.rank == 4
+        torch.testing.assert_close(torch.tensor(m.singular_values), torch.linalg.svdvals(delta.double())[:4].float(),
+                                   rtol=1e-4, atol=1e-6)
 
 
 def test_the_estimate_bounds_the_default_text_run():
@@ -183,3 +191,10 @@ def test_full_fine_tuning_counts_every_parameter_the_model_has():
     assert result.params.full_trainable == sum(p.numel() for p in kept["tuned"].parameters())
     lora = run_experiment(config.replace(method="lora"), inspect=lambda r, b, tuned, m: kept.update(lora=tuned))
     assert lora.params.lora_trainable == sum(p.numel() for p in kept["lora"].parameters() if p.requires_grad)
+
+
+def test_a_text_run_stops_when_cancelled_and_keeps_its_epochs():
+    result = run_experiment(preset("text", **TINY, seed=7),
+                            on_progress=lambda p: not (p.phase == "finetune" and p.epoch == 2))
+    assert result.status == "cancelled" and "cancelled during fine-tuning" in result.message
+    assert len(result.history["finetune"].eval_loss) == 2 and len(result.history["finetune"].eval_accuracy) == 2

@@ -54,14 +54,21 @@ def _by_line(result: SweepResult, value) -> tuple[dict[str, dict[int, float | No
             {name: _mean(v) for name, v in flat.items()})
 
 
+def _ranks(result: SweepResult) -> list[int]:
+    """The ranks the members trained at: the grid's, or under a budget each placement's own."""
+    ranks = sorted({run.config["rank"] for m, run in zip(result.methods, result.members, strict=True) if m != "full"})
+    return ranks or result.grid["ranks"]
+
+
 def _ranks_axis(fig: go.Figure, result: SweepResult) -> None:
-    fig.update_xaxes(type="log", tickvals=result.grid["ranks"], ticktext=[str(r) for r in result.grid["ranks"]])
+    ranks = _ranks(result)
+    fig.update_xaxes(type="log", tickvals=ranks, ticktext=[str(r) for r in ranks])
 
 
 def _flat_lines(fig: go.Figure, result: SweepResult, flat: dict[str, float | None], dash: str = "dot",
                 log: bool = True) -> None:
     """A value without a rank (full fine-tuning, the base model) as a level line across the ranks."""
-    ranks = result.grid["ranks"]
+    ranks = _ranks(result)
     for name, value in flat.items():
         if value is not None:
             fig.add_trace(go.Scatter(x=[min(ranks), max(ranks)], y=_finite([value] * 2) if log else [value] * 2,

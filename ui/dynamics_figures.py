@@ -48,7 +48,7 @@ def dynamics_figure(history: PhaseHistory, epochs: int, shift_spectrum: list[flo
                                            "width": 1.5}), row=rows, col=1)
     fig.update_yaxes(title_text=DELTA_AXIS, row=rows, col=1)
     fig.update_xaxes(title_text="fine-tuning epoch", range=[0.5, max(epochs, 1) + 0.5], row=rows, col=1)
-    return fig.update_layout(title=TITLE, legend=figures.LEGEND, margin={**figures.MARGIN, "t": 130},
+    return fig.update_layout(title=TITLE, **figures.legend_layout(fig, {**figures.MARGIN, "t": 130}),
                              height=620 if follows else 420, hovermode="x unified")
 
 
@@ -75,8 +75,8 @@ def epoch_figure(history: PhaseHistory, index: int) -> go.Figure:
         values = per_epoch[index]
         fig.add_trace(go.Bar(x=[f"σ{i + 1}" for i in range(len(values))], y=values, name=layer))
     return fig.update_layout(title=f"ΔW's singular values after fine-tuning epoch {epoch}", barmode="group",
-                             yaxis_title=DELTA_AXIS, xaxis_title="direction (largest first)", legend=figures.LEGEND,
-                             margin=figures.MARGIN, height=380)
+                             yaxis_title=DELTA_AXIS, xaxis_title="direction (largest first)",
+                             **figures.legend_layout(fig), height=380)
 
 
 def epoch_caption(history: PhaseHistory, epoch: int) -> str:

@@ -34,6 +34,8 @@ LOSS_CARDS = {"base_on_original": "Base · original", "base_on_shifted": "Base �
               "adapter_on_shifted": "Adapter · shifted", "merged_on_shifted": "Merged · shifted",
               "merged_on_original": "Merged · original"}
 
+SIDE_BY_SIDE = 3  # a page draws this many layers in columns; more are chosen one at a time
+
 
 def loss_axis(*tasks: str) -> str:
     """A loss chart's y-axis title: the loss of the runs' task(s) and the scale."""
@@ -83,11 +85,23 @@ EXAMPLE_SHAPES = {
 
 LEGEND = {"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "left", "x": 0}  # above the plot
 MARGIN = {"t": 90, "b": 50, "l": 60, "r": 20}
+# More entries than this would stack rows of legend up over the title: they go in a column on the right instead
+LEGEND_ABOVE_MAX = 6
+SIDE_LEGEND = {"orientation": "v", "yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.02}
+SIDE_MARGIN = {**MARGIN, "r": 240}
+
+
+def legend_layout(fig: go.Figure, margin: dict | None = None) -> dict:
+    """The legend and margins for `fig`'s traces: above the plot, or on its right when there are many."""
+    entries = sum(trace.showlegend is not False for trace in fig.data)
+    if entries > LEGEND_ABOVE_MAX:
+        return {"legend": SIDE_LEGEND, "margin": {**(margin or MARGIN), "r": SIDE_MARGIN["r"]}}
+    return {"legend": LEGEND, "margin": margin or MARGIN}
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, *, log_y: bool = False, log_x: bool = False) -> go.Figure:
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, legend_title_text="", hovermode="x unified",
-                      legend=LEGEND, margin=MARGIN)
+                      **legend_layout(fig))
     if log_y:
         values = [v for t in fig.data for v in (t.y or ()) if v is not None and v > 0]
         narrow = values and math.log10(max(values) / min(values)) < 3  # Plotly would label every digit

@@ -158,12 +158,13 @@ def text_samples(result: ExperimentResult) -> None:
     st.markdown("**The same prompts, continued** (greedy: the most likely next character, every time)")
     for i, sample in enumerate(result.samples):
         st.caption(f"Prompt {i + 1}, from the held-out shifted text")
-        st.code(sample["prompt"], language=None)
-        left, right = st.columns(2)
-        left.caption("base model (pretrained on the documentation)")
-        left.code(sample["base"], language=None)
-        right.caption("fine-tuned and merged")
-        right.code(sample["adapted"], language=None)
+        st.code(sample["prompt"], language=None, wrap_lines=True)
+        for column, (who, text) in zip(st.columns(2), (("base model (pretrained on the documentation)",
+                                                        sample["base"]), ("fine-tuned and merged", sample["adapted"])),
+                                       strict=True):
+            blank = " (only spaces and line breaks)" if not text.strip() else ""
+            column.caption(who + blank)
+            column.code(text, language=None, wrap_lines=True)
 
 
 # How a task's result samples are shown (ExperimentResult.samples, made by its TaskKind), by task

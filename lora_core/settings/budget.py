@@ -206,23 +206,34 @@ def _text_estimate(config: ExperimentConfig) -> Estimate:
     weights = sum(d_in * d_out + d_out for d_in, d_out in shapes.values()) + (vocab + t) * d  # with embeddings
     largest = max(d_in * d_out for d_in, d_out in shapes.values())
     # Activations one token keeps for the backward pass: per block about 20 d (norms, q, k, v, attention's output,
-    # the MLP's 4 d twice) and the attention weights (heads x T, twice); the logits and their softmax (3 x vocab).
-    per_token = c.blocks * (20 * d + 2 * c.heads * t) + 3 * vocab + 2 * d
+    # the MLP's 4 d twice); the logits and their softmax (3 x vocab). No T x T attention weights: torch's CPU
+    # attention (scaled_dot_product_attention, causal, float32 or float64) is the flash kernel, which keeps one
+    # log-sum-exp per head and position instead (measured: 741 MiB at context 512, where T x T would be 1 GiB more).
+    per_token = c.blocks * (20 * d + 2 * c.heads) + 3 * vocab + 2 * d
     training = 6 * weights + c.batch_size * t * per_token
-    evaluation = 3 * weights + min(EVAL_CHUNK, c.n_eval) * t * (3 * vocab + 4 * d + c.heads * t)
+    # Held-out chunks without gradients: the logits, their log-softmax and its gather (3 x vocab), and a block's
+    # widest moment, the MLP's 4 d input and its GELU beside the residual stream and its norm (10 d).
+    evaluation = 3 * weights + min(EVAL_CHUNK, c.n_eval) * t * (3 * vocab + 10 * d + c.heads)
     data = 2 * (c.n_samples + 2 * c.n_eval) * t * 8 // item  # x and y as int64, both texts' held-out windows
     analysis_items = 6 * largest * 8 // item + (4 if c.method == "full" else 3) * weights
     peak = TEXT_LOAD_BYTES + item * (data + max(training, evaluation, analysis_items))
     per_token_macs = c.blocks * (12 * d * d + 2 * t * d) + d * vocab  # forward, a token
     tokens = (c.pretrain_epochs + c.epochs) * (3 * c.n_samples + 2 * c.n_eval) * t
     svds = sum(3 * _svd_macs(d_out, d_in) for d_in, d_out in shapes.values())
-    macs = tokens * per_token_macs + svds
+    # The pages' samples (text_samples.py): each model continues each prompt one character at a time, every
+    # character a forward pass over the window so far.
+    prompt = min(SAMPLE_PROMPT_CHARS, t)
+    window_tokens = 2 * SAMPLE_PROMPTS * sum(min(prompt + i, t) for i in range(SAMPLE_CHARS))
+    macs = tokens * per_token_macs + svds + window_tokens * per_token_macs
     steps = math.ceil(c.n_samples / c.batch_size) * (c.pretrain_epochs + c.epochs)
+    forwards = 2 * SAMPLE_PROMPTS * SAMPLE_CHARS  # each a step's worth of Python without the backward pass
     seconds = (_seconds(macs, svds, steps * weights, c.pretrain_epochs + c.epochs)
-               + steps * TEXT_STEP_MODULES * c.blocks * SECONDS_PER_STEP["autograd"])
+               + (steps + forwards / 3) * TEXT_STEP_MODULES * c.blocks * SECONDS_PER_STEP["autograd"])
     return Estimate(int(peak), float(macs), seconds, steps)
 
 
+# What a text run's samples generate (text_samples.py reads these): prompts, their length, characters written
+SAMPLE_PROMPTS, SAMPLE_PROMPT_CHARS, SAMPLE_CHARS = 2, 40, 100
 # A transformer block runs about this many modules' worth of Python per step (six projections, two norms,
 # attention, the activation, the residuals) compared with one of the MLP's layers.
 TEXT_STEP_MODULES = 4

@@ -86,6 +86,15 @@ class TaskSpec:
     problem: Callable[[Any], str | None] = lambda c: None
     # The model's trained parameters outside its linear layers (embeddings, norms): full fine-tuning trains them
     other_params: Callable[[Any], int] = lambda c: 0
+    # The model in a few words for the pages; None: its layers' widths in a chain ('64 → 64 → 64')
+    model_label: Callable[[Any], str] | None = None
+
+    def describe_model(self, values: Any) -> str:
+        """The model in a few words: `model_label`'s, or the chain of its layers' widths."""
+        if self.model_label is not None:
+            return self.model_label(values)
+        shapes = list(self.layer_shapes(values).values())
+        return " → ".join(str(n) for n in [shapes[0][0], *(d_out for _, d_out in shapes)])
 
     def adapted_shapes(self, values: Any) -> Shapes:
         """The shapes of the layers that get an adapter."""
@@ -113,6 +122,8 @@ TASK_SPECS: dict[str, TaskSpec] = {
         loss_name="cross-entropy (nats per character)", classifies=True, biases=True, linear_model=False,
         shift_label=lambda c: f"documentation to {TEXT_SHIFT_LABELS[c.text_shift]}",
         other_params=lambda c: text_other_params(c.hidden, c.blocks, c.context),
+        model_label=lambda c: (f"a transformer of {c.blocks} block(s), width {c.hidden}, {c.heads} heads, context "
+                               f"{c.context} characters"),
         problem=lambda c: (None if c.hidden % c.heads == 0 else
                            f"the hidden size ({c.hidden}) must be a multiple of the heads ({c.heads})")),
 }

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from ..settings.budget import SAMPLE_CHARS as CONTINUATION_CHARS
+from ..settings.budget import SAMPLE_PROMPT_CHARS as PROMPT_CHARS
+from ..settings.budget import SAMPLE_PROMPTS as PROMPTS
 from ..settings.config import ExperimentConfig
 from .data import Task
 from .text_data import decode
 from .text_model import generate
 
-PROMPTS = 2  # held-out windows of the shifted text whose beginning is a prompt
-PROMPT_CHARS = 48  # at most, and at most the context
-CONTINUATION_CHARS = 120
+# PROMPTS held-out windows of the shifted text begin with a prompt of PROMPT_CHARS (at most the context), each
+# continued by CONTINUATION_CHARS: declared in settings/budget.py, whose estimate counts their cost
 
 
 def continuations(config: ExperimentConfig, base: nn.Module, merged: nn.Module, shifted: Task) -> list[dict]:
