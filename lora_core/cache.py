@@ -148,6 +148,16 @@ def cached_pretrain(config: ExperimentConfig, task: Task, device: torch.device, 
 Layout = dict[str, tuple[tuple[int, ...], torch.dtype]]  # {state name: (shape, dtype)} of the model to fill
 
 
+def has(key: dict[str, Any]) -> bool:
+    """Whether a base for `key` is kept, in memory or on disk (not read: an estimate asks, many times a page)."""
+    name = key_name(key)
+    with _lock:
+        if name in _memory:
+            return True
+    folder = cache_dir()
+    return folder is not None and (folder / f"{name}.safetensors").is_file()
+
+
 def lookup(key: dict[str, Any], device: torch.device, layout: Layout) -> Entry | None:
     """The cached base for `key` with the state `layout`: from memory, else from disk (then kept in memory), else
     None."""

@@ -22,7 +22,7 @@ from .measure import analysis
 from .measure.dynamics import Dynamics, changed_layers
 from .settings import variants
 from .settings.budget import has_floor
-from .settings.config import ExperimentConfig
+from .settings.config import ConfigError, ExperimentConfig
 from .settings.results import LOSS_KEYS, ExperimentResult, LayerSpectra, PhaseHistory
 from .tasks.data import Split, Task, rng
 from .tasks.registry import kind
@@ -239,6 +239,15 @@ def floor(config: ExperimentConfig, base: nn.Module, shifted: Task) -> tuple[flo
             base.layer1.weight, base.layer2.weight, shifted.theta)).tolist()
     return (analysis.loss_floor(values, directions, config.d_out),
             analysis.floor_noise(values, directions, config.d_out, config.n_eval))
+
+
+def base_cached(config: ExperimentConfig) -> bool:
+    """Whether a run of `config` would find its pretrained base kept (its estimate then drops the pretraining)."""
+    try:
+        device = pick_device(config.device, config.dtype)
+    except ConfigError:  # a device this machine lacks: the run itself will say so
+        return False
+    return cache.has(cache.pretrain_key(config, device, pretrain))
 
 
 def prepared(config: ExperimentConfig, device: torch.device, on_progress: ProgressCallback | None = None,

@@ -68,6 +68,8 @@ class SweepResult:
     methods: list[str]  # each member's method name (variants.METHOD_SETS)
     similarity: list[dict[str, Any]] = field(default_factory=list)  # {layer, a, b, values: φ[i][j]}
     timings: dict[str, float] = field(default_factory=dict)  # total_s
+    # Filled by the server's scheduler: {"seconds": the time it expected (calibrated), "ratio": measured / that}
+    estimate: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("members", "methods")}
@@ -155,16 +157,20 @@ def answers(result: SweepResult, req: SweepRequest) -> bool:
     return result.config == req.config.to_dict() and result.grid == grid_of(req)
 
 
-def sweep_estimate(req: SweepRequest) -> Estimate:
-    """The members' work added up; memory: the largest member's (they run one after another) plus the buffers of
-    one seed's batches (BATCH_TRAINERS' batch_bytes; they train before that seed's members run)."""
+def sweep_estimate(req: SweepRequest, cached: Callable[[ExperimentConfig], bool] = lambda c: False) -> Estimate:
+    """The members' work added up, each seed's pretraining once (none where `cached(config)` says its base is
+    kept already); memory: the largest member's (they run one after another) plus the buffers of one seed's
+    batches (BATCH_TRAINERS' batch_bytes; they train before that seed's members run)."""
     todo = members(req)
     parts = [estimate(config) for _, config in todo]
     configs = [config for _, config in todo]
     extra = max(sum(trainer.batch_bytes([configs[i] for i in group]) for trainer, group in _batches(configs, seed))
                 for seed in req.seeds)
-    return Estimate(max(p.bytes for p in parts) + extra, sum(p.macs for p in parts), sum(p.seconds for p in parts),
-                    sum(p.steps for p in parts))
+    firsts = {c.seed: (c, p) for c, p in reversed(list(zip(configs, parts, strict=True)))}  # each seed's first
+    pretraining = sum(p.pretrain_seconds for c, p in firsts.values() if not cached(c))
+    seconds = sum(p.seconds - p.pretrain_seconds for p in parts) + pretraining
+    return Estimate(max(p.bytes for p in parts) + extra, sum(p.macs for p in parts), seconds,
+                    sum(p.steps for p in parts), pretraining)
 
 
 def _batches(configs: list[ExperimentConfig], seed: int) -> list[tuple[Any, list[int]]]:

@@ -8,7 +8,11 @@ import time
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from lora_core.settings.budget import duration
+from lora_core.sweep import request
+from ui import live
 from ui.grid import DEFAULT_GRID, grid_params, parse_grid
+from ui.settings import to_config
 
 APP = "../app.py"
 SMALL = {"d-in": "16", "hidden": "16", "d-out": "16", "n-samples": "256", "n-eval": "256", "pretrain-epochs": "15",
@@ -94,6 +98,22 @@ def test_a_default_grid_draws_every_figure_and_offers_the_downloads():
     assert len(table) == 25 and {"floor", "merged_on_original", "intruders_layer1"} <= set(table.columns)
     assert {b.label for b in at.get("download_button")} == {"Download the table (CSV)", "Download the sweep (JSON)"}
     assert at.query_params["ranks"] in ("1,2,4,8", ["1,2,4,8"])
+    # what the server expected the sweep to take, kept in the result with how it went, and said on the page
+    expected, ratio = sweep.estimate["seconds"], sweep.estimate["ratio"]
+    assert expected > 0 and ratio * expected >= sweep.timings["total_s"]  # the server's clock counts it all
+    assert any(f"(estimated {duration(expected)}, took {ratio:.2f}x that)" in c.value for c in at.caption)
+    # the next estimate is in this server's time: the calibration has learned from this sweep
+    at.run()
+    sched, req = live.scheduler(), sched_request(at)
+    assert sched.calibration.ratio("sweep:linear") != 1.0
+    assert any(f"about {duration(sched.expected(req))} here" in c.value for c in at.caption)
+
+
+def sched_request(at: AppTest):
+    """The request the page would submit for its grid and the session's settings."""
+    state = at.session_state["lora_explorer"]
+    grid = {k: at.session_state[f"w_grid_{k}"] for k in ("ranks", "methods", "alphas", "seeds")}
+    return request(to_config(state.settings), grid["ranks"], grid["methods"], grid["alphas"], grid["seeds"])
 
 
 def test_a_bad_grid_link_is_named_and_an_impossible_grid_refused():

@@ -26,8 +26,8 @@ LAYERS: tuple[tuple[str, set[str]], ...] = (
                   "training.trainers", "training.batched", "training.fast_batched"}),
     ("measuring", {"measure", "measure.svd_memo", "measure.analysis", "measure.dynamics"}),
     ("runs", {"cache", "experiment", "sweep", "inspector", "lessons"}),
-    ("serving a room", {"serving", "serving.scheduler", "serving.prewarm", "serving.room",
-                        "serving.challenge"}),
+    ("serving a room", {"serving", "serving.calibration", "serving.scheduler", "serving.work", "serving.prewarm",
+                        "serving.room", "serving.challenge"}),
     ("entry points", {"", "cli", "cli.main", "cli.run_command", "cli.sweep_command", "cli.inspect_command",
                       "__main__"}),
 )

@@ -11,6 +11,7 @@ from typing import Any
 import streamlit as st
 
 from lora_core.measure.analysis import INTRUDER_EPSILON, INTRUDER_K
+from lora_core.settings.budget import duration
 from lora_core.settings.config import TARGET_SET_LABELS, ConfigError, matters, rank_limit
 from lora_core.settings.variants import METHOD_SET_LABELS
 from lora_core.sweep import answers, member_name, members, request
@@ -79,7 +80,7 @@ def show() -> None:
         st.error(f"This grid cannot run: {plain(problem, 400)}")
     elif req is not None:
         n = len(members(req))
-        st.caption(f"{n} members; estimated {cost.macs:.2g} multiply-adds, about {cost.seconds:.0f} s here.")
+        st.caption(f"{n} members; estimated {cost.macs:.2g} multiply-adds, about {duration(cost.seconds)} here.")
         if cost.seconds > LONG_S:
             st.warning(f"This grid is about {cost.seconds / 60:.1f} minutes of work on this server; fewer ranks, "
                        "methods, α or seeds, or smaller settings, would be quicker.")
@@ -121,7 +122,8 @@ def show_result(result) -> None:
     """What the page shows of a finished result; every figure and the table built once per result (drawn)."""
     floor_note = (f" The floor: {figures.FLOOR_NOTE}; DoRA has none." if TASK_KINDS[result.config["task"]].linear_model
                   else f" The {result.config['task']} task has no floor: its network is not linear.")
-    st.caption(f"{len(result.members)} members in {result.timings['total_s']:.1f} s.{floor_note} Losses are held-out "
+    st.caption(f"{len(result.members)} members in {result.timings['total_s']:.1f} s"
+               f"{figures.estimate_note(result.estimate)}.{floor_note} Losses are held-out "
                f"{cf.loss_name(result)}.")
     if any(run.accuracies for run in result.members):
         st.plotly_chart(drawn(result, "accuracy", lambda: cf.accuracy_by_rank(result)), key="accuracy-by-rank")

@@ -19,7 +19,7 @@ from lora_core.measure.analysis import (
     full_param_count,
     lora_param_count,
 )
-from lora_core.settings.budget import human_bytes
+from lora_core.settings.budget import duration, human_bytes
 from lora_core.settings.config import LABELS, SHIFT_LABELS, ExperimentConfig, make_config
 from lora_core.settings.results import LOSS_KEYS, PHASES, ExperimentResult, PhaseHistory
 from lora_core.settings.variants import delta_kind
@@ -33,6 +33,14 @@ LOSS_LABELS = {"base_on_original": "Base model, original data", "base_on_shifted
 LOSS_CARDS = {"base_on_original": "Base · original", "base_on_shifted": "Base · shifted",
               "adapter_on_shifted": "Adapter · shifted", "merged_on_shifted": "Merged · shifted",
               "merged_on_original": "Merged · original"}
+
+def estimate_note(estimate: dict[str, float]) -> str:
+    """What the server expected a result to take and how it went ('' when it did not say): '(estimated 4.3 s,
+    took 1.10x that)'."""
+    if not estimate:
+        return ""
+    return f" (estimated {duration(estimate['seconds'])}, took {estimate['ratio']:.2f}x that)"
+
 
 SIDE_BY_SIDE = 3  # a page draws this many layers in columns; more are chosen one at a time
 
@@ -306,7 +314,7 @@ def runs_table(runs: dict[str, ExperimentResult]) -> pd.DataFrame:
         row.update({k: r.losses.get(k) for k in LOSS_KEYS})
         row.update({f"accuracy_{k}": v for k, v in r.accuracies.items()})  # the digits task's (the sweep CSV's names)
         row["merge max |diff|"] = r.merge_max_abs_diff
-        row["time (s)"] = round(sum(r.timings.values()), 3)
+        row["time (s)"] = round(sum(r.timings.values()), 3)  # the phases' (pretrain, finetune, analysis)
         row["device"] = r.device
         rows.append(row)
     return pd.DataFrame(rows)

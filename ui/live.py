@@ -7,6 +7,7 @@ tab or a reload releases it, and a job nobody waits for is cancelled within a mi
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -18,16 +19,16 @@ from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from lora_core.cache import cache_dir
-from lora_core.experiment import run_experiment
 from lora_core.measure.analysis import shift_singular_values
 from lora_core.serving import prewarm as prewarming
-from lora_core.serving.prewarm import Pretraining, Prewarmer, pretraining_estimate, run_pretraining
+from lora_core.serving.prewarm import Prewarmer
 from lora_core.serving.room import RoomStore, board_run, default_path
 from lora_core.serving.scheduler import Job, Scheduler, default_memory_budget, default_workers
-from lora_core.settings.budget import APP_RUN_MACS, APP_RUN_SECONDS, Estimate, check, estimate, within
+from lora_core.serving.work import WORK, Work, config_of, estimate_work, run_work, work_kind
+from lora_core.settings.budget import APP_RUN_MACS, APP_RUN_SECONDS, Estimate, check, within
 from lora_core.settings.config import ExperimentConfig
 from lora_core.settings.results import PHASES, ExperimentResult, PhaseHistory
-from lora_core.sweep import SweepProgress, SweepRequest, SweepResult, member_name, members, run_request, sweep_estimate
+from lora_core.sweep import SweepProgress, SweepRequest, SweepResult, member_name, members, sweep_estimate
 from lora_core.training.loop import warm_up as warm_up_torch
 
 from . import dynamics_figures, figures, gate, session, training_figures
@@ -53,23 +54,16 @@ def warm_up() -> threading.Thread:
     return thread
 
 
-# The kinds of work the server's one scheduler runs: what the log calls each, how to run and estimate it.
-WORK = {ExperimentConfig: ("run", run_experiment, estimate), SweepRequest: ("sweep", run_request, sweep_estimate),
-        Pretraining: ("pretraining", run_pretraining, pretraining_estimate)}
-
-
 @st.cache_resource(show_spinner=False)
 def scheduler() -> Scheduler:
     """The server's scheduler. It is shut down before Python waits for its threads at exit (SIGTERM included),
     so that a running job stops within a step and the process exits cleanly."""
-    def run_logged(work: ExperimentConfig | SweepRequest | Pretraining, **kwargs) -> ExperimentResult | SweepResult:
-        config = work if isinstance(work, ExperimentConfig) else work.config
-        name, run, _ = WORK[type(work)]
-        LOG.info("lora-explorer: computing a %s (r=%s, seed=%s)", name, config.rank, config.seed)
-        return run(work, **kwargs)
+    def run_logged(work: Work, **kwargs) -> ExperimentResult | SweepResult:
+        config = config_of(work)
+        LOG.info("lora-explorer: computing a %s (r=%s, seed=%s)", WORK[type(work)].name, config.rank, config.seed)
+        return run_work(work, **kwargs)
 
-    sched = Scheduler(run_logged, default_workers(), default_memory_budget(),
-                      estimate=lambda work: WORK[type(work)][2](work))
+    sched = Scheduler(run_logged, default_workers(), default_memory_budget(), estimate=estimate_work, kind=work_kind)
     threading._register_atexit(sched.shutdown)  # what concurrent.futures uses for the same reason
     return sched
 
@@ -93,15 +87,18 @@ def prewarm_note() -> str | None:
 
 
 def admit(config: ExperimentConfig) -> Estimate:
-    """The run's estimate, or ConfigError saying why this server will not run it and what to change."""
-    return check(config, max_bytes=scheduler().memory_budget, max_macs=APP_RUN_MACS, max_seconds=APP_RUN_SECONDS)
+    """The run's estimate, or ConfigError saying why this server will not run it and what to change. The limits
+    go by the raw estimate; its `seconds` are this server's (`expected`)."""
+    cost = check(config, max_bytes=scheduler().memory_budget, max_macs=APP_RUN_MACS, max_seconds=APP_RUN_SECONDS)
+    return dataclasses.replace(cost, seconds=scheduler().expected(config))
 
 
 def admit_sweep(req: SweepRequest) -> Estimate:
     """The sweep's estimate (its members added up), or ConfigError: a sweep is one job under one run's limits."""
     fewer = "choose fewer ranks, methods, α or seeds, or smaller settings"
-    return within(sweep_estimate(req), "this grid", max_bytes=scheduler().memory_budget, max_macs=APP_RUN_MACS,
+    cost = within(sweep_estimate(req), "this grid", max_bytes=scheduler().memory_budget, max_macs=APP_RUN_MACS,
                   max_seconds=APP_RUN_SECONDS, less_memory=fewer, less_work=fewer)
+    return dataclasses.replace(cost, seconds=scheduler().expected(req))
 
 
 def _session_id() -> str:

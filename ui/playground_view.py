@@ -7,7 +7,7 @@ import logging
 import streamlit as st
 
 from lora_core.measure.analysis import config_param_counts, loss_improvement
-from lora_core.settings.budget import human_bytes
+from lora_core.settings.budget import duration, human_bytes
 from lora_core.settings.config import LABELS, ConfigError, ExperimentConfig, make_config
 from lora_core.settings.results import ExperimentResult
 from lora_core.settings.variants import adapter_name, method_name, notes
@@ -57,8 +57,8 @@ def show() -> None:
         row.caption(f"{adapter_name(config)} trains {counts.lora_trainable:,} parameters where "
                     f"full fine-tuning trains "
                     f"{counts.full_trainable:,} ({counts.lora_trainable / counts.full_trainable:.2%})."
-                    + (f" Estimated cost: {human_bytes(cost.bytes)} of memory, {cost.macs:.2g} multiply-adds."
-                       if cost else ""))
+                    + (f" Estimated cost: {human_bytes(cost.bytes)} of memory, {cost.macs:.2g} multiply-adds, "
+                       f"about {duration(cost.seconds)} here." if cost else ""))
 
     status, chart, dynamics_chart = st.empty(), st.empty(), st.empty()
     if stopped:
@@ -132,7 +132,8 @@ def show_result(result: ExperimentResult, config: ExperimentConfig | None, chart
               else f"Fine-tuning and merging lowered the loss on shifted data {fold:,.0f}-fold. " if fold and fold >= 10
               else f"Fine-tuning and merging lowered the loss on shifted data {fold:.2g}-fold. " if fold and fold > 1
               else "")
-    timing = " · ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in result.timings.items())
+    timing = " · ".join(f"{k.removesuffix('_s')} {v:.2f} s" for k, v in result.timings.items()) + \
+        figures.estimate_note(result.estimate)
     st.caption(change
                + f"{method_name(make_config(**result.config))} on the {result.path} path · Device: {result.device} · "
                + timing

@@ -28,6 +28,7 @@ import torch
 from ..settings.budget import Estimate, estimate
 from ..settings.config import ExperimentConfig
 from ..settings.results import ExperimentResult, Progress
+from .calibration import Calibration
 
 Runner = Callable[..., ExperimentResult]  # run_experiment's signature: (config, on_progress=, cancel=)
 Estimator = Callable[[Hashable], Estimate]
@@ -43,8 +44,10 @@ LANES = ("short", "long")
 @dataclass(eq=False)
 class Job:
     config: ExperimentConfig
-    estimate: Estimate
+    estimate: Estimate  # raw: what the lanes, the memory budget and the calibration go by
     owners: set[str] = field(default_factory=set)
+    expected_seconds: float = 0.0  # the estimate's time on this server (calibrated), for waits and the result
+    kind: str = ""  # what the calibration learns from it, named when it was submitted
     state: str = "queued"  # queued -> running -> done
     progress: list[Progress] = field(default_factory=list)  # appended by the worker; read by the owners
     result: ExperimentResult | None = None  # when done: the result (status 'cancelled' if it was)
@@ -76,9 +79,14 @@ def default_memory_budget() -> int:
 
 class Scheduler:
     def __init__(self, run: Runner, workers: int = 1, memory_budget: int = 8 * 2**30,
-                 estimate: Estimator = estimate, long_workers: int = 1, long_after: float = LONG_RUN_S) -> None:
+                 estimate: Estimator = estimate, long_workers: int = 1, long_after: float = LONG_RUN_S,
+                 kind: Callable[[Hashable], str] = lambda work: type(work).__name__,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`kind(work)` names the kind of work for the calibration (which learns each kind's measured /
+        estimated seconds); `clock` measures jobs (a test's own clock)."""
         self.run, self.workers, self.memory_budget, self.estimate = run, workers, memory_budget, estimate
-        self.long_after = long_after
+        self.long_after, self.kind, self.clock = long_after, kind, clock
+        self.calibration = Calibration()
         self._lane_workers = {"short": workers, "long": long_workers}
         self._lock = threading.Condition()
         self._queues: dict[str, deque[Job]] = {lane: deque() for lane in LANES}
@@ -110,7 +118,9 @@ class Scheduler:
             if job is None:
                 cost = self.estimate(config)
                 lane = "short" if background or cost.seconds <= self.long_after else "long"
-                job = Job(config, cost, lane=lane, background=background)
+                kind = self.kind(config)
+                job = Job(config, cost, lane=lane, background=background, kind=kind,
+                          expected_seconds=self.calibration.seconds(kind, cost.seconds))
                 self._live[config] = job
                 (self._background if background else self._queues[lane]).append(job)
                 self._lock.notify_all()
@@ -151,9 +161,10 @@ class Scheduler:
             queue = self._queues[job.lane]
             ahead = list(queue)[:queue.index(job)] if job in queue else []
             running = [j for j in self._running if j.lane == job.lane]
-            now = time.monotonic()
-            left = sum(max(j.estimate.seconds - (now - (j.started_at or now)), 0.0) for j in running)
-            work = left + sum(j.estimate.seconds for j in ahead)
+            now = self.clock()
+            ran = {j: now - (now if j.started_at is None else j.started_at) for j in running}
+            left = sum(max(j.expected_seconds - ran[j], 0.0) for j in running)
+            work = left + sum(j.expected_seconds for j in ahead)
             return len(ahead) + len(running), work / self._lane_workers[job.lane]
 
     def wait_idle(self, stop: threading.Event, poll: float = 0.2) -> bool:
@@ -202,12 +213,24 @@ class Scheduler:
                     head = queue[0]
                     if not self._running or self._running_bytes() + head.estimate.bytes <= self.memory_budget:
                         queue.popleft()
-                        head.state, head.started_at = "running", time.monotonic()
+                        head.state, head.started_at = "running", self.clock()
                         self._running.add(head)
                         self.computed += 1
                         return head
                 queue = self._queues[lane]
                 self._lock.wait()
+
+    def _calibrate(self, job: Job, result) -> None:
+        """Keep what the job's estimate said and how long it took in its result, and learn from it."""
+        now = self.clock()
+        measured = now - (now if job.started_at is None else job.started_at)
+        if job.expected_seconds > 0:
+            result.estimate = {"seconds": job.expected_seconds, "ratio": measured / job.expected_seconds}
+        self.calibration.observe(job.kind, job.estimate.seconds, measured)  # as it was before it ran
+
+    def expected(self, work: Hashable) -> float:
+        """The seconds `work` would take on this server (its estimate, calibrated)."""
+        return self.calibration.seconds(self.kind(work), self.estimate(work).seconds)
 
     def _running_bytes(self) -> int:
         """The memory the running jobs' estimates add up to (call with the lock held)."""
@@ -223,6 +246,8 @@ class Scheduler:
                 result = self.run(job.config, on_progress=on_progress, cancel=job.cancelled.is_set)
             except Exception as error:  # the owners show it; the server keeps serving
                 result, job.error = None, f"{type(error).__name__}: {error}"
+            if result is not None and result.status == "ok":
+                self._calibrate(job, result)
             with self._lock:
                 self._running.discard(job)
                 if self._live.get(job.config) is job:

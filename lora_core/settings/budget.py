@@ -54,6 +54,9 @@ class Estimate:
     macs: float  # multiply-adds, all phases
     seconds: float  # about how long on a CPU like this project's (only for telling people)
     steps: int  # optimizer steps, both phases
+    # The part of `seconds` spent making the data and pretraining the base: what a cached base saves, and what a
+    # sweep pays once per seed rather than once per member
+    pretrain_seconds: float = 0.0
 
 
 def _svd_macs(m: int, n: int) -> float:
@@ -79,10 +82,13 @@ def _seconds(macs: float, svd_macs: float, weight_steps: float, epochs: int) -> 
 ALLOCATOR_MARGIN = 1.25
 
 
-def estimate(config: ExperimentConfig) -> Estimate:
-    """The run's peak memory (an upper bound: live tensors times ALLOCATOR_MARGIN), multiply-adds and time."""
+def estimate(config: ExperimentConfig, base_cached: bool = False) -> Estimate:
+    """The run's peak memory (an upper bound: live tensors times ALLOCATOR_MARGIN), multiply-adds and time (less
+    the pretraining's with `base_cached`; the memory stays the bound of a run that pretrains)."""
     live = ESTIMATES[config.task](config)
-    return dataclasses.replace(live, bytes=int(live.bytes * ALLOCATOR_MARGIN))
+    seconds = live.seconds - live.pretrain_seconds if base_cached else live.seconds
+    return dataclasses.replace(live, bytes=int(live.bytes * ALLOCATOR_MARGIN), seconds=seconds,
+                               pretrain_seconds=0.0 if base_cached else live.pretrain_seconds)
 
 
 def _linear_estimate(config: ExperimentConfig) -> Estimate:
@@ -153,7 +159,10 @@ def _linear_estimate(config: ExperimentConfig) -> Estimate:
     per_step = (steps_per_epoch * c.pretrain_epochs * 2 * SECONDS_PER_STEP["autograd"]
                 + steps_per_epoch * c.epochs * (SECONDS_PER_STEP["fast"] if fast else 2 * SECONDS_PER_STEP["autograd"]))
     seconds = _seconds(macs, svd_macs, weight_steps, c.pretrain_epochs + c.epochs) + per_step
-    return Estimate(int(peak_items * item), float(macs), seconds, steps)
+    pretrain_steps = steps_per_epoch * c.pretrain_epochs
+    pretrain_seconds = ((data_macs + pretrain_macs) / MACS_PER_SECOND + c.pretrain_epochs * SECONDS_PER_EPOCH
+                        + pretrain_steps * (2 * SECONDS_PER_STEP["autograd"] + weights * SECONDS_PER_WEIGHT_STEP))
+    return Estimate(int(peak_items * item), float(macs), seconds, steps, min(pretrain_seconds, seconds))
 
 
 # Reading the digits (their CSV parsed into Python floats, gzip's and the parser's code run for the first time)
@@ -188,7 +197,7 @@ def _digits_estimate(config: ExperimentConfig) -> Estimate:
     steps = math.ceil(train_rows / c.batch_size) * (c.pretrain_epochs + c.epochs)
     seconds = (_seconds(macs, svds, steps * weights, c.pretrain_epochs + c.epochs)
                + steps * len(shapes) * SECONDS_PER_STEP["autograd"])
-    return Estimate(int(peak), float(macs), seconds, steps)
+    return Estimate(int(peak), float(macs), seconds, steps, _epoch_share(c, seconds))
 
 
 # Reading the two texts (Python strings of up to 4 bytes a character, their UTF-32 copies and int64 ids, about a
@@ -229,7 +238,12 @@ def _text_estimate(config: ExperimentConfig) -> Estimate:
     forwards = 2 * SAMPLE_PROMPTS * SAMPLE_CHARS  # each a step's worth of Python without the backward pass
     seconds = (_seconds(macs, svds, steps * weights, c.pretrain_epochs + c.epochs)
                + (steps + forwards / 3) * TEXT_STEP_MODULES * c.blocks * SECONDS_PER_STEP["autograd"])
-    return Estimate(int(peak), float(macs), seconds, steps)
+    return Estimate(int(peak), float(macs), seconds, steps, _epoch_share(c, seconds))
+
+
+def _epoch_share(c: ExperimentConfig, seconds: float) -> float:
+    """Pretraining's part of `seconds` where both phases take the same path: its share of the epochs."""
+    return seconds * c.pretrain_epochs / (c.pretrain_epochs + c.epochs)
 
 
 # What a text run's samples generate (text_samples.py reads these): prompts, their length, characters written
@@ -290,15 +304,18 @@ def within(e: Estimate, what: str, *, max_bytes: float, max_macs: float, less_me
         raise ConfigError(f"{what} would need about {human_bytes(e.bytes)} of memory, more than the "
                           f"{human_bytes(max_bytes)} this server allows a run; {less_memory}")
     if e.macs > max_macs:
-        raise ConfigError(f"{what} would take about {e.macs:.2g} multiply-adds (roughly {_duration(e.seconds)} "
+        raise ConfigError(f"{what} would take about {e.macs:.2g} multiply-adds (roughly {duration(e.seconds)} "
                           f"here), more than the {max_macs:.2g} this server allows a run; {less_work}")
     if e.seconds > max_seconds:
-        raise ConfigError(f"{what} would take up to about {_duration(e.seconds)} here ({e.steps:,} optimizer steps), "
-                          f"more than the {_duration(max_seconds)} this server allows a run; {less_time or less_work}")
+        raise ConfigError(f"{what} would take up to about {duration(e.seconds)} here ({e.steps:,} optimizer steps), "
+                          f"more than the {duration(max_seconds)} this server allows a run; {less_time or less_work}")
     return e
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """Seconds for people: '0.4 s', '42 s', '3 min', '2 h'."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

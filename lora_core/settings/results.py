@@ -140,6 +140,8 @@ class ExperimentResult:
     # samples: {"label", "original", "shifted" (pixels), "base", "adapted" (predicted classes on the shifted image)}.
     accuracies: dict[str, float | None] = field(default_factory=dict)
     samples: list[dict[str, Any]] = field(default_factory=list)
+    # Filled by the server's scheduler: {"seconds": the time it expected (calibrated), "ratio": measured / that}
+    estimate: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return _finite(dataclasses.asdict(self))

@@ -1,0 +1,89 @@
+"""Honest times: the scheduler learns each kind of work's measured / estimated seconds and says the next
+estimates in this server's time; a kept base and a sweep's shared bases are not counted as pretraining again."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from lora_core.experiment import base_cached, run_experiment
+from lora_core.serving.calibration import BOUNDS, WEIGHT, Calibration
+from lora_core.serving.scheduler import Scheduler
+from lora_core.settings.budget import Estimate, estimate
+from lora_core.settings.config import preset
+from lora_core.sweep import members, request, sweep_estimate
+from tests.test_scheduler import GUARD_S, TINY
+
+
+def test_the_ratio_follows_the_last_jobs_and_an_unseen_kind_takes_the_overall_one():
+    c = Calibration()
+    assert c.seconds("run:linear", 8.0) == 8.0  # nothing seen: the raw estimate
+    c.observe("run:linear", estimated=8.0, measured=2.0)
+    assert c.seconds("run:linear", 8.0) == pytest.approx(2.0)
+    c.observe("run:linear", estimated=8.0, measured=8.0)  # geometric running mean of 1/4 and 1
+    assert c.ratio("run:linear") == pytest.approx(math.exp((1 - WEIGHT) * math.log(0.25)))
+    assert c.ratio("sweep:text") == pytest.approx(c.ratio("run:linear"))  # not seen: all work's ratio
+    c.observe("pretraining:text", estimated=10.0, measured=20.0)
+    assert c.ratio("run:text") == pytest.approx(2.0)  # not seen: its task's
+    c.observe("run:digits", estimated=1.0, measured=1e9)  # a paused process: clamped
+    assert c.ratio("run:digits") == pytest.approx(BOUNDS[1])
+    c.observe("run:digits", estimated=0.0, measured=1.0)  # nothing to learn from
+    assert c.ratio("run:digits") == pytest.approx(BOUNDS[1])
+
+
+class Clock:
+    """A test's clock: a job 'takes' what its fake run says."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_scheduler_keeps_the_estimate_in_the_result_and_learns_from_it():
+    clock = Clock()
+    took = {0: 2.5, 1: 2.5}
+
+    def run(config, on_progress=None, cancel=None):
+        clock.now += took[config.seed]
+        return SimpleNamespace(config=config.to_dict(), status="ok", estimate={})
+
+    raw = Estimate(bytes=1, macs=1.0, seconds=10.0, steps=1)
+    sched = Scheduler(run, workers=1, memory_budget=2**40, estimate=lambda c: raw, kind=lambda c: "run:linear",
+                      clock=clock)
+    try:
+        first = sched.submit(preset("default", **TINY, seed=0), "a")
+        assert first.done.wait(GUARD_S)
+        assert first.result.estimate == {"seconds": 10.0, "ratio": 0.25}  # expected the raw 10 s, took 2.5
+        assert sched.expected(preset("default", **TINY, seed=1)) == pytest.approx(2.5)
+        second = sched.submit(preset("default", **TINY, seed=1), "a")
+        assert second.expected_seconds == pytest.approx(2.5) and second.done.wait(GUARD_S)
+        assert second.result.estimate["ratio"] == pytest.approx(1.0)  # calibrated: on the mark
+    finally:
+        sched.shutdown()
+
+
+def test_a_kept_base_drops_the_pretraining_from_the_estimate(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_EXPLORER_CACHE", str(tmp_path))
+    config = preset("default", **TINY, seed=4200)
+    cold = estimate(config)
+    assert 0 < cold.pretrain_seconds < cold.seconds
+    assert not base_cached(config)
+    run_experiment(config)
+    assert base_cached(config) and base_cached(config.replace(rank=1))  # the same base, another adapter
+    warm = estimate(config, base_cached=True)
+    assert warm.seconds == pytest.approx(cold.seconds - cold.pretrain_seconds) and warm.bytes == cold.bytes
+
+
+def test_a_sweep_counts_each_seeds_pretraining_once():
+    req = request(preset("default", **TINY), [1, 2, 4], ["lora", "full"], [1.0, 4.0], [0, 1])
+    parts = [estimate(c) for _, c in members(req)]
+    per_seed = {c.seed: estimate(c).pretrain_seconds for _, c in reversed(members(req))}
+    expected = sum(p.seconds - p.pretrain_seconds for p in parts) + sum(per_seed.values())
+    assert sweep_estimate(req).seconds == pytest.approx(expected)
+    assert sweep_estimate(req).seconds < sum(p.seconds for p in parts)  # 14 members, two bases
+    kept = sweep_estimate(req, cached=lambda c: c.seed == 0)
+    assert kept.seconds == pytest.approx(expected - per_seed[0])
