@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from urllib.parse import urlencode
 
 from page_tools import SMALL, assert_clean, charts, nav, screenshot, settle, train
@@ -27,6 +28,28 @@ def test_compare_a_grid_in_the_browser(server, page):
     assert all(len(t["y"]) == 3 for t in by_rank["data"] if t["name"] != "full fine-tuning")
     assert by_alpha_title in figs
     screenshot(page, "compare")
+    assert_clean(page)
+
+
+def test_the_default_grid_from_click_to_charts_is_reported(server, page):
+    """Compare's default grid on the default preset's base, kept by a one-member grid before: the seconds from
+    pressing Run to every chart drawn, reported for the README (test-artifacts/timings.txt), never asserted."""
+    page.goto(f"{server}/Compare?{urlencode({'seed': 11, 'methods': 'lora', 'ranks': 1, 'alphas': 1})}")
+    settle(page)
+    page.get_by_role("button", name="Run").click()  # pretrains the base (and teaches the server its speed)
+    page.get_by_text("members in", exact=False).first.wait_for(timeout=120_000)
+    page.goto(f"{server}/Compare?{urlencode({'seed': 11})}")  # the default grid, a new session
+    settle(page)
+    assert page.get_by_text("25 members", exact=False).count() == 1
+    start = time.perf_counter()
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("members in", exact=False).first.wait_for(timeout=120_000)
+    figs = charts(page, need=("Final loss against rank", "Forgetting", "Intruder dimensions", "Subspace similarity"))
+    seconds = time.perf_counter() - start
+    caption = page.get_by_text("members in", exact=False).first.inner_text()
+    report(page.artifacts, f"Compare's default grid, base kept, click to charts in the browser: {seconds:.2f} s "
+                           f"({len(figs)} charts; the page: {caption.split(' s')[0]} s)")
+    assert "estimated" in caption  # the server said what it expected, and how it went
     assert_clean(page)
 
 
