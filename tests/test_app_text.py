@@ -3,6 +3,8 @@ read back its loss and accuracy curves, its cards and the text both models write
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from lora_core.settings.config import preset
@@ -50,6 +52,10 @@ def test_the_page_shows_each_prompt_continued_by_both_models(text_run):
     for sample in result.samples:
         assert sample["prompt"] in shown and sample["base"] in shown and sample["adapted"] in shown
     assert any("the shift's text" in c.value for c in text_run.caption)
+    loss = result.losses["merged_on_shifted"]
+    assert any(f"merged {loss:.3f} nats ({loss / math.log(2):.3f} bits)" in c.value for c in text_run.caption)
+    heat = next(c for c in charts(text_run) if c["layout"]["title"]["text"].startswith("Where each character looks"))
+    assert heat["data"][1]["z"] == result.samples[0]["attention"]["adapted"]
 
 
 def test_a_chart_with_many_entries_keeps_its_legend_off_the_title(text_run):

@@ -198,3 +198,26 @@ def test_a_text_run_stops_when_cancelled_and_keeps_its_epochs():
                             on_progress=lambda p: not (p.phase == "finetune" and p.epoch == 2))
     assert result.status == "cancelled" and "cancelled during fine-tuning" in result.message
     assert len(result.history["finetune"].eval_loss) == 2 and len(result.history["finetune"].eval_accuracy) == 2
+
+
+def test_attention_weights_are_causal_rows_summing_to_one_that_give_the_attention():
+    block = _model(seed=8).blocks[0]
+    x = torch.randn(2, 12, 16, generator=torch.Generator().manual_seed(9))
+    weights = block.attention_weights(x)
+    assert weights.shape == (2, 4, 12, 12)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 12))
+    assert torch.all(torch.triu(weights, diagonal=1) == 0)
+    v = block.v_proj(x).view(2, 12, 4, 4).transpose(1, 2)
+    torch.testing.assert_close((weights @ v).transpose(1, 2).reshape(2, 12, 16), block.attention(x),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_the_first_sample_carries_the_last_blocks_attention_before_and_after(tiny_run):
+    result, kept = tiny_run
+    attention = result.samples[0]["attention"]
+    config = preset("text", **TINY, targets="q,v,fc1")
+    ids = kind(config).make_tasks(config)[1].eval.x[:1, :24]
+    assert attention["block"] == 0 and attention["chars"] == text_data.decode(ids[0])
+    expected = kept["merged"].attention_map(ids, 0)[0, 0]
+    torch.testing.assert_close(torch.tensor(attention["adapted"]), expected, atol=5e-4, rtol=0)
+    assert attention["base"] != attention["adapted"]  # q was adapted: the head looks elsewhere

@@ -13,7 +13,7 @@ from lora_core.settings.results import ExperimentResult
 from lora_core.settings.variants import adapter_name, method_name, notes
 from lora_core.tasks.registry import TASK_KINDS
 
-from . import dynamics_figures, figures, live, session, training_figures
+from . import dynamics_figures, figures, live, session, text_figures, training_figures
 from .sidebar import share_panel, show_link_warnings, sidebar
 from .text import plain
 
@@ -156,6 +156,7 @@ def digit_samples(result: ExperimentResult) -> None:
 
 def text_samples(result: ExperimentResult) -> None:
     """Each prompt continued by the base and by the fine-tuned model, as plain text (st.code shows it verbatim)."""
+    st.caption(text_figures.loss_note(result))
     st.markdown("**The same prompts, continued** (greedy: the most likely next character, every time)")
     for i, sample in enumerate(result.samples):
         st.caption(f"Prompt {i + 1}, from the held-out shifted text")
@@ -166,6 +167,12 @@ def text_samples(result: ExperimentResult) -> None:
             blank = " (only spaces and line breaks)" if not text.strip() else ""
             column.caption(who + blank)
             column.code(text, language=None, wrap_lines=True)
+    attention = result.samples[0].get("attention")
+    if attention:
+        st.plotly_chart(text_figures.attention_figure(attention), key="attention")
+        st.caption("Each row is a character of the first prompt; its cells, how much of that character's attention "
+                   "goes to each earlier one (a row sums to 1). Hover for the characters. Adapters on q or k "
+                   "change where a head looks; on v, o or the MLP only what it does with what it sees.")
 
 
 # How a task's result samples are shown (ExperimentResult.samples, made by its TaskKind), by task

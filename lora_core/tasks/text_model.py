@@ -38,6 +38,15 @@ class Block(nn.Module):
                    for proj in (self.q_proj, self.k_proj, self.v_proj))
         return F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, d)
 
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Where each position looks: softmax(q kᵀ / √d_head) under the causal mask, [b, heads, T, T] for x:
+        [b, T, d] (already normalised); `attention` is these weights times v (what the pages draw)."""
+        b, t, d = x.shape
+        q, k = (proj(x).view(b, t, self.heads, d // self.heads).transpose(1, 2) for proj in (self.q_proj, self.k_proj))
+        scores = q @ k.transpose(-1, -2) / (d // self.heads) ** 0.5
+        future = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), diagonal=1)
+        return scores.masked_fill(future, float("-inf")).softmax(-1)
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         h = h + self.o_proj(self.attention(self.ln1(h)))
         return h + self.fc2(F.gelu(self.fc1(self.ln2(h))))
@@ -65,6 +74,15 @@ class TinyTransformer(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.head(self.ln_f(h)).transpose(1, 2)
+
+    @torch.no_grad()
+    def attention_map(self, ids: torch.Tensor, block: int) -> torch.Tensor:
+        """Block `block`'s attention weights on ids: [b, T]: [b, heads, T, T]."""
+        h = self.tokens(ids) + self.positions(torch.arange(ids.shape[-1], device=ids.device))
+        for before in self.blocks[:block]:
+            h = before(h)
+        chosen = self.blocks[block]
+        return chosen.attention_weights(chosen.ln1(h))
 
 
 def module_names(layers: int, modules: tuple[str, ...] = TEXT_MODULES) -> tuple[str, ...]:

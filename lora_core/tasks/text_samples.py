@@ -18,9 +18,15 @@ from .text_model import generate
 # continued by CONTINUATION_CHARS: declared in settings/budget.py, whose estimate counts their cost
 
 
+MAP_HEAD = 0  # the head whose attention the first sample carries, in the last block
+MAP_CHARS = 32  # the map's characters, from the prompt's start
+
+
 def continuations(config: ExperimentConfig, base: nn.Module, merged: nn.Module, shifted: Task) -> list[dict]:
     """[{"prompt", "truth" (the text's own next characters), "base", "adapted"}] for the first PROMPTS held-out
-    windows of the shifted text."""
+    windows of the shifted text; the first also has "attention": where each of its first MAP_CHARS characters
+    looks in the last block's head MAP_HEAD, under both models ({"block", "head", "chars", "base", "adapted"},
+    weights rounded to 3 decimals: they are for drawing)."""
     length = min(PROMPT_CHARS, config.context)
     samples = []
     for i in range(min(PROMPTS, shifted.eval.x.shape[0])):
@@ -29,4 +35,11 @@ def continuations(config: ExperimentConfig, base: nn.Module, merged: nn.Module, 
         samples.append({"prompt": decode(prompt), "truth": decode(truth),
                         **{name: decode(generate(model, prompt, CONTINUATION_CHARS, config.context))
                            for name, model in (("base", base), ("adapted", merged))}})
+    if samples:
+        ids = shifted.eval.x[:1, :min(MAP_CHARS, config.context)]
+        block = config.blocks - 1
+        samples[0]["attention"] = {
+            "block": block, "head": MAP_HEAD, "chars": decode(ids[0]),
+            **{name: [[round(w, 3) for w in row] for row in model.attention_map(ids, block)[0, MAP_HEAD].tolist()]
+               for name, model in (("base", base), ("adapted", merged))}}
     return samples
