@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # All below this module, none loading torch: the rules a config is validated by (budget, path_rule, task_specs,
@@ -52,34 +52,10 @@ from .choices import (  # noqa: F401 - re-exported: every setting's choices are 
     ConfigError,
     canonical_targets,
 )
+from .knobs import cut, knob, parse_number, raise_, short
 from .path_rule import choose_path
 from .task_specs import rank_limit, spec
 from .variants import lora_scaling
-
-
-def _knob(default: Any, help: str, *, label: str | None = None, lo: float | None = None, hi: float | None = None,
-          choices: tuple[str, ...] | None = None, choice_labels: dict[str, str] | None = None,
-          positive: bool = False, step: float | None = None, slider: tuple[float, float | None] | None = None,
-          group: str | None = None, base: bool = False, only_if: dict[str, Any] | None = None,
-          maths: str | None = None, spelling: Any = None, choices_text: str | None = None) -> Any:
-    """A config field with everything known about it, in `metadata`:
-
-    help, label: the flag's help and the widget's label (no label: not a Playground setting, not in the URL);
-    lo, hi: inclusive bounds (ints); positive: > 0 (floats); choices and their shown labels;
-    step: a number input's step; slider: shown as a slider over this span (None: up to what the model allows;
-    a value outside it widens it);
-    group: where the Playground shows it ("main" above, "more" in the expander);
-    base: whether it shapes the pretrained base (so it is part of the base cache's key);
-    only_if: {field: value, ...} when the setting matters only while every such field has that value (or one of
-    a tuple of them) (`matters`);
-    maths: one line (Markdown with LaTeX) saying what the setting changes, shown under its widget;
-    spelling: text -> the choice it means (a flag or link may write a choice another way); choices_text: the
-    choices in words, where listing them all would be too long.
-    """
-    meta = {"help": help, "label": label, "lo": lo, "hi": hi, "choices": choices, "choice_labels": choice_labels,
-            "positive": positive, "step": step, "slider": slider, "group": group, "base": base,
-            "only_if": only_if, "maths": maths, "spelling": spelling, "choices_text": choices_text}
-    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -90,100 +66,101 @@ class ExperimentConfig:
     """
 
     # Task, adapter and shift: the Playground's main controls
-    task: str = _knob("linear", "the task: the article's linear regression, or handwritten digits with a small "
-                      "nonlinear network", label="Task", choices=TASKS, choice_labels=TASK_LABELS, group="main",
-                      base=True)
-    rank: int = _knob(2, "LoRA rank r (at most the smallest dimension of an adapted layer)", label="Rank r",
-                      lo=1, hi=MAX_DIM, slider=(1, None), group="main")
-    alpha: float = _knob(2.0, "LoRA scale α; the update is multiplied by α/r", label="Alpha α", positive=True,
-                         slider=(0.25, 64.0), step=0.25, group="main")
-    shift: str = _knob("constant", "kind of distribution shift applied to θ", label="Shift", choices=SHIFTS,
-                       choice_labels=SHIFT_LABELS, group="main", only_if={"task": "linear"})
-    shift_scale: float = _knob(1.0, "size c of the shift", label="Shift size", positive=True, step=0.1, group="main",
-                               only_if={"task": "linear"})
-    shift_rank: int = _knob(4, "rank s of a low_rank or graded shift (graded: its directions' sizes halve, "
-                            "4 : 2 : 1 for s = 3)", label="Shift rank", lo=1, hi=MAX_DIM, group="main",
-                            only_if={"task": "linear", "shift": RANKED_SHIFTS})
-    digits_shift: str = _knob("rotated", "how the digits change for fine-tuning", label="Digits shift",
-                              choices=DIGIT_SHIFTS, choice_labels=DIGIT_SHIFT_LABELS, group="main",
-                              only_if={"task": "digits"})
-    angle: int = _knob(90, "rotation of the digits, degrees counter-clockwise", label="Rotation angle (°)", lo=1,
-                       hi=359, group="main", only_if={"task": "digits", "digits_shift": "rotated"})
-    noise: float = _knob(0.3, "standard deviation of the Gaussian noise added to every pixel (pixels run from 0 to "
-                         "1)", label="Noise σ", positive=True, step=0.1, group="main",
-                         only_if={"task": "digits", "digits_shift": "noised"})
-    held_out: int = _knob(3, "how many classes (the last digits) pretraining never sees; fine-tuning adds them "
-                          "(1-9: at least one class must remain to pretrain on)", label="Classes held out", lo=1,
-                          hi=9, group="main", base=True, only_if={"task": "digits", "digits_shift": "held_out"})
-    text_shift: str = _knob("code", "what the text model is fine-tuned on after learning the documentation",
-                            label="Text shift", choices=TEXT_SHIFTS, choice_labels=TEXT_SHIFT_LABELS, group="main",
-                            only_if={"task": "text"})
+    task: str = knob("linear", "the task: the article's linear regression, handwritten digits with a small "
+                     "nonlinear network, or text with a small transformer", label="Task", choices=TASKS,
+                     choice_labels=TASK_LABELS, group="main",
+                     base=True)
+    rank: int = knob(2, "LoRA rank r (at most the smallest dimension of an adapted layer)", label="Rank r",
+                     lo=1, hi=MAX_DIM, slider=(1, None), group="main")
+    alpha: float = knob(2.0, "LoRA scale α; the update is multiplied by α/r", label="Alpha α", positive=True,
+                        slider=(0.25, 64.0), step=0.25, group="main")
+    shift: str = knob("constant", "kind of distribution shift applied to θ", label="Shift", choices=SHIFTS,
+                      choice_labels=SHIFT_LABELS, group="main", only_if={"task": "linear"})
+    shift_scale: float = knob(1.0, "size c of the shift", label="Shift size", positive=True, step=0.1, group="main",
+                              only_if={"task": "linear"})
+    shift_rank: int = knob(4, "rank s of a low_rank or graded shift (graded: its directions' sizes halve, "
+                           "4 : 2 : 1 for s = 3)", label="Shift rank", lo=1, hi=MAX_DIM, group="main",
+                           only_if={"task": "linear", "shift": RANKED_SHIFTS})
+    digits_shift: str = knob("rotated", "how the digits change for fine-tuning", label="Digits shift",
+                             choices=DIGIT_SHIFTS, choice_labels=DIGIT_SHIFT_LABELS, group="main",
+                             only_if={"task": "digits"})
+    angle: int = knob(90, "rotation of the digits, degrees counter-clockwise", label="Rotation angle (°)", lo=1,
+                      hi=359, group="main", only_if={"task": "digits", "digits_shift": "rotated"})
+    noise: float = knob(0.3, "standard deviation of the Gaussian noise added to every pixel (pixels run from 0 to "
+                        "1)", label="Noise σ", positive=True, step=0.1, group="main",
+                        only_if={"task": "digits", "digits_shift": "noised"})
+    held_out: int = knob(3, "how many classes (the last digits) pretraining never sees; fine-tuning adds them "
+                         "(1-9: at least one class must remain to pretrain on)", label="Classes held out", lo=1,
+                         hi=9, group="main", base=True, only_if={"task": "digits", "digits_shift": "held_out"})
+    text_shift: str = knob("code", "what the text model is fine-tuned on after learning the documentation",
+                           label="Text shift", choices=TEXT_SHIFTS, choice_labels=TEXT_SHIFT_LABELS, group="main",
+                           only_if={"task": "text"})
     # Method, model (d_in -> hidden -> d_out, two bias-free linear layers), data and training: the expander
-    method: str = _knob("lora", "fine-tuning method: LoRA adapters or all weights", label="Method", choices=METHODS,
-                        choice_labels=METHOD_LABELS, group="method",
-                        maths=r"LoRA: $W' = W + s\,BA$, only $A$, $B$ train; full: every weight trains")
+    method: str = knob("lora", "fine-tuning method: LoRA adapters or all weights", label="Method", choices=METHODS,
+                       choice_labels=METHOD_LABELS, group="method",
+                       maths=r"LoRA: $W' = W + s\,BA$, only $A$, $B$ train; full: every weight trains")
     # LoRA's variants (PEFT's names); lora_core/variants.py says how each is computed and which path takes it
-    use_rslora: bool = _knob(False, "rsLoRA: scale the update by α/√r instead of α/r", label="rsLoRA",
-                             group="method", only_if={"method": "lora"},
-                             maths=r"$s = \alpha/\sqrt{r}$ instead of $\alpha/r$: the update's size no longer "
-                                   r"shrinks as $r$ grows")
-    use_dora: bool = _knob(False, "DoRA: a trained magnitude per output row times the normalised direction "
-                           "W + sBA", label="DoRA", group="method", only_if={"method": "lora"},
-                           maths=r"$W' = m \odot \frac{W + sBA}{\lVert W + sBA\rVert_{\text{row}}}$, "
-                                 r"the magnitude $m$ trained too (starts at the row norms of $W$)")
-    init: str = _knob("kaiming", "initialisation of A and B (gaussian, kaiming: B = 0; pissa, olora: from W, "
-                      "whose residual W - sBA becomes the frozen base)", label="Initialisation",
-                      choices=INITS, choice_labels=INIT_LABELS, group="method", only_if={"method": "lora"},
-                      maths=r"PiSSA: $BA$ from the top $r$ singular triplets of $W$; OLoRA: from $W = QR$; "
-                            r"both freeze the residual $W - sBA$")
-    lr_ratio: float = _knob(1.0, "LoRA+: B's learning rate is lr_ratio times A's (1: plain LoRA; LoRA+ "
-                            "suggests 16)", label="LoRA+ ratio η_B/η_A", positive=True, step=1.0,
+    use_rslora: bool = knob(False, "rsLoRA: scale the update by α/√r instead of α/r", label="rsLoRA",
                             group="method", only_if={"method": "lora"},
-                            maths=r"LoRA+: $\eta_B = \lambda\,\eta_A$; Adam moves $B$ faster than $A$")
-    layers: str = _knob("1,2,3", "the digits network's layers that get an adapter (1 input, 2 hidden, 3 output)",
-                        label="Adapted layers", choices=LAYER_SETS, choice_labels=LAYER_SET_LABELS, group="method",
-                        only_if={"task": "digits", "method": "lora"},
-                        maths=r"an adapter $s\,BA$ on each chosen layer; the others stay frozen")
-    targets: str = _knob("q,v", "the text model's modules that get an adapter in every block (PEFT's "
-                         "target_modules): a comma-separated subset of q, k, v, o, fc1, fc2, or attention, mlp, all",
-                         label="Target modules", choices=TARGET_SETS, choice_labels=TARGET_SET_LABELS,
-                         group="method", only_if={"task": "text", "method": "lora"}, spelling=canonical_targets,
-                         choices_text="a comma-separated subset of q, k, v, o, fc1, fc2, or attention, mlp, all",
-                         maths=r"an adapter $s\,BA$ on each chosen projection of every block")
-    d_in: int = _knob(64, "input dimension", label="Input size d_in", lo=1, hi=MAX_DIM, group="more", base=True,
+                            maths=r"$s = \alpha/\sqrt{r}$ instead of $\alpha/r$: the update's size no longer "
+                                  r"shrinks as $r$ grows")
+    use_dora: bool = knob(False, "DoRA: a trained magnitude per output row times the normalised direction "
+                          "W + sBA", label="DoRA", group="method", only_if={"method": "lora"},
+                          maths=r"$W' = m \odot \frac{W + sBA}{\lVert W + sBA\rVert_{\text{row}}}$, "
+                                r"the magnitude $m$ trained too (starts at the row norms of $W$)")
+    init: str = knob("kaiming", "initialisation of A and B (gaussian, kaiming: B = 0; pissa, olora: from W, "
+                     "whose residual W - sBA becomes the frozen base)", label="Initialisation",
+                     choices=INITS, choice_labels=INIT_LABELS, group="method", only_if={"method": "lora"},
+                     maths=r"PiSSA: $BA$ from the top $r$ singular triplets of $W$; OLoRA: from $W = QR$; "
+                           r"both freeze the residual $W - sBA$")
+    lr_ratio: float = knob(1.0, "LoRA+: B's learning rate is lr_ratio times A's (1: plain LoRA; LoRA+ "
+                           "suggests 16)", label="LoRA+ ratio η_B/η_A", positive=True, step=1.0,
+                           group="method", only_if={"method": "lora"},
+                           maths=r"LoRA+: $\eta_B = \lambda\,\eta_A$; Adam moves $B$ faster than $A$")
+    layers: str = knob("1,2,3", "the digits network's layers that get an adapter (1 input, 2 hidden, 3 output)",
+                       label="Adapted layers", choices=LAYER_SETS, choice_labels=LAYER_SET_LABELS, group="method",
+                       only_if={"task": "digits", "method": "lora"},
+                       maths=r"an adapter $s\,BA$ on each chosen layer; the others stay frozen")
+    targets: str = knob("q,v", "the text model's modules that get an adapter in every block (PEFT's "
+                        "target_modules): a comma-separated subset of q, k, v, o, fc1, fc2, or attention, mlp, all",
+                        label="Target modules", choices=TARGET_SETS, choice_labels=TARGET_SET_LABELS,
+                        group="method", only_if={"task": "text", "method": "lora"}, spelling=canonical_targets,
+                        choices_text="a comma-separated subset of q, k, v, o, fc1, fc2, or attention, mlp, all",
+                        maths=r"an adapter $s\,BA$ on each chosen projection of every block")
+    d_in: int = knob(64, "input dimension", label="Input size d_in", lo=1, hi=MAX_DIM, group="more", base=True,
+                     only_if={"task": "linear"})
+    hidden: int = knob(64, "hidden dimension", label="Hidden size", lo=1, hi=MAX_DIM, group="more", base=True)
+    d_out: int = knob(64, "output dimension", label="Output size d_out", lo=1, hi=MAX_DIM, group="more", base=True,
                       only_if={"task": "linear"})
-    hidden: int = _knob(64, "hidden dimension", label="Hidden size", lo=1, hi=MAX_DIM, group="more", base=True)
-    d_out: int = _knob(64, "output dimension", label="Output size d_out", lo=1, hi=MAX_DIM, group="more", base=True,
-                       only_if={"task": "linear"})
-    blocks: int = _knob(2, "transformer blocks of the text model", label="Blocks", lo=1, hi=12, group="more",
-                        base=True, only_if={"task": "text"})
-    heads: int = _knob(4, "attention heads per block (the hidden size must be a multiple)", label="Heads", lo=1,
-                       hi=64, group="more", base=True, only_if={"task": "text"})
-    context: int = _knob(64, "characters the text model sees at once (a window's length)", label="Context", lo=2,
-                         hi=1024, group="more", base=True, only_if={"task": "text"})
-    n_samples: int = _knob(1024, "training samples per task (text: windows of `context` characters)",
-                           label="Training samples", lo=1, hi=MAX_SAMPLES, group="more", base=True,
-                           only_if={"task": ("linear", "text")})
-    n_eval: int = _knob(512, "held-out samples per task, used only for evaluation", label="Held-out samples", lo=1,
-                        hi=MAX_SAMPLES, group="more", base=True, only_if={"task": ("linear", "text")})
-    pretrain_epochs: int = _knob(30, "epochs of pretraining on the original task", label="Pretraining epochs", lo=1,
-                                 hi=MAX_EPOCHS, group="more", base=True)
-    epochs: int = _knob(30, "epochs of fine-tuning on the shifted task", label="Fine-tuning epochs", lo=1,
-                        hi=MAX_EPOCHS, group="more")
-    batch_size: int = _knob(64, "mini-batch size", label="Batch size", lo=1, hi=MAX_SAMPLES, group="more", base=True)
-    lr: float = _knob(1e-2, "learning rate (pretraining's Adam, and fine-tuning's optimizer)", label="Learning rate",
-                      positive=True, step=1e-3, group="more", base=True)
-    optimizer: str = _knob("adam", "fine-tuning optimizer: Adam (the article's) or plain SGD (what the theory of "
-                           "learning one direction at a time describes); pretraining always uses Adam",
-                           label="Fine-tuning optimizer", choices=OPTIMIZERS, choice_labels=OPTIMIZER_LABELS,
-                           group="more")
-    seed: int = _knob(0, "random seed for data, initialisation and shuffling", label="Seed", lo=0, hi=2**31 - 1,
-                      group="more", base=True)
+    blocks: int = knob(2, "transformer blocks of the text model", label="Blocks", lo=1, hi=12, group="more",
+                       base=True, only_if={"task": "text"})
+    heads: int = knob(4, "attention heads per block (the hidden size must be a multiple)", label="Heads", lo=1,
+                      hi=64, group="more", base=True, only_if={"task": "text"})
+    context: int = knob(64, "characters the text model sees at once (a window's length)", label="Context", lo=2,
+                        hi=1024, group="more", base=True, only_if={"task": "text"})
+    n_samples: int = knob(1024, "training samples per task (text: windows of `context` characters)",
+                          label="Training samples", lo=1, hi=MAX_SAMPLES, group="more", base=True,
+                          only_if={"task": ("linear", "text")})
+    n_eval: int = knob(512, "held-out samples per task, used only for evaluation", label="Held-out samples", lo=1,
+                       hi=MAX_SAMPLES, group="more", base=True, only_if={"task": ("linear", "text")})
+    pretrain_epochs: int = knob(30, "epochs of pretraining on the original task", label="Pretraining epochs", lo=1,
+                                hi=MAX_EPOCHS, group="more", base=True)
+    epochs: int = knob(30, "epochs of fine-tuning on the shifted task", label="Fine-tuning epochs", lo=1,
+                       hi=MAX_EPOCHS, group="more")
+    batch_size: int = knob(64, "mini-batch size", label="Batch size", lo=1, hi=MAX_SAMPLES, group="more", base=True)
+    lr: float = knob(1e-2, "learning rate (pretraining's Adam, and fine-tuning's optimizer)", label="Learning rate",
+                     positive=True, step=1e-3, group="more", base=True)
+    optimizer: str = knob("adam", "fine-tuning optimizer: Adam (the article's) or plain SGD (what the theory of "
+                          "learning one direction at a time describes); pretraining always uses Adam",
+                          label="Fine-tuning optimizer", choices=OPTIMIZERS, choice_labels=OPTIMIZER_LABELS,
+                          group="more")
+    seed: int = knob(0, "random seed for data, initialisation and shuffling", label="Seed", lo=0, hi=2**31 - 1,
+                     group="more", base=True)
     # Where and how: flags only
-    device: str = _knob("auto", "where to train: auto picks CUDA, then Apple MPS, then CPU", choices=DEVICES,
-                        base=True)
-    dtype: str = _knob("float32", "floating-point precision", choices=DTYPES, base=True)
-    path: str = _knob("auto", "fine-tuning path: auto uses the fast path when it applies", choices=PATHS)
+    device: str = knob("auto", "where to train: auto picks CUDA, then Apple MPS, then CPU", choices=DEVICES,
+                       base=True)
+    dtype: str = knob("float32", "floating-point precision", choices=DTYPES, base=True)
+    path: str = knob("auto", "fine-tuning path: auto uses the fast path when it applies", choices=PATHS)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -237,7 +214,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset(name: str, **overrides: Any) -> ExperimentConfig:
     """The named preset with `overrides` applied; unknown names (or a name that is no string) raise ConfigError."""
     if not isinstance(name, str) or name not in PRESETS:
-        raise ConfigError(f"unknown preset {_short(name)}; allowed: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {short(name)}; allowed: {', '.join(PRESETS)}")
     return make_config(**{**PRESETS[name], **overrides})
 
 
@@ -280,39 +257,18 @@ def coerce(name: str, value: Any) -> Any:
         if kind == "bool":
             if isinstance(value, bool):
                 return value
-            return BOOL_TEXT[value.strip().lower()] if isinstance(value, str) else _raise(TypeError)
+            return BOOL_TEXT[value.strip().lower()] if isinstance(value, str) else raise_(TypeError)
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise TypeError
-        number = _number(value) if isinstance(value, str) else value
+        number = parse_number(value) if isinstance(value, str) else value
         if not math.isfinite(number) or (kind == "int" and not float(number).is_integer()):
             raise ValueError
         number = int(number) if kind == "int" else float(number)
     except (TypeError, ValueError, KeyError, OverflowError):  # OverflowError: an integer too large for a float
-        raise ConfigError(f"{name} must be {bounds_text(name)}, got {_short(value)}") from None
+        raise ConfigError(f"{name} must be {bounds_text(name)}, got {short(value)}") from None
     # A message quotes the number as it was typed ('99999999999999999999', not 1e20 turned back into digits).
     check_value(name, number, shown=value.strip() if isinstance(value, str) else None)
     return number
-
-
-def _number(text: str) -> int | float:
-    """'20' -> 20 exactly (an integer of any length stays exact), '1e3' -> 1000.0."""
-    try:
-        return int(text.strip())
-    except ValueError:
-        return float(text)
-
-
-def _raise(error: type[Exception]) -> Any:
-    raise error
-
-
-def _short(value: Any) -> str:
-    """A value's repr for a message, cut short (a link may carry 400 digits)."""
-    return _cut(repr(value))
-
-
-def _cut(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -348,7 +304,7 @@ def check_value(name: str, value: Any, shown: Any = None) -> None:
     """Raise ConfigError if `value` is no allowed value of setting `name` (its type, bounds or choices); the
     message shows `shown` (the number as typed) when given, else the value's repr."""
     meta, kind = FIELDS[name].metadata, FIELDS[name].type
-    shown = _short(value) if shown is None else _cut(shown)
+    shown = short(value) if shown is None else cut(shown)
     bad = False
     if kind == "int":
         bad = isinstance(value, bool) or not isinstance(value, int) or not meta["lo"] <= value <= meta["hi"]
