@@ -9,7 +9,7 @@ import pytest
 
 from lora_core.cli.main import main
 from lora_core.measure.analysis import config_param_counts, fitting_rank
-from lora_core.settings.config import ConfigError, preset
+from lora_core.settings.config import METHOD_SETS, ConfigError, preset
 from lora_core.sweep import members, request, rows, run_request
 from tests.test_app_compare import charts, compare, multiselect, run
 from tests.test_text import TINY
@@ -85,3 +85,22 @@ def test_the_compare_page_draws_the_placements_at_one_budget():
 
 def test_the_compare_page_offers_placements_only_for_the_text_task():
     assert not [w for w in compare().multiselect if w.label == "Placements (target modules)"]
+
+
+def test_every_variant_and_full_fine_tuning_run_on_the_transformer():
+    result = run_request(request(preset("text", **{**TINY, "epochs": 1}), [2], list(METHOD_SETS), [4.0]))
+    assert result.methods == list(METHOD_SETS)
+    for method, run in zip(result.methods, result.members, strict=True):
+        assert run.status == "ok", (method, run.message)
+        assert abs(run.losses["merged_on_shifted"] - run.losses["adapter_on_shifted"]) < 1e-3, method
+    dora = result.members[result.methods.index("dora")]
+    assert dora.params.lora_trainable > result.members[0].params.lora_trainable  # its magnitudes
+
+
+def test_the_cli_runs_the_text_task_and_writes_its_samples(tmp_path):
+    out = tmp_path / "run.json"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    assert main(["--preset", "text", *flags, "--targets", "v_proj,q", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["targets"] == "q,v" and len(data["samples"]) == 2
+    assert set(data["spectra"]) == {"blocks.0.q_proj", "blocks.0.v_proj"}
