@@ -90,9 +90,9 @@ def test_the_compare_page_offers_placements_only_for_the_text_task():
 def test_every_variant_and_full_fine_tuning_run_on_the_transformer():
     result = run_request(request(preset("text", **{**TINY, "epochs": 1}), [2], list(METHOD_SETS), [4.0]))
     assert result.methods == list(METHOD_SETS)
-    for method, run in zip(result.methods, result.members, strict=True):
-        assert run.status == "ok", (method, run.message)
-        assert abs(run.losses["merged_on_shifted"] - run.losses["adapter_on_shifted"]) < 1e-3, method
+    for method, member in zip(result.methods, result.members, strict=True):
+        assert member.status == "ok", (method, member.message)
+        assert abs(member.losses["merged_on_shifted"] - member.losses["adapter_on_shifted"]) < 1e-3, method
     dora = result.members[result.methods.index("dora")]
     assert dora.params.lora_trainable > result.members[0].params.lora_trainable  # its magnitudes
 
