@@ -140,7 +140,7 @@ def test_a_run_continues_held_out_prompts_with_both_models_greedily(tiny_run):
 def test_lora_on_the_projections_equals_peft_and_merges_the_same():
     base = _model(seed=3)
     ours, theirs = copy.deepcopy(base), copy.deepcopy(base)
-    targets = ("blocks.0.q_proj", "blocks.1.v_proj", "blocks.1.fc2")
+    targets = text_targets("all", 2)  # every projection of both blocks
     layers = add_lora(ours, targets, rank=3, alpha=6.0, generator=torch.Generator().manual_seed(4))
     theirs = peft.get_peft_model(theirs, peft.LoraConfig(r=3, lora_alpha=6.0, target_modules=list(targets)))
     with torch.no_grad():
@@ -221,3 +221,17 @@ def test_the_first_sample_carries_the_last_blocks_attention_before_and_after(tin
     expected = kept["merged"].attention_map(ids, 0)[0, 0]
     torch.testing.assert_close(torch.tensor(attention["adapted"]), expected, atol=5e-4, rtol=0)
     assert attention["base"] != attention["adapted"]  # q was adapted: the head looks elsewhere
+
+
+def test_reading_backwards_leaves_a_low_rank_adapter_far_behind_full_fine_tuning():
+    """The README's claim, on a small model: on the documentation backwards, adapters on all six projections fall
+    further behind full fine-tuning than on the code (at the preset, 2.016 against 1.685 nats per character;
+    2.101 against 2.070 on the code)."""
+    small = dict(hidden=32, blocks=1, heads=2, context=32, n_samples=1024, n_eval=128, batch_size=32,
+                 pretrain_epochs=8, epochs=4, lr=1e-2, alpha=8.0, device="cpu")
+    gap = {}
+    for shift in ("reversed", "code"):
+        lora, full = (run_experiment(preset("text", text_shift=shift, **small, **over)).losses["merged_on_shifted"]
+                      for over in (dict(targets="all", rank=4), dict(method="full")))
+        gap[shift] = lora - full
+    assert gap["reversed"] > 2 * gap["code"] > 0

@@ -3,8 +3,9 @@
 - the documentation: `pydoc_data.topics`, the ~465,000 characters of help text `help()` shows (what the base
   model learns);
 - the code: the source of a fixed list of pure-Python standard-library modules (`inspect.getsource`), what the
-  `code` shift fine-tunes on; the `reversed` shift is the documentation read backwards, a change no small
-  adapter can make (every attention pattern and every next-character statistic turns around).
+  `code` shift fine-tunes on; the `reversed` shift is the documentation read backwards, where every
+  next-character statistic turns around and a low-rank change falls much further behind full fine-tuning than
+  on the code (README, tests/test_text.py).
 
 Characters are tokens: printable ASCII and the newline (VOCAB); anything else (a curly quote, a degree sign)
 is the one unknown token, so a text the base never saw cannot crash a run. A split is `n` windows of `context`
