@@ -9,54 +9,15 @@ each lesson's real settings and checks each claim against the numbers).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import pairwise
 
+from . import lesson_placement
+from .lesson_parts import Bar, Lesson, Reveal, accuracy, merged
 from .measure.dynamics import ORDINALS, arrivals, half_learned_epochs
 from .settings.choices import METHOD_SET_LABELS
 from .settings.config import ExperimentConfig, preset
 from .settings.results import ExperimentResult
 from .sweep import SweepRequest, SweepResult, request
-
-
-@dataclass(frozen=True)
-class Bar:
-    """One bar of a reveal's chart: a member's value, and the best any adapter of its kind could do (if known)."""
-
-    label: str
-    value: float
-    floor: float | None = None
-
-
-@dataclass(frozen=True)
-class Reveal:
-    text: str  # Markdown, every number from the runs
-    answer: str  # the choice the runs support (one of the lesson's choices)
-    bars: list[Bar]
-    y_title: str  # the chart's y axis, with its unit
-    numbers: dict[str, float] = field(default_factory=dict)  # the figures the text quotes, by name (tests)
-
-
-@dataclass(frozen=True)
-class Lesson:
-    id: str  # the URL's ?lesson=<id>
-    title: str
-    question: str  # Markdown
-    choices: tuple[str, ...]
-    runs: Callable[[], SweepRequest]
-    reveal: Callable[[SweepResult], Reveal]
-    explore: str  # the page that opens with the lesson's settings: "Playground" or "Compare"
-
-
-def merged(m: ExperimentResult) -> float:
-    """The merged model's loss on the shifted task's held-out data."""
-    return m.losses["merged_on_shifted"]
-
-
-def accuracy(m: ExperimentResult, key: str) -> float:
-    """A held-out accuracy in percent, e.g. key 'merged_on_original'."""
-    return 100 * m.accuracies[key]
 
 
 def _by_rank(result: SweepResult, method: str = "lora") -> dict[int, ExperimentResult]:
@@ -304,6 +265,8 @@ LESSONS: dict[str, Lesson] = {lesson.id: lesson for lesson in (
            "The shift now has three directions, of strengths 4 : 2 : 1, and plain gradient descent fine-tunes an "
            "adapter of rank 3 that can hold all of them. **In what order does the model learn them?**",
            DIRECTION_CHOICES, _directions_runs, _directions_reveal, "Playground"),
+    Lesson("placement", "Where LoRA lives: which projections get the adapters", lesson_placement.QUESTION,
+           lesson_placement.CHOICES, lesson_placement.runs, lesson_placement.reveal, "Compare"),
 )}
 
 

@@ -9,6 +9,7 @@ from urllib.parse import parse_qs
 import pytest
 
 from lora_core.lessons import LESSONS
+from lora_core.settings.config import PRESETS
 from tests.test_app_pages import start, widget
 
 PAGE = "pages/0_Lessons.py"
@@ -59,7 +60,9 @@ def test_predict_run_and_reveal(lesson_id):
     req = lesson.runs()
     if lesson.explore == "Compare":
         assert query["ranks"] == ",".join(map(str, req.ranks)) and query["methods"] == ",".join(req.methods)
-    assert query.get("preset", "default") == ("digits" if req.config.task == "digits" else "default")
+    assert query.get("preset", "default") == (req.config.task if req.config.task in PRESETS else "default")
+    if req.targets:  # the placement lesson opens Compare on its placements and budget
+        assert query["placements"] == ";".join(req.targets) and query["budget"] == str(req.budget)
 
 
 def test_try_again_forgets_the_prediction_and_its_runs():

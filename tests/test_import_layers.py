@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, set[str]], ...] = (
     ("training", {"training", "training.devices", "training.optimizers", "training.loop", "training.fast",
                   "training.trainers", "training.batched", "training.fast_batched"}),
     ("measuring", {"measure", "measure.svd_memo", "measure.analysis", "measure.dynamics"}),
-    ("runs", {"cache", "experiment", "sweep", "inspector", "lessons"}),
+    ("runs", {"cache", "experiment", "sweep", "inspector", "lesson_parts", "lesson_placement", "lessons"}),
     ("serving a room", {"serving", "serving.calibration", "serving.scheduler", "serving.work", "serving.prewarm",
                         "serving.room", "serving.challenge"}),
     ("entry points", {"", "cli", "cli.main", "cli.run_command", "cli.sweep_command", "cli.inspect_command",

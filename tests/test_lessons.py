@@ -4,14 +4,18 @@ about LoRA rather than about one run, it is checked on a second seed too."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 
+from lora_core import lesson_placement
 from lora_core.experiment import run_experiment
 from lora_core.lessons import FOUND, LESSONS, VARIANT_CHOICES, accuracy, merged, removed
+from lora_core.measure.analysis import config_param_counts
 from lora_core.measure.dynamics import half_learned_epochs
 from lora_core.settings.choices import METHOD_SET_LABELS
+from lora_core.settings.config import make_config
 from lora_core.sweep import SweepResult, run_request
 from tests.artifacts import ARTIFACTS
 
@@ -19,7 +23,7 @@ from tests.artifacts import ARTIFACTS
 def _run(lesson_id: str, seed: int = 0) -> SweepResult:
     req = LESSONS[lesson_id].runs()
     if seed:
-        req = type(req)(req.config.replace(seed=seed), req.ranks, req.methods, req.alphas, (seed,))
+        req = dataclasses.replace(req, config=req.config.replace(seed=seed), seeds=(seed,))
     return run_request(req)
 
 
@@ -154,3 +158,21 @@ def test_with_adam_the_directions_of_the_directions_lesson_all_arrive_within_a_f
     adam = run_experiment(LESSONS["directions"].runs().config.replace(optimizer="adam", rank=3))
     epochs = half_learned_epochs(adam.history["finetune"])
     assert len(epochs) == 3 and all(e is not None and e <= 5 for e in epochs), epochs
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_spreading_a_budget_over_all_six_projections_beats_q_and_v(results, seed):
+    """The placement lesson: each placement at the largest rank that fits the budget, and all six beat q and v
+    by more than the lesson's tie (on two seeds: the point is about where adapters go, not about one run)."""
+    result = results["placement"] if seed == 0 else _run("placement", seed)
+    by = {m.config["targets"]: m for m in result.members}
+    assert set(by) == set(lesson_placement.PLACEMENTS)
+    for config in (m.config for m in result.members):
+        fits = make_config(**config)
+        assert config_param_counts(fits).lora_trainable <= lesson_placement.BUDGET
+        assert config_param_counts(fits.replace(rank=fits.rank + 1)).lora_trainable > lesson_placement.BUDGET
+    reveal = LESSONS["placement"].reveal(result)
+    few, spread = merged(by["q,v"]), merged(by["all"])
+    assert spread < (1 - lesson_placement.TIE) * few and reveal.answer == lesson_placement.CHOICES[1]
+    assert f"**{spread:.3f}**" in reveal.text and f"ended {few - spread:.3f} below q and v" in reveal.text
+    assert [b.value for b in reveal.bars] == sorted(b.value for b in reveal.bars)

@@ -73,7 +73,8 @@ def explore_params(lesson: Lesson) -> dict[str, str]:
     params = url_params(settings_of(req.config))
     if lesson.explore == "Compare":
         params.update(grid_params({"methods": list(req.methods), "ranks": list(req.ranks),
-                                   "alphas": list(req.alphas), "seeds": list(req.seeds)}))
+                                   "alphas": list(req.alphas), "seeds": list(req.seeds),
+                                   "placements": list(req.targets), "budget": req.budget}))
     return params
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import streamlit as st
 
+from lora_core.lessons import LESSONS
+
 from . import classroom, gate, live, session
 
 
@@ -25,7 +27,7 @@ class Page:
 PAGES = {p.label: p for p in (
     Page("app.py", "Home", ":material/home:", "what the app is for, and where to start"),
     Page("pages/0_Lessons.py", "Lessons", ":material/school:",
-         "six questions about LoRA: predict, run, and see what happened and why"),
+         f"{len(LESSONS)} questions about LoRA: predict, run, and see what happened and why"),
     Page("pages/1_Playground.py", "Playground", ":material/tune:",
          "every setting: train a base, shift its task, fine-tune with LoRA and watch the loss live"),
     Page("pages/2_Parameters.py", "Parameters", ":material/functions:",

@@ -42,3 +42,28 @@ def test_a_lesson_from_prediction_to_reveal_and_its_explore_link(server, page):
     assert page.get_by_text("3 members", exact=False).count() == 1
     screenshot(page, "lesson-rank-explore-compare")
     assert_clean(page)
+
+
+def test_the_placement_lesson_on_the_transformer(server, page):
+    lesson = LESSONS["placement"]
+    page.goto(f"{server}/Lessons?lesson=placement")
+    settle(page)
+    page.locator('[data-testid="stRadio"]').get_by_text(lesson.choices[0], exact=True).click()
+    settle(page)
+    start = time.perf_counter()
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("the runs say", exact=False).wait_for(timeout=120_000)
+    seconds = time.perf_counter() - start
+    settle(page)
+    report(page.artifacts, f"lesson 'placement' in the browser, click to reveal: {seconds:.2f} s")
+    bars = next(t for t in charts(page, need=lesson.title)[lesson.title]["data"] if t["name"] == "your runs")
+    assert len(bars["y"]) == 4 and bars["y"] == sorted(bars["y"])  # lowest first
+    screenshot(page, "lesson-placement-reveal")
+    assert_clean(page)
+    page.get_by_role("link", name="Explore it on the Compare page").click()
+    page.wait_for_url("**/Compare?**")
+    settle(page)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+    assert query["placements"] == "q,v;attention;mlp;all" and query["budget"] == "1152"
+    assert page.get_by_text("4 members", exact=False).count() == 1
+    assert_clean(page)
