@@ -42,6 +42,8 @@ from .tasks import linear as tasks_module
 from .tasks import linear_model as model_module
 from .tasks import mlp as mlp_module
 from .tasks import registry as task_kinds_module
+from .tasks import text_data as text_data_module
+from .tasks import text_model as text_model_module
 from .tasks.data import Task
 from .tasks.registry import kind
 from .training import loop as training_module
@@ -94,7 +96,8 @@ def _code_version(build: Pretrain) -> str:
     """A digest of the code that makes a base, so a changed task, model, loop or pretrain function rebuilds.
     Read once per process: the source files do not change under a running program."""
     digest = hashlib.sha256()
-    for source in (tasks_module, model_module, digits_module, mlp_module, task_kinds_module, training_module, build):
+    for source in (tasks_module, model_module, digits_module, mlp_module, text_data_module, text_model_module,
+                   task_kinds_module, training_module, build):
         try:
             digest.update(inspect.getsource(source).encode())
         except (OSError, TypeError):  # no source to read (a frozen install): fall back to the name
