@@ -162,8 +162,7 @@ class Scheduler:
             ahead = list(queue)[:queue.index(job)] if job in queue else []
             running = [j for j in self._running if j.lane == job.lane]
             now = self.clock()
-            ran = {j: now - (now if j.started_at is None else j.started_at) for j in running}
-            left = sum(max(j.expected_seconds - ran[j], 0.0) for j in running)
+            left = sum(max(j.expected_seconds - _ran(j, now), 0.0) for j in running)
             work = left + sum(j.expected_seconds for j in ahead)
             return len(ahead) + len(running), work / self._lane_workers[job.lane]
 
@@ -222,8 +221,7 @@ class Scheduler:
 
     def _calibrate(self, job: Job, result) -> None:
         """Keep what the job's estimate said and how long it took in its result, and learn from it."""
-        now = self.clock()
-        measured = now - (now if job.started_at is None else job.started_at)
+        measured = _ran(job, self.clock())
         if job.expected_seconds > 0:
             result.estimate = {"seconds": job.expected_seconds, "ratio": measured / job.expected_seconds}
         self.calibration.observe(job.kind, job.estimate.seconds, measured)  # as it was before it ran
@@ -259,3 +257,8 @@ class Scheduler:
                 job.result, job.state = result, "done"
                 job.done.set()
                 self._lock.notify_all()
+
+
+def _ran(job: Job, now: float) -> float:
+    """How long `job` has been running at `now` (0 before it starts)."""
+    return 0.0 if job.started_at is None else now - job.started_at
