@@ -96,14 +96,14 @@ MARGIN = {"t": 90, "b": 50, "l": 60, "r": 20}
 # More entries than this would stack rows of legend up over the title: they go in a column on the right instead
 LEGEND_ABOVE_MAX = 6
 SIDE_LEGEND = {"orientation": "v", "yanchor": "top", "y": 1.0, "xanchor": "left", "x": 1.02}
-SIDE_MARGIN = {**MARGIN, "r": 240}
+SIDE_LEGEND_WIDTH = 240  # the right margin that column takes (px)
 
 
 def legend_layout(fig: go.Figure, margin: dict | None = None) -> dict:
     """The legend and margins for `fig`'s traces: above the plot, or on its right when there are many."""
     entries = sum(trace.showlegend is not False for trace in fig.data)
     if entries > LEGEND_ABOVE_MAX:
-        return {"legend": SIDE_LEGEND, "margin": {**(margin or MARGIN), "r": SIDE_MARGIN["r"]}}
+        return {"legend": SIDE_LEGEND, "margin": {**(margin or MARGIN), "r": SIDE_LEGEND_WIDTH}}
     return {"legend": LEGEND, "margin": margin or MARGIN}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from lora_core.settings.choices import TARGET_SETS, canonical_targets
+from lora_core.settings.config import FIELDS
 from lora_core.settings.variants import METHOD_SET_LABELS, METHOD_SETS
 
 GRID_KEYS = ("methods", "ranks", "alphas", "seeds", "placements", "budget")
@@ -35,10 +36,10 @@ HELP = {"methods": "each a named set of the Playground's method settings: " + ",
         "budget": "trainable adapter parameters at most: each placement then trains at the largest rank that fits "
                   "(the ranks above unused), so placements are compared at equal cost; 0: no budget"}
 DEFAULT_GRID: dict[str, Any] = {"methods": ["lora", "rslora", "full"], "ranks": [1, 2, 4, 8],
-                                      "alphas": [1.0, 4.0, 16.0], "seeds": [0], "placements": [], "budget": 0}
+                                "alphas": [1.0, 4.0, 16.0], "seeds": [0], "placements": [], "budget": 0}
 KIND = {"methods": str, "ranks": int, "alphas": float, "seeds": int, "placements": str, "budget": int}
 SEPARATOR = {"placements": ";"}  # a placement has commas of its own ('q,v')
-CHOICES_TEXT = {"placements": "a subset of q, k, v, o, fc1, fc2, or attention, mlp, all"}
+CHOICES_TEXT = {"placements": FIELDS["targets"].metadata["choices_text"]}  # a placement is a targets setting
 
 
 OPTIONAL = ("placements", "budget")  # the text task's: in a link only when they differ from the default
