@@ -10,7 +10,8 @@ import pytest
 from lora_core.cli.main import main
 from lora_core.measure.analysis import config_param_counts, fitting_rank
 from lora_core.settings.config import METHOD_SETS, ConfigError, preset
-from lora_core.sweep import members, request, rows, run_request
+from lora_core.sweep import members, request, run_request
+from lora_core.sweep_table import rows
 from tests.test_app_compare import charts, compare, multiselect, run
 from tests.test_text import TINY
 

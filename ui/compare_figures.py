@@ -17,7 +17,8 @@ from plotly.subplots import make_subplots
 
 from lora_core.settings.config import make_config
 from lora_core.settings.variants import METHOD_SET_LABELS, delta_kind
-from lora_core.sweep import SweepResult, member_name, rows
+from lora_core.sweep import SweepResult, member_name
+from lora_core.sweep_table import rows
 from lora_core.tasks.registry import TASK_KINDS
 
 from .figures import _finite, _layout

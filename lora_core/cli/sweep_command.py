@@ -12,7 +12,8 @@ import contextlib
 import sys
 
 from ..settings.config import ConfigError
-from ..sweep import SweepProgress, member_name, members, request, row_fields, rows, run_request
+from ..sweep import SweepProgress, member_name, members, request, run_request
+from ..sweep_table import row_fields, rows
 from .args import EXIT_BAD_INPUT, config_from, csv_text, open_output, sweep_grid, sweep_parser
 from .run_command import error_line
 
