@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ui.navigation import PAGES
 
@@ -86,3 +87,24 @@ def nav(page, name: str) -> None:
     page.locator('[data-testid="stSidebar"]').get_by_role("link", name=name).click()
     page.wait_for_url(f"**/{URL_PATHS[name]}*")
     settle(page)
+
+
+def open_grid(page, server: str, params: dict, members: int) -> None:
+    """Open Compare with `params` in its link and check the grid it plans has `members` members."""
+    page.goto(f"{server}/Compare?{urlencode(params)}")
+    settle(page)
+    assert page.get_by_text(f"{members} members", exact=False).count() == 1
+
+
+def run_grid(page) -> None:
+    """Press Compare's Run and wait for the sweep's result (its "N members in" caption)."""
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("members in", exact=False).first.wait_for(timeout=120_000)
+
+
+def explore_compare(page) -> dict[str, str]:
+    """Follow a lesson's link to the Compare page; the query parameters it opened with."""
+    page.get_by_role("link", name="Explore it on the Compare page").click()
+    page.wait_for_url("**/Compare?**")
+    settle(page)
+    return {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}

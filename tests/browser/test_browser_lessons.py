@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import parse_qs, urlsplit
 
-from page_tools import assert_clean, charts, screenshot, settle
+from page_tools import assert_clean, charts, explore_compare, screenshot, settle
 from server_probe import report
 
 from lora_core.lessons import LESSONS
@@ -41,10 +40,7 @@ def test_a_lesson_from_prediction_to_reveal_and_its_explore_link(server, page):
     screenshot(page, "lesson-rank-reveal")
     assert_clean(page)
 
-    page.get_by_role("link", name="Explore it on the Compare page").click()
-    page.wait_for_url("**/Compare?**")
-    settle(page)
-    query = {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+    query = explore_compare(page)
     assert query["ranks"] == "1,2,4" and query["methods"] == "lora" and query["shift"] == "low_rank"
     assert page.get_by_text("3 members", exact=False).count() == 1
     screenshot(page, "lesson-rank-explore-compare")
@@ -58,10 +54,7 @@ def test_the_placement_lesson_on_the_transformer(server, page):
     assert len(bars["y"]) == 4 and bars["y"] == sorted(bars["y"])  # lowest first
     screenshot(page, "lesson-placement-reveal")
     assert_clean(page)
-    page.get_by_role("link", name="Explore it on the Compare page").click()
-    page.wait_for_url("**/Compare?**")
-    settle(page)
-    query = {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
+    query = explore_compare(page)
     assert query["placements"] == "q,v;attention;mlp;all" and query["budget"] == "1152"
     assert page.get_by_text("4 members", exact=False).count() == 1
     assert_clean(page)

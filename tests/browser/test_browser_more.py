@@ -7,17 +7,14 @@ import sys
 import time
 from urllib.parse import urlencode
 
-from page_tools import SMALL, assert_clean, charts, nav, screenshot, settle, train
+from page_tools import SMALL, assert_clean, charts, nav, open_grid, run_grid, screenshot, settle, train
 from server_probe import report
 
 
 def test_compare_a_grid_in_the_browser(server, page):
     grid = {"methods": "lora,rslora,full", "ranks": "1,2,4", "alphas": "1,8", "shift": "low_rank", "shift-rank": 3}
-    page.goto(f"{server}/Compare?{urlencode({**SMALL, **grid})}")
-    settle(page)
-    assert page.get_by_text("13 members", exact=False).count() == 1
-    page.get_by_role("button", name="Run").click()
-    page.get_by_text("members in", exact=False).first.wait_for(timeout=120_000)
+    open_grid(page, server, {**SMALL, **grid}, 13)
+    run_grid(page)
     settle(page)
     by_rank_title = "Final loss against rank, and the best any adapter of that rank could do"
     by_alpha_title = "Final loss over rank × α: α/r against α/√r"
@@ -34,16 +31,11 @@ def test_compare_a_grid_in_the_browser(server, page):
 def test_the_default_grid_from_click_to_charts_is_reported(server, page):
     """Compare's default grid on the default preset's base, kept by a one-member grid before: the seconds from
     pressing Run to every chart drawn, reported for the README (test-artifacts/timings.txt), never asserted."""
-    page.goto(f"{server}/Compare?{urlencode({'seed': 11, 'methods': 'lora', 'ranks': 1, 'alphas': 1})}")
-    settle(page)
-    page.get_by_role("button", name="Run").click()  # pretrains the base (and teaches the server its speed)
-    page.get_by_text("members in", exact=False).first.wait_for(timeout=120_000)
-    page.goto(f"{server}/Compare?{urlencode({'seed': 11})}")  # the default grid, a new session
-    settle(page)
-    assert page.get_by_text("25 members", exact=False).count() == 1
+    open_grid(page, server, {"seed": 11, "methods": "lora", "ranks": 1, "alphas": 1}, 1)
+    run_grid(page)  # pretrains the base (and teaches the server its speed)
+    open_grid(page, server, {"seed": 11}, 25)  # the default grid, a new session
     start = time.perf_counter()
-    page.get_by_role("button", name="Run").click()
-    page.get_by_text("members in", exact=False).first.wait_for(timeout=120_000)
+    run_grid(page)
     figs = charts(page, need=("Final loss against rank", "Forgetting", "Intruder dimensions", "Subspace similarity"))
     seconds = time.perf_counter() - start
     caption = page.get_by_text("members in", exact=False).first.inner_text()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from page_tools import assert_clean, charts, screenshot, settle, train
+from page_tools import assert_clean, charts, open_grid, run_grid, screenshot, settle, train
 from server_probe import report
 
 # A transformer that trains in seconds here (the preset's is about 25 s), the same as the AppTest's.
@@ -34,11 +34,8 @@ def test_train_the_transformer_and_read_both_models_text(server, page):
 
 def test_compare_the_placements_at_one_budget(server, page):
     grid = {"methods": "lora", "alphas": 8, "placements": "q,v;attention;mlp;all", "budget": 1500}
-    page.goto(f"{server}/Compare?{urlencode({**QUICK, **grid})}")
-    settle(page)
-    assert page.get_by_text("4 members", exact=False).count() == 1
-    page.get_by_role("button", name="Run").click()
-    page.get_by_text("members in", exact=False).first.wait_for(timeout=120_000)
+    open_grid(page, server, {**QUICK, **grid}, 4)
+    run_grid(page)
     settle(page)
     title = "At most 1,500 trainable parameters: where to put them"
     bars = charts(page, need=title)[title]
