@@ -54,22 +54,19 @@ def test_in_float64_every_member_is_its_single_fast_run_to_1e_9():
 def test_padding_and_frozen_rows_stay_as_they_started():
     configs = _members("float64")
     _, _, shifted, base = prepared(configs[0], torch.device("cpu"))
-    groups = {}
-    for size in {fast_batched.bucket(c) for c in configs}:
-        members = [c for c in configs if fast_batched.bucket(c) == size]
-        groups[size] = (members, fast_batched._Group(members, base, base.layer2.weight.detach(), 8))
-    starts = {size: group.flat.clone() for size, (_, group) in groups.items()}
+    stack = fast_batched.Stacked(configs, base, base.layer2.weight.detach(), 8)
+    assert len(stack.spans) < len(configs) and sum(fast_batched.bucket(c) for c in configs) == stack.N
+    start = [p.clone() for p in stack.params]
     xh, e = base_activations(shifted.train, base.layer1.weight.detach(), base.layer2.weight.detach())
-    for size, (members, group) in groups.items():
-        for at in range(3):
-            group.step(xh[:32, :16], xh[:32, 16:], e[:32], at, 1e-2)
-        for j, c in enumerate(members):
-            for block, start in zip(group.params, starts[size].split([p.numel() for p in group.params]),
-                                    strict=True):
-                start = start.view_as(block)
-                keep = slice(c.rank, None)  # frozen rows (PiSSA, OLoRA) and padding
-                assert torch.equal(block[j, keep], start[j, keep])
-                assert not torch.equal(block[j, :c.rank], start[j, :c.rank])  # the trained rows moved
+    for at in range(3):
+        stack.step(xh[:32, :16], xh[:32, 16:], e[:32], at, 1e-2)
+    for i, c in enumerate(configs):
+        rows = stack.rows(i)
+        keep = slice(rows.start + c.rank, rows.stop)  # frozen rows (PiSSA, OLoRA) and padding
+        trained = slice(rows.start, rows.start + c.rank)
+        for block, before in zip(stack.params, start, strict=True):
+            assert torch.equal(block[keep], before[keep])
+            assert not torch.equal(block[trained], before[trained])  # the trained rows moved
 
 
 def test_in_float32_a_sweeps_members_end_where_their_single_runs_end():
