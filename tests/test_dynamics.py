@@ -178,3 +178,30 @@ def test_a_diverging_run_measured_after_it_keeps_the_epochs_before_it():
     assert history.spectra_epochs == live.history.spectra_epochs  # the epochs whose factors were still finite
     assert len(history.spectra_epochs) <= len(history.train_loss) < SMALL["epochs"]
     assert all(len(rows) == len(history.spectra_epochs) for rows in history.delta_spectra.values())
+
+
+def test_wide_members_measured_together_get_each_its_own_warm_started_residual():
+    """Past EXACT_MAX_ELEMENTS the residual's values come from a subspace iteration warm-started epoch to epoch;
+    a batch of members runs them batched, and each member's must be what its own recorder finds alone."""
+    config = preset("default", d_in=130, hidden=20, d_out=130, n_samples=64, n_eval=16, pretrain_epochs=1,
+                    epochs=1, dtype="float64", device="cpu")
+    assert config.d_in * config.d_out > EXACT_MAX_ELEMENTS
+    original, shifted = make_tasks(config)
+    _, _, base = pretrain(config, original, "cpu")
+    g = torch.Generator().manual_seed(3)
+
+    def factors(rank: int, size: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return {"layer1": (size * torch.randn(20, rank, generator=g, dtype=torch.float64),
+                           torch.randn(rank, 130, generator=g, dtype=torch.float64)),
+                "layer2": (size * torch.randn(130, rank, generator=g, dtype=torch.float64),
+                           torch.randn(rank, 20, generator=g, dtype=torch.float64))}
+
+    epochs = [[factors(r, 0.01 * (epoch + 1)) for r in (1, 3, 3)] for epoch in range(3)]  # 3 members, 3 epochs
+    together = Dynamics(config, base, shifted)
+    alone = [Dynamics(config, base, shifted) for _ in range(3)]
+    for members in epochs:
+        batch = together.record_batch(members)
+        singles = [d.record_changes(m) for d, m in zip(alone, members, strict=True)]
+        for got, want in zip(batch, singles, strict=True):
+            assert got.residual == pytest.approx(want.residual, rel=1e-9)
+        assert len({round(m.residual[0], 9) for m in batch}) == 3  # each member its own, not the first's

@@ -11,7 +11,7 @@ import torch
 from lora_core.experiment import finetune, prepared, run_experiment
 from lora_core.settings.config import preset
 from lora_core.sweep import members, request, run_sweep, sweep_estimate
-from lora_core.training import fast_batched
+from lora_core.training import fast_batched, fast_stacked
 from lora_core.training.fast import base_activations
 from tests.peak_memory import peak_bytes
 
@@ -34,10 +34,15 @@ def _members(dtype: str, **changes) -> list:
     return [preset("default", **{**SMALL, **changes}, dtype=dtype, rank=r, alpha=a, **kw) for r, a, kw in MIXED]
 
 
-def test_in_float64_every_member_is_its_single_fast_run_to_1e_9():
+@pytest.mark.parametrize("group_seconds", [0.0, fast_stacked.GROUP_SECONDS])
+def test_in_float64_every_member_is_its_single_fast_run_to_1e_9(monkeypatch, group_seconds):
+    """With groups free every row count is a group of its own (7 members in 6 groups); at the measured cost
+    these small layers pad all into one."""
+    monkeypatch.setattr(fast_stacked, "GROUP_SECONDS", group_seconds)
     configs = _members("float64")
     assert fast_batched.applies(configs)
-    assert len({fast_batched.bucket(c) for c in configs}) < len(configs)  # some members share a padded group
+    groups = len(set(fast_batched.padded_rows(configs)))
+    assert groups == (len({fast_batched.rows_of(c) for c in configs}) if group_seconds == 0 else 1)
     _, _, shifted, base = prepared(configs[0], torch.device("cpu"))
     runs = fast_batched.train_members(configs, base, shifted)
     for config, run in zip(configs, runs, strict=True):
@@ -55,7 +60,7 @@ def test_padding_and_frozen_rows_stay_as_they_started():
     configs = _members("float64")
     _, _, shifted, base = prepared(configs[0], torch.device("cpu"))
     stack = fast_batched.Stacked(configs, base, base.layer2.weight.detach(), 8)
-    assert len(stack.spans) < len(configs) and sum(fast_batched.bucket(c) for c in configs) == stack.N
+    assert len(stack.spans) < len(configs) and sum(fast_batched.padded_rows(configs)) == stack.N
     start = [p.clone() for p in stack.params]
     xh, e = base_activations(shifted.train, base.layer1.weight.detach(), base.layer2.weight.detach())
     for at in range(3):
@@ -84,7 +89,7 @@ def test_a_diverging_member_stops_as_alone_and_the_others_go_on():
     """α = 1e12 overflows float32 in the first epoch: that member stops as 'diverged' at the epoch its single run
     stops, and the others (in its padded group and in another) end where they end alone."""
     configs = [preset("default", **SMALL, rank=r, alpha=a) for r, a in ((1, 2.0), (2, 1e12), (2, 2.0), (4, 2.0))]
-    assert fast_batched.bucket(configs[1]) == fast_batched.bucket(configs[2])  # the same group
+    assert fast_batched.padded_rows(configs)[1] == fast_batched.padded_rows(configs)[2]  # the same group
     _, _, shifted, base = prepared(configs[0], torch.device("cpu"))
     runs = fast_batched.train_members(configs, base, shifted)
     alone = [finetune(c, base, shifted) for c in configs]
@@ -125,3 +130,28 @@ def test_the_sweep_estimate_covers_the_batched_fast_path():
     assert fast_batched.batch_bytes(configs) > 0.3 * expected  # the batch is most of it here
     print(f"sweep: measured {measured / 2**20:.0f} MiB, estimated {expected / 2**20:.0f} MiB")
     assert measured <= expected <= 2 * measured  # an upper bound, as the scheduler admits by it, not a wild one
+
+
+def test_members_are_grouped_where_the_model_says_it_costs_least():
+    """padded_rows is the cheapest cut of the sorted row counts into groups (checked against every cut), keeps
+    ranks apart on wide layers and pads them together on small ones."""
+    def cost(configs, rows):
+        return (len(set(rows)) * fast_stacked.GROUP_SECONDS
+                + sum(rows) * fast_stacked.row_seconds(configs[0]))
+
+    for width in (16, 64, 256, 1000):
+        configs = [preset("default", d_in=width, hidden=width, d_out=width, rank=r, alpha=a)
+                   for r in (1, 2, 3, 8, 16) for a in (1.0, 4.0)]
+        rows = fast_batched.padded_rows(configs)
+        assert all(p >= fast_batched.rows_of(c) for p, c in zip(rows, configs, strict=True))
+        sizes = sorted({fast_batched.rows_of(c) for c in configs})
+        cheapest = float("inf")
+        for mask in range(2 ** (len(sizes) - 1)):  # every cut of the sorted sizes into consecutive groups
+            tops = [s for k, s in enumerate(sizes) if k == len(sizes) - 1 or mask >> k & 1]
+            padded = [min(t for t in tops if t >= fast_batched.rows_of(c)) for c in configs]
+            cheapest = min(cheapest, cost(configs, padded))
+        assert cost(configs, rows) == pytest.approx(cheapest)
+        if width == 16:
+            assert len(set(rows)) == 1
+        if width == 1000:
+            assert len(set(rows)) == len(sizes)

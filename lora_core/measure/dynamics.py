@@ -74,16 +74,18 @@ def subspace_singular_values(apply: Callable[[torch.Tensor], torch.Tensor],
     """The k largest singular values of the [m, n] operator x -> apply(x) (apply_t its transpose), from a
     subspace iteration of k + 8 columns (of `like`'s dtype and device): started from a fixed-seed random block,
     or from `start` ([m, k + 8], the basis an earlier call returned: a slowly changing matrix then needs fewer
-    iterations). Returns (values, basis); Rayleigh-Ritz values, so never above the true ones."""
+    iterations). Returns (values, basis); Rayleigh-Ritz values, so never above the true ones. An operator that
+    maps [n, w] to [M, m, w] is M operators at once (members trained together): values [M][k], basis [M, m, w],
+    each member's what its own call would give, up to rounding."""
     m, n = shape
     width = min(k + 8, m, n)
-    if start is None or start.shape != (m, width):
+    if start is None or start.shape[-2:] != (m, width):
         omega = torch.randn(n, width, generator=torch.Generator().manual_seed(0), dtype=like.dtype)
         start = apply(omega.to(like.device))
     basis = torch.linalg.qr(start).Q
     for _ in range(iterations):
         basis = torch.linalg.qr(apply(apply_t(basis))).Q
-    return torch.linalg.svdvals(apply_t(basis).T)[:k].tolist(), basis
+    return torch.linalg.svdvals(apply_t(basis).mT)[..., :k].tolist(), basis
 
 
 def _top_of(change: Change) -> list[float]:
@@ -142,7 +144,7 @@ class Dynamics:
             self.w1, self.w2 = w1, w2
             self.target = shifted.theta.T.to(w1.dtype)  # θ'ᵀ: [d_out, d_in]
             self.missing = self.target - w2 @ w1  # what the pretrained model lacks
-            self.bases: dict[int, torch.Tensor] = {}  # the residual's subspace per member, from epoch to epoch
+            self.basis: torch.Tensor | None = None  # the residual's subspace (per member), from epoch to epoch
             modes = _modes(config, w1.dtype)
             self.modes = None if modes is None else tuple(t.to(w1.device) for t in modes)
 
@@ -244,16 +246,16 @@ class Dynamics:
             chunk = max(1, EXACT_MAX_ELEMENTS // self.missing.numel())
             residuals = [values for at in range(0, len(changes), chunk) for values in torch.linalg.svdvals(
                 (self.missing - left[at:at + chunk] @ right[at:at + chunk]).double())[:, :TOP_K].tolist()]
-        else:  # wide: each member's own warm-started subspace iteration
-            residuals = [self._residual([(self.missing, None, 1.0), (left[i], right[i], -1.0)], key=i)
-                         for i in range(len(changes))]
+        else:  # wide: every member's own warm-started subspace iteration, batched
+            residuals = self._residual([(self.missing, None, 1.0), (left, right, -1.0)])
         return [EpochDynamics(d, res, learn) if ok else None
                 for d, res, learn, ok in zip(deltas, residuals, learned, finite, strict=True)]
 
-    def _residual(self, terms: list[tuple[torch.Tensor, torch.Tensor | None, float]], key: int = 0) -> list[float]:
+    def _residual(self, terms: list[tuple[torch.Tensor, torch.Tensor | None, float]]) -> list[Any]:
         """The top singular values of Σ sign · a @ b (b None: a itself): exact up to EXACT_MAX_ELEMENTS, else a
         subspace iteration warm-started from the last epoch's basis (the residual changes a little from one epoch
-        to the next, so two iterations then do what four do from scratch)."""
+        to the next, so two iterations then do what four do from scratch). Batched terms (a: [M, m, k]) give one
+        list of values per member (the wide case of record_batch)."""
         if self.missing.numel() <= EXACT_MAX_ELEMENTS:
             return top_singular_values(sum(sign * (a if b is None else a @ b) for a, b, sign in terms))
 
@@ -261,11 +263,11 @@ class Dynamics:
             return sum(sign * (a @ x if b is None else a @ (b @ x)) for a, b, sign in terms)
 
         def apply_t(y: torch.Tensor) -> torch.Tensor:
-            return sum(sign * (a.T @ y if b is None else b.T @ (a.T @ y)) for a, b, sign in terms)
+            return sum(sign * (a.mT @ y if b is None else b.mT @ (a.mT @ y)) for a, b, sign in terms)
 
-        start = self.bases.get(key)
-        values, self.bases[key] = subspace_singular_values(apply, apply_t, self.missing.shape, TOP_K, self.missing,
-                                                           start, 2 if start is not None else SUBSPACE_ITERATIONS)
+        start = self.basis
+        values, self.basis = subspace_singular_values(apply, apply_t, self.missing.shape, TOP_K, self.missing, start,
+                                                      2 if start is not None else SUBSPACE_ITERATIONS)
         return values
 
 

@@ -26,11 +26,11 @@ from ..tasks.data import Task
 from .batched import Trained
 from .devices import cpu_threads
 from .fast import EVAL_ROWS, base_activations
-from .fast_stacked import Stacked, bucket, rows_of
+from .fast_stacked import Stacked, padded_rows, rows_of
 from .loop import BatchRecorder, CancelCheck, members_loop
 from .trainers import choose_path
 
-__all__ = ["PATH", "Stacked", "applies", "batch_bytes", "bucket", "rows_of", "train_members", "wanted"]
+__all__ = ["PATH", "Stacked", "applies", "batch_bytes", "padded_rows", "rows_of", "train_members", "wanted"]
 
 PATH = "fast-batched"  # what a member's result says ran
 # Both layers' weights from which members always train together (at the article's shapes 10 members took 1.00 s
@@ -52,7 +52,7 @@ def applies(configs: list[ExperimentConfig]) -> bool:
     # Small layers: a group's step costs about what one member's fast step costs, so batching pays only where
     # groups hold several members each (the default Compare grid: 24 members in 4 groups, 4.0 s -> 2.0 s; 4
     # members in 4 groups were 1.16x slower batched).
-    crowded = len(configs) >= MEMBERS_PER_GROUP * len({bucket(c) for c in configs})
+    crowded = len(configs) >= MEMBERS_PER_GROUP * len(set(padded_rows(configs)))
     return len(configs) > 1 and (wide or crowded) and all(
         wanted(c) and c.seed == first.seed and c.batch_size == first.batch_size and c.epochs == first.epochs
         and c.lr == first.lr and c.optimizer == first.optimizer and c.dtype == first.dtype
@@ -67,13 +67,16 @@ def threads(configs: list[ExperimentConfig]) -> int | None:
 
 
 def batch_bytes(configs: list[ExperimentConfig]) -> int:
-    """Memory of the groups' buffers: parameters, gradients, Adam's three buffers and a rate per member row,
-    a step's and an evaluation chunk's work per member (the shared activations are the single run's)."""
+    """Memory of the stacked buffers (fast_stacked.py): parameters, gradients, Adam's three buffers and a rate
+    per member row with Pᵀ and Z; six work rows of each batch size (a full and a short last batch, a full and a
+    short evaluation chunk); per member its residuals and two R × R products (the shared activations are the
+    single run's)."""
     c = configs[0]
-    rows = sum(bucket(m) for m in configs)
-    per_row = 8 * (c.d_in + 2 * c.hidden + 2 * c.d_out) + 6 * c.batch_size + 4 * EVAL_ROWS
-    per_member = (c.batch_size + EVAL_ROWS) * c.d_out
-    return BYTES_PER_ITEM[c.dtype] * (rows * per_row + len(configs) * per_member) + dynamics_bytes(c)
+    rows = padded_rows(configs)
+    per_row = 8 * (c.d_in + 2 * c.hidden + 2 * c.d_out) + 12 * (c.batch_size + EVAL_ROWS)
+    per_member = 2 * (c.batch_size + EVAL_ROWS) * c.d_out
+    members = sum(r * per_row + per_member + 2 * r * r for r in rows)
+    return BYTES_PER_ITEM[c.dtype] * members + dynamics_bytes(c)
 
 
 def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,

@@ -10,8 +10,8 @@ fast.py's derivation holds member by member (s = the member's scaling, c = 2 / (
 Row by row, for all members at once (one op each): uᵀ, vᵀ's first term, Pᵀ, the scalings by s (a factor per
 row), dA1, dA2's and dB1ᵀ's first terms, Adam on the one flat buffer, and each member's sum of squares. What
 takes a member's own residual R or an r × r product of its factors is a batched product per group: members of
-one rank rounded up to a power of two (`bucket`), [M, R, dim] views of consecutive rows, a member of rank r < R
-padded with zero rows. Per step that is 12 ops per group and 11 shared, where one op list per group took 30.
+nearby ranks (`padded_rows`), [M, R, dim] views of consecutive rows, a member of rank r < R padded with zero
+rows. Per step that is 12 ops per group and 11 shared, where one op list per group took 30.
 
 The padding stays exactly zero: where row k of A and of Bᵀ is zero, row k of u, v and Pᵀ is zero, so every
 gradient above is zero there (each is a product with one of those rows, or with A2 B1 and dvᵀu, zero in row and
@@ -42,9 +42,42 @@ def rows_of(config: ExperimentConfig) -> int:
     return 2 * config.rank if starts_from_weights(config) else config.rank
 
 
-def bucket(config: ExperimentConfig) -> int:
-    """The padded rank R of the member's group: its rows rounded up to a power of two."""
-    return 1 << (rows_of(config) - 1).bit_length()
+# What a group costs per step on one CPU thread, measured here (2 December, 256 wide): its 12 batched ops about
+# 2.5 us each whatever their size, and every padded row of every member its share of the arithmetic at about
+# 45 G multiply-adds a second. Only the grouping depends on them, never a result.
+GROUP_SECONDS = 30e-6
+MULTIPLY_ADDS_PER_SECOND = 45e9
+
+
+def row_seconds(config: ExperimentConfig) -> float:
+    """The arithmetic of one member row per step: Pᵀ and dB1ᵀ (hidden · d_out each), u, v, dA1, dA2 (b · d_in or
+    b · hidden each) and the residual's three products (b · d_out each, twice)."""
+    b = config.batch_size
+    macs = 2 * config.hidden * config.d_out + 2 * b * (config.d_in + config.hidden) + 6 * b * config.d_out
+    return macs / MULTIPLY_ADDS_PER_SECOND
+
+
+def padded_rows(configs: list[ExperimentConfig]) -> list[int]:
+    """Each member's rows R in its group: members sorted by their rows are cut into consecutive groups, each
+    padded to its largest, where that costs least by the model above (a group's fixed cost against the padding's
+    arithmetic; an exact dynamic programme over the distinct row counts). Tiny layers end in one group, wide
+    ones keep each rank apart."""
+    rows = [rows_of(c) for c in configs]
+    sizes = sorted(set(rows))
+    counts = [rows.count(r) for r in sizes]
+    per_row = row_seconds(configs[0])
+    best = [0.0] + [float("inf")] * len(sizes)  # best[j]: the cheapest grouping of the j smallest sizes
+    cut = [0] * (len(sizes) + 1)
+    for j in range(1, len(sizes) + 1):
+        for i in range(j):  # sizes i..j-1 in one group, padded to sizes[j - 1]
+            cost = best[i] + GROUP_SECONDS + sizes[j - 1] * sum(counts[i:j]) * per_row
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    padded, j = {}, len(sizes)
+    while j:
+        padded.update({r: sizes[j - 1] for r in sizes[cut[j]:j]})
+        j = cut[j]
+    return [padded[r] for r in rows]
 
 
 def _starting_rows(config: ExperimentConfig, base: nn.Module) -> tuple[list[torch.Tensor], list[float]]:
@@ -107,9 +140,10 @@ class Stacked:
     """
 
     def __init__(self, configs: list[ExperimentConfig], base: nn.Module, w2: torch.Tensor, steps: int) -> None:
-        order = sorted(range(len(configs)), key=lambda i: bucket(configs[i]))  # stable: ties keep their order
+        padded = padded_rows(configs)
+        order = sorted(range(len(configs)), key=lambda i: (padded[i], rows_of(configs[i])))  # stable
         self.place = {i: p for p, i in enumerate(order)}
-        self.M, self.R = len(configs), [bucket(configs[i]) for i in order]  # members, padded rows per member
+        self.M, self.R = len(configs), [padded[i] for i in order]  # members, padded rows per member
         self.first_row = [sum(self.R[:p]) for p in range(self.M)]
         self.N = N = sum(self.R)
         sizes = sorted(set(self.R))
