@@ -128,27 +128,29 @@ Inspect = Callable[[ExperimentResult, nn.Module, nn.Module, nn.Module], None]
 def run_experiment(config: ExperimentConfig, on_progress: ProgressCallback | None = None,
                    save_adapter_to: str | Path | None = None, cancel: CancelCheck | None = None,
                    inspect: Inspect | None = None, trained: Trained | None = None,
-                   live_dynamics: bool = True) -> ExperimentResult:
+                   live_dynamics: bool = True, tasks: tuple[Task, Task] | None = None) -> ExperimentResult:
     """Pretrain, fine-tune, merge and measure. `on_progress` sees every epoch; returning False cancels, and
     so does `cancel()` returning True (asked before every mini-batch, so within one step).
 
     With `save_adapter_to`, a finished LoRA run writes its adapter there in PEFT's format (see export.py).
     `inspect(result, base, tuned, merged)` is called on a finished run, for analyses that need the models
     (sweep.py); `trained` installs a fine-tune done elsewhere, and `live_dynamics` False measures the
-    fine-tune's dynamics after it rather than with each epoch (see finetune).
+    fine-tune's dynamics after it rather than with each epoch (see finetune). `tasks`, (original, shifted) as
+    `make_tasks` makes them for this config, spares making them again (a sweep's members of one seed share them).
     """
     steady_allocator()  # so that the memory budget's estimate bounds this run (devices.py)
     device = pick_device(config.device, config.dtype)
     shapes = kind(config).layer_shapes(config)
     with cpu_threads(device, threads_for(sum(analysis.full_param_count(*shape) for shape in shapes.values()))):
-        return _run(config, device, on_progress, save_adapter_to, cancel, inspect, trained, live_dynamics)
+        return _run(config, device, on_progress, save_adapter_to, cancel, inspect, trained, live_dynamics, tasks)
 
 
 def _run(config: ExperimentConfig, device: torch.device, on_progress: ProgressCallback | None,
          save_adapter_to: str | Path | None, cancel: CancelCheck | None, inspect: Inspect | None,
-         trained: Trained | None, live_dynamics: bool = True) -> ExperimentResult:
+         trained: Trained | None, live_dynamics: bool = True,
+         tasks: tuple[Task, Task] | None = None) -> ExperimentResult:
     task = kind(config)
-    original, shifted = task.make_tasks(config, device)
+    original, shifted = tasks or task.make_tasks(config, device)
     result = ExperimentResult(
         config=config.to_dict(), status="ok", device=describe_device(device), path="autograd",
         history={"pretrain": PhaseHistory(), "finetune": PhaseHistory()},
@@ -251,10 +253,11 @@ def base_cached(config: ExperimentConfig) -> bool:
 
 
 def prepared(config: ExperimentConfig, device: torch.device, on_progress: ProgressCallback | None = None,
-             cancel: CancelCheck | None = None) -> tuple[str, Task, Task, nn.Module]:
+             cancel: CancelCheck | None = None,
+             tasks: tuple[Task, Task] | None = None) -> tuple[str, Task, Task, nn.Module]:
     """(status, original task, shifted task, pretrained base) as a run of `config` starts: the base from the
-    cache when it is there (sweep.py trains several members on it at once)."""
-    original, shifted = kind(config).make_tasks(config, device)
+    cache when it is there (sweep.py trains several members on it at once); `tasks` as in run_experiment."""
+    original, shifted = tasks or kind(config).make_tasks(config, device)
     status, _, base, _ = cache.cached_pretrain(config, original, device, pretrain, on_progress, cancel)
     return status, original, shifted, base
 

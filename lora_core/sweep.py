@@ -29,6 +29,8 @@ from .settings import variants
 from .settings.budget import Estimate, estimate
 from .settings.config import ConfigError, ExperimentConfig, check_methods, coerce, matters
 from .settings.results import ExperimentResult, Progress
+from .tasks.data import Task
+from .tasks.registry import kind
 from .training import batched, fast_batched
 from .training.devices import cpu_threads, pick_device
 
@@ -203,7 +205,16 @@ def run_request(req: SweepRequest, on_progress: Callable[[SweepProgress], bool |
     def progress_of(index: int) -> Callable[[Progress], bool | None]:
         return lambda p: None if on_progress is None else on_progress(SweepProgress(index, len(todo), p))
 
-    trained = _train_batches(todo, progress_of, cancel)
+    # seed -> (original, shifted): no axis but the seed changes a member's data (ranks, methods, α, targets and
+    # the budget are the adapter's), so the members of a seed share theirs
+    made: dict[int, tuple[Task, Task]] = {}
+
+    def tasks_of(config: ExperimentConfig) -> tuple[Task, Task]:
+        if config.seed not in made:
+            made[config.seed] = kind(config).make_tasks(config, pick_device(config.device, config.dtype))
+        return made[config.seed]
+
+    trained = _train_batches(todo, progress_of, cancel, tasks_of)
     for index, (method, config) in enumerate(todo):
         # a member trained in a batch replays nothing: its epochs were reported as they were trained
         progress = None if index in trained else progress_of(index)
@@ -214,7 +225,8 @@ def run_request(req: SweepRequest, on_progress: Callable[[SweepProgress], bool |
             factors.append({name: layer.lora_A.detach().cpu() for name, layer in lora_layers(tuned).items()})
 
         run = run_experiment(config, on_progress=progress, cancel=cancel, inspect=inspect, trained=trained.get(index),
-                             live_dynamics=False)  # the page draws a sweep's dynamics when it has finished
+                             live_dynamics=False,  # the page draws a sweep's dynamics when it has finished
+                             tasks=tasks_of(config))
         if index in trained:  # its fine-tune ran in the batch: its share of the batch's time
             run.timings["finetune_s"] = trained[index].seconds
         if run.status == "cancelled":
@@ -230,7 +242,8 @@ def run_request(req: SweepRequest, on_progress: Callable[[SweepProgress], bool |
 
 
 def _train_batches(todo: list[tuple[str, ExperimentConfig]], progress_of: Callable,
-                   cancel: Callable[[], bool] | None) -> dict[int, batched.Trained]:
+                   cancel: Callable[[], bool] | None,
+                   tasks_of: Callable[[ExperimentConfig], tuple[Task, Task]]) -> dict[int, batched.Trained]:
     """Fine-tune, per seed, each batch of members (_batches) together; {member index: Trained}."""
     out: dict[int, batched.Trained] = {}
     configs = [c for _, c in todo]
@@ -240,7 +253,7 @@ def _train_batches(todo: list[tuple[str, ExperimentConfig]], progress_of: Callab
             continue
         config = configs[groups[0][1][0]]
         device = pick_device(config.device, config.dtype)
-        status, _, shifted, base = prepared(config, device, cancel=cancel)
+        status, _, shifted, base = prepared(config, device, cancel=cancel, tasks=tasks_of(config))
         if status != "ok":  # cancelled or diverged pretraining: each member's own run says so
             continue
         for trainer, indices in groups:

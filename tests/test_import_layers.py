@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, set[str]], ...] = (
     ("adapters", {"adapters", "adapters.inits", "adapters.lora_layer", "adapters.dora", "adapters.registry",
                   "adapters.attach", "adapters.peft_format"}),
     ("training", {"training", "training.devices", "training.optimizers", "training.loop", "training.fast",
-                  "training.trainers", "training.batched", "training.fast_batched"}),
+                  "training.trainers", "training.batched", "training.fast_stacked", "training.fast_batched"}),
     ("measuring", {"measure", "measure.svd_memo", "measure.analysis", "measure.dynamics"}),
     ("runs", {"cache", "experiment", "sweep", "sweep_table", "inspector", "lesson_parts", "lesson_placement",
               "lessons"}),
