@@ -182,7 +182,8 @@ def test_a_diverging_run_measured_after_it_keeps_the_epochs_before_it():
 
 def test_wide_members_measured_together_get_each_its_own_warm_started_residual():
     """Past EXACT_MAX_ELEMENTS the residual's values come from a subspace iteration warm-started epoch to epoch;
-    a batch of members runs them batched, and each member's must be what its own recorder finds alone."""
+    a batch of members runs them batched, and each member's (and its ΔW's spectrum, thin or thick) must be what
+    its own recorder finds alone."""
     config = preset("default", d_in=130, hidden=20, d_out=130, n_samples=64, n_eval=16, pretrain_epochs=1,
                     epochs=1, dtype="float64", device="cpu")
     assert config.d_in * config.d_out > EXACT_MAX_ELEMENTS
@@ -196,7 +197,8 @@ def test_wide_members_measured_together_get_each_its_own_warm_started_residual()
                 "layer2": (size * torch.randn(130, rank, generator=g, dtype=torch.float64),
                            torch.randn(rank, 20, generator=g, dtype=torch.float64))}
 
-    epochs = [[factors(r, 0.01 * (epoch + 1)) for r in (1, 3, 3)] for epoch in range(3)]  # 3 members, 3 epochs
+    # 3 members, 3 epochs; r = 12 is thick (2r >= the 20-wide side): its spectrum comes from the dense product
+    epochs = [[factors(r, 0.01 * (epoch + 1)) for r in (1, 3, 12)] for epoch in range(3)]
     together = Dynamics(config, base, shifted)
     alone = [Dynamics(config, base, shifted) for _ in range(3)]
     for members in epochs:
@@ -204,4 +206,7 @@ def test_wide_members_measured_together_get_each_its_own_warm_started_residual()
         singles = [d.record_changes(m) for d, m in zip(alone, members, strict=True)]
         for got, want in zip(batch, singles, strict=True):
             assert got.residual == pytest.approx(want.residual, rel=1e-9)
+            for name in ("layer1", "layer2"):
+                assert len(got.delta[name]) == len(want.delta[name])
+                assert got.delta[name] == pytest.approx(want.delta[name], rel=1e-9)
         assert len({round(m.residual[0], 9) for m in batch}) == 3  # each member its own, not the first's

@@ -99,6 +99,26 @@ def _top_of(change: Change) -> list[float]:
     return factored_singular_values(b, a)[:TOP_K].tolist()
 
 
+def _batched_tops(b: torch.Tensor, a: torch.Tensor, widths: list[int]) -> list[list[float]]:
+    """`_top_of` for members stacked and padded with zero columns (b: [M, d_out, k], a: [M, k, d_in], member i's
+    first widths[i] of k real): the thin ones from their factors padded only to the widest thin one, the others
+    from the dense product, as _top_of decides for each alone (a batched QR of factors as wide as the layer costs
+    more than the product's SVD)."""
+    thick = [2 * w >= min(b.shape[1], a.shape[2]) for w in widths]
+    out: list[list[float]] = [[] for _ in widths]
+    for dense in (False, True):
+        members = [i for i, t in enumerate(thick) if t == dense]
+        if not members:
+            continue
+        k = max(widths[i] for i in members)
+        pick = torch.tensor(members)
+        bs, as_ = b[pick, :, :k], a[pick, :k, :]
+        values = torch.linalg.svdvals(bs @ as_) if dense else factored_singular_values(bs, as_)
+        for row, i in zip(values, members, strict=True):
+            out[i] = row[:min(TOP_K, widths[i])].tolist()
+    return out
+
+
 def _padded(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
     """The tensors stacked on a new first dimension, each padded with zeros along `dim` to the longest."""
     width = max(t.shape[dim] for t in tensors)
@@ -230,9 +250,8 @@ class Dynamics:
         widths = [member[self.names[0]][1].shape[0] for member in changes]
         stacked = {name: (_padded([m[name][0] for m in changes], -1), _padded([m[name][1] for m in changes], -2))
                    for name in self.names}
-        values = {name: factored_singular_values(*pair) for name, pair in stacked.items()}
-        deltas = [{name: values[name][i, :widths[i]][:TOP_K].tolist() for name in self.names}
-                  for i in range(len(changes))]
+        values = {name: _batched_tops(*pair, widths) for name, pair in stacked.items()}
+        deltas = [{name: values[name][i] for name in self.names} for i in range(len(changes))]
         if not self.linear:
             return [EpochDynamics(d) if ok else None for d, ok in zip(deltas, finite, strict=True)]
         (l1, r1), (l2, r2) = stacked["layer1"], stacked["layer2"]
