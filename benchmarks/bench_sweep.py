@@ -2,11 +2,14 @@
 
     python benchmarks/bench_sweep.py                 # the default preset's 48 members (seconds)
     python benchmarks/bench_sweep.py --article       # also the article's shapes (first run pretrains ~2.5 min)
+    python benchmarks/bench_sweep.py --wide          # also issue 24's 256-wide grid against one member
 
 A. Default preset (64 → 64 → 64, 30 epochs), 6 adapter methods (LoRA, rsLoRA, DoRA, PiSSA, OLoRA, LoRA+) × ranks
    1, 2, 4, 8, 16, 32, 48, 64 = 48 members, end to end (fine-tuning and every analysis), base cached.
 B. The article's shapes (1001 → 1000 → 1000, 100 epochs), ranks 1, 2, 4, 8, 16 × α/r and α/√r = 10 members,
    against one member's run (r = 1, α/r) end to end, base cached.
+C. 256 wide (256 → 256 → 256, 4,000 samples, 20 pretraining and 100 fine-tuning epochs), ranks 1, 2, 4, 8, 16 ×
+   α 1, 4 = 10 members, against one r = 16, α 4 member end to end, base cached.
 Printed: wall times, the ratio, and how the time splits between paths. Repeats take the best of --repeats.
 """
 
@@ -52,6 +55,7 @@ def split(result) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--article", action="store_true", help="also run B at the article's shapes")
+    parser.add_argument("--wide", action="store_true", help="also run C at 256 wide")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--cache", help="folder for the pretrained bases (default: a temporary one)")
     args = parser.parse_args()
@@ -76,6 +80,18 @@ def main() -> None:
               f"{single.timings['finetune_s']:.2f} s, analysis {single.timings['analysis_s']:.2f} s)")
         print(f"B. article shapes, {len(result.members)} members: {grid:.2f} s end to end ({split(result)}); "
               f"{grid / one:.1f}x one member")
+
+    if args.wide:
+        config = preset("default", device="cpu", d_in=256, hidden=256, d_out=256, n_samples=4000,
+                        pretrain_epochs=20, epochs=100)
+        member = config.replace(rank=16, alpha=4.0)
+        run_experiment(member)  # the base, cached
+        one, single = best_of(args.repeats, lambda: run_experiment(member))
+        grid, result = best_of(args.repeats, lambda: run_sweep(config, ranks=(1, 2, 4, 8, 16), methods=("lora",),
+                                                               alphas=(1.0, 4.0)))
+        print(f"C. 256 wide, one member (r = 16): {one:.2f} s end to end (fine-tune "
+              f"{single.timings['finetune_s']:.2f} s); {len(result.members)} members: {grid:.2f} s ({split(result)}); "
+              f"{grid / one:.2f}x one member")
 
 
 if __name__ == "__main__":
