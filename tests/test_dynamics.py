@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from lora_core.adapters.attach import adapted
 from lora_core.experiment import finetune, pretrain, run_experiment
-from lora_core.measure.dynamics import EXACT_MAX_ELEMENTS, Dynamics, half_learned_epochs, top_singular_values
+from lora_core.measure.dynamics import Dynamics, half_learned_epochs
+from lora_core.measure.top_values import EXACT_MAX_ELEMENTS, top_singular_values
 from lora_core.settings.config import ConfigError, preset
 from lora_core.settings.results import ExperimentResult, records_dynamics
 from lora_core.sweep import run_sweep

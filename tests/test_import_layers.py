@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, set[str]], ...] = (
                   "adapters.attach", "adapters.peft_format"}),
     ("training", {"training", "training.devices", "training.optimizers", "training.loop", "training.fast",
                   "training.trainers", "training.batched", "training.fast_stacked", "training.fast_batched"}),
-    ("measuring", {"measure", "measure.svd_memo", "measure.analysis", "measure.dynamics"}),
+    ("measuring", {"measure", "measure.svd_memo", "measure.analysis", "measure.top_values", "measure.dynamics"}),
     ("runs", {"cache", "experiment", "sweep", "sweep_table", "inspector", "lesson_parts", "lesson_placement",
               "lessons"}),
     ("serving a room", {"serving", "serving.calibration", "serving.scheduler", "serving.work", "serving.prewarm",

@@ -12,15 +12,12 @@ After an epoch (loop.records_dynamics picks which), `Dynamics` measures:
 - `residual` (linear task): the top singular values of what is still missing, θ'ᵀ − W₂'W₁'.
 
 Dense matrices over EXACT_MAX_ELEMENTS (full fine-tuning's W − W₀ and the residual of wide layers) get a
-randomised top-k (subspace iteration from a fixed seed, so a run repeats itself): exact to rounding for values
-that stand apart from the rest, as a low-rank change's do, never above the true ones, and low by up to a few
-per cent where the spectrum is flat; `approximate(config)` says when a run has any.
+randomised top-k (top_values.py); `approximate(config)` says when a run has any.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -28,20 +25,25 @@ import torch
 import torch.nn as nn
 
 from ..adapters.lora_layer import LoRALinear
-from ..settings.budget import DYNAMICS_EXACT_MAX
 from ..settings.config import ExperimentConfig
 from ..settings.results import EpochDynamics, PhaseHistory, records_dynamics
 from ..tasks.data import Task
 from ..tasks.linear import shift_delta, shift_factors
 from ..tasks.registry import kind
-from .analysis import factored_singular_values
+from .top_values import (
+    EXACT_MAX_ELEMENTS,
+    SUBSPACE_ITERATIONS,
+    TOP_K,
+    Change,
+    batched_tops,
+    diagonal,
+    padded,
+    subspace_singular_values,
+    top_of,
+    top_singular_values,
+)
 
 KEPT_BYTES = 16 * 2**20  # factors `keep` holds before measuring them
-TOP_K = 8  # singular values kept per layer and for the residual, and the shift's directions followed
-EXACT_MAX_ELEMENTS = DYNAMICS_EXACT_MAX  # a dense matrix up to this gets exact singular values every epoch
-SUBSPACE_ITERATIONS = 4
-
-Change = tuple[torch.Tensor, torch.Tensor] | torch.Tensor  # (s·B': [d_out, k], A': [k, d_in]) or a dense ΔW
 
 
 def changed_layers(config: ExperimentConfig) -> tuple[str, ...]:
@@ -56,79 +58,6 @@ def approximate(config: ExperimentConfig) -> bool:
     dense = [d_in * d_out for name, (d_in, d_out) in shapes.items() if name in changed_layers(config)]
     full = config.method == "full" and max(dense, default=0) > EXACT_MAX_ELEMENTS
     return full or (kind(config).linear_model and config.d_in * config.d_out > EXACT_MAX_ELEMENTS)
-
-
-def top_singular_values(matrix: torch.Tensor, k: int = TOP_K) -> list[float]:
-    """The k largest singular values of a dense matrix, descending: exact up to EXACT_MAX_ELEMENTS, else from a
-    randomised subspace iteration (Halko, Martinsson & Tropp 2011) started from a fixed seed."""
-    m = matrix.detach().double()
-    if m.numel() <= EXACT_MAX_ELEMENTS:
-        return torch.linalg.svdvals(m)[:k].tolist()
-    return subspace_singular_values(lambda x: m @ x, lambda y: m.T @ y, m.shape, k, m)[0]
-
-
-def subspace_singular_values(apply: Callable[[torch.Tensor], torch.Tensor],
-                             apply_t: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, int], k: int,
-                             like: torch.Tensor, start: torch.Tensor | None = None,
-                             iterations: int = SUBSPACE_ITERATIONS) -> tuple[list[float], torch.Tensor]:
-    """The k largest singular values of the [m, n] operator x -> apply(x) (apply_t its transpose), from a
-    subspace iteration of k + 8 columns (of `like`'s dtype and device): started from a fixed-seed random block,
-    or from `start` ([m, k + 8], the basis an earlier call returned: a slowly changing matrix then needs fewer
-    iterations). Returns (values, basis); Rayleigh-Ritz values, so never above the true ones. An operator that
-    maps [n, w] to [M, m, w] is M operators at once (members trained together): values [M][k], basis [M, m, w],
-    each member's what its own call would give, up to rounding."""
-    m, n = shape
-    width = min(k + 8, m, n)
-    if start is None or start.shape[-2:] != (m, width):
-        omega = torch.randn(n, width, generator=torch.Generator().manual_seed(0), dtype=like.dtype)
-        start = apply(omega.to(like.device))
-    basis = torch.linalg.qr(start).Q
-    for _ in range(iterations):
-        basis = torch.linalg.qr(apply(apply_t(basis))).Q
-    return torch.linalg.svdvals(apply_t(basis).mT)[..., :k].tolist(), basis
-
-
-def _top_of(change: Change) -> list[float]:
-    """The top singular values of a layer's change: from its factors while they are thin (two QRs of [n, k]),
-    or from the dense product once k is half the layer's width or more (one SVD is then cheaper)."""
-    if not isinstance(change, tuple):
-        return top_singular_values(change)
-    b, a = change
-    if 2 * a.shape[0] >= min(b.shape[0], a.shape[1]):  # as many values as the factors have columns, as below
-        return torch.linalg.svdvals(b @ a)[:min(TOP_K, a.shape[0])].tolist()
-    return factored_singular_values(b, a)[:TOP_K].tolist()
-
-
-def _batched_tops(b: torch.Tensor, a: torch.Tensor, widths: list[int]) -> list[list[float]]:
-    """`_top_of` for members stacked and padded with zero columns (b: [M, d_out, k], a: [M, k, d_in], member i's
-    first widths[i] of k real): the thin ones from their factors padded only to the widest thin one, the others
-    from the dense product, as _top_of decides for each alone (a batched QR of factors as wide as the layer costs
-    more than the product's SVD)."""
-    thick = [2 * w >= min(b.shape[1], a.shape[2]) for w in widths]
-    out: list[list[float]] = [[] for _ in widths]
-    for dense in (False, True):
-        members = [i for i, t in enumerate(thick) if t == dense]
-        if not members:
-            continue
-        k = max(widths[i] for i in members)
-        pick = torch.tensor(members)
-        bs, as_ = b[pick, :, :k], a[pick, :k, :]
-        values = torch.linalg.svdvals(bs @ as_) if dense else factored_singular_values(bs, as_)
-        for row, i in zip(values, members, strict=True):
-            out[i] = row[:min(TOP_K, widths[i])].tolist()
-    return out
-
-
-def _padded(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
-    """The tensors stacked on a new first dimension, each padded with zeros along `dim` to the longest."""
-    width = max(t.shape[dim] for t in tensors)
-    pad = [(0, width - t.shape[dim]) if dim == -1 else (0, 0, 0, width - t.shape[dim]) for t in tensors]
-    return torch.stack([torch.nn.functional.pad(t, p) for t, p in zip(tensors, pad, strict=True)])
-
-
-def _diagonal(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """diag(a @ b) for a: [k, n], b: [n, k], without the k x k product."""
-    return (a * b.T).sum(dim=1)
 
 
 def _modes(config: ExperimentConfig, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -217,7 +146,7 @@ class Dynamics:
         tensors = [t for change in changes.values() for t in (change if isinstance(change, tuple) else (change,))]
         if not math.isfinite(sum(float(t.abs().sum()) for t in tensors)):  # one number: a NaN or inf anywhere
             return None
-        delta = {name: _top_of(change) for name, change in changes.items()}
+        delta = {name: top_of(change) for name, change in changes.items()}
         if not self.linear:
             return EpochDynamics(delta)
         first, second = changes["layer1"], changes["layer2"]
@@ -234,8 +163,8 @@ class Dynamics:
         learned = []
         if self.modes is not None:  # uᵢᵀ ΔM vᵢ = −uᵢᵀ (residual − missing) vᵢ, from thin products
             u, sigma, v = self.modes
-            along = sum(sign * _diagonal(u.T @ a, (b @ v) if b is not None else v) for a, b, sign in terms)
-            learned = ((_diagonal(u.T @ self.missing, v) - along) / sigma).tolist()
+            along = sum(sign * diagonal(u.T @ a, (b @ v) if b is not None else v) for a, b, sign in terms)
+            learned = ((diagonal(u.T @ self.missing, v) - along) / sigma).tolist()
         return EpochDynamics(delta, self._residual(terms), learned)
 
     @torch.no_grad()
@@ -248,9 +177,9 @@ class Dynamics:
         changes = [m if ok else {name: (torch.zeros_like(b), torch.zeros_like(a)) for name, (b, a) in m.items()}
                    for m, ok in zip(changes, finite, strict=True)]
         widths = [member[self.names[0]][1].shape[0] for member in changes]
-        stacked = {name: (_padded([m[name][0] for m in changes], -1), _padded([m[name][1] for m in changes], -2))
+        stacked = {name: (padded([m[name][0] for m in changes], -1), padded([m[name][1] for m in changes], -2))
                    for name in self.names}
-        values = {name: _batched_tops(*pair, widths) for name, pair in stacked.items()}
+        values = {name: batched_tops(*pair, widths) for name, pair in stacked.items()}
         deltas = [{name: values[name][i] for name in self.names} for i in range(len(changes))]
         if not self.linear:
             return [EpochDynamics(d) if ok else None for d, ok in zip(deltas, finite, strict=True)]
