@@ -11,6 +11,7 @@ import pytest
 from lora_core.experiment import base_cached, run_experiment
 from lora_core.serving.calibration import BOUNDS, WEIGHT, Calibration
 from lora_core.serving.scheduler import Scheduler
+from lora_core.serving.work import work_kind
 from lora_core.settings.budget import Estimate, estimate
 from lora_core.settings.config import preset
 from lora_core.sweep import members, request, sweep_estimate
@@ -87,3 +88,13 @@ def test_a_sweep_counts_each_seeds_pretraining_once():
     assert sweep_estimate(req).seconds < sum(p.seconds for p in parts)  # 14 members, two bases
     kept = sweep_estimate(req, cached=lambda c: c.seed == 0)
     assert kept.seconds == pytest.approx(expected - per_seed[0])
+
+
+def test_a_run_or_a_sweep_with_its_bases_kept_is_a_kind_of_its_own():
+    config = preset("default", **TINY, seed=11)
+    req = request(config, ranks=(1, 2), methods=("lora",), seeds=(11, 12))
+    assert (work_kind(config), work_kind(req)) == ("run:linear", "sweep:linear")
+    run_experiment(config)  # seed 11's base kept; seed 12's not yet
+    assert (work_kind(config), work_kind(req)) == ("run, base kept:linear", "sweep:linear")
+    run_experiment(config.replace(seed=12))
+    assert work_kind(req) == "sweep, base kept:linear"

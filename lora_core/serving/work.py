@@ -39,11 +39,20 @@ def config_of(work: Work) -> ExperimentConfig:
 
 def work_kind(work: Work) -> str:
     """What the scheduler's calibration learns each ratio for: the kind of work and its task ('run:digits'; a run
-    whose base is kept already is a kind of its own, 'run, base kept:digits': its time is all fine-tuning)."""
+    or a sweep whose bases are all kept already is a kind of its own, 'run, base kept:digits': its time is all
+    fine-tuning and measuring, and its measured / estimated differs from a cold one's)."""
     name = WORK[type(work)].name
-    if isinstance(work, ExperimentConfig) and base_cached(work):
+    if _bases_kept(work):
         name += ", base kept"
     return f"{name}:{config_of(work).task}"
+
+
+def _bases_kept(work: Work) -> bool:
+    if isinstance(work, ExperimentConfig):
+        return base_cached(work)
+    if isinstance(work, SweepRequest):
+        return all(base_cached(work.config.replace(seed=seed)) for seed in work.seeds)
+    return False
 
 
 def run_work(work: Work, **kwargs: Any) -> Any:
