@@ -54,21 +54,19 @@ def subspace_singular_values(apply: Callable[[torch.Tensor], torch.Tensor],
 
 
 def top_of(change: Change) -> list[float]:
-    """The top singular values of a layer's change: from its factors while they are thin (two QRs of [n, k]),
-    or from the dense product once k is half the layer's width or more (one SVD is then cheaper)."""
+    """The top singular values of a layer's change: a dense one's (top_singular_values), or as batched_tops
+    measures a member of factors alone."""
     if not isinstance(change, tuple):
         return top_singular_values(change)
     b, a = change
-    if 2 * a.shape[0] >= min(b.shape[0], a.shape[1]):  # as many values as the factors have columns, as below
-        return torch.linalg.svdvals(b @ a)[:min(TOP_K, a.shape[0])].tolist()
-    return factored_singular_values(b, a)[:TOP_K].tolist()
+    return batched_tops(b[None], a[None], [a.shape[0]])[0]
 
 
 def batched_tops(b: torch.Tensor, a: torch.Tensor, widths: list[int]) -> list[list[float]]:
-    """`_top_of` for members stacked and padded with zero columns (b: [M, d_out, k], a: [M, k, d_in], member i's
-    first widths[i] of k real): the thin ones from their factors padded only to the widest thin one, the others
-    from the dense product, as _top_of decides for each alone (a batched QR of factors as wide as the layer costs
-    more than the product's SVD)."""
+    """The top singular values of each member's change s·B'A' from factors stacked and padded with zero columns
+    (b: [M, d_out, k], a: [M, k, d_in], member i's first widths[i] of k real; as many values as it has columns):
+    from the factors while they are thin (two QRs of [n, k]), padded only to the widest thin member's, or from the
+    dense product once k is half the layer's width or more (its SVD is then cheaper than the QRs)."""
     thick = [2 * w >= min(b.shape[1], a.shape[2]) for w in widths]
     out: list[list[float]] = [[] for _ in widths]
     for dense in (False, True):
