@@ -102,7 +102,8 @@ def test_tick_dora_train_and_see_its_full_rank_change_on_the_spectrum(server, pa
     page.goto(f"{server}/Playground?{urlencode({**SMALL, 'rank': 2, 'seed': 8})}")
     settle(page)
     sidebar = page.locator('[data-testid="stSidebar"]')
-    assert sidebar.get_by_text("instead of", exact=False).count() >= 1  # rsLoRA's line of maths
+    # rsLoRA's line of maths; waited for: on a busy machine the page can look settled before the sidebar is drawn
+    sidebar.get_by_text("instead of", exact=False).first.wait_for(timeout=60_000)
     sidebar.get_by_text("DoRA", exact=True).click()  # the checkbox's label
     page.wait_for_url("**use-dora=true*")
     settle(page)
