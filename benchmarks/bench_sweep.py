@@ -10,6 +10,10 @@ B. The article's shapes (1001 → 1000 → 1000, 100 epochs), ranks 1, 2, 4, 8, 
    against one member's run (r = 1, α/r) end to end, base cached.
 C. 256 wide (256 → 256 → 256, 4,000 samples, 20 pretraining and 100 fine-tuning epochs), ranks 1, 2, 4, 8, 16 ×
    α 1, 4 = 10 members, against one r = 16, α 4 member end to end, base cached.
+D. Compare's default grid (LoRA, rsLoRA, full × r 1, 2, 4, 8 × α 1, 4, 16 = 25 members on the rank-4 shift): cold
+   (its base pretrained first) and with its base kept, against the estimate the page shows before Run (raw).
+E. Small grids and single runs must not get slower: each small grid against its members run one by one
+   (run_experiment, the reference), and one member as a sweep against its single run, in this process.
 Printed: wall times, the ratio, and how the time splits between paths. Repeats take the best of --repeats.
 """
 
@@ -25,10 +29,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lora_core import cache
-from lora_core.experiment import run_experiment
+from lora_core.experiment import base_cached, run_experiment
 from lora_core.measure import svd_memo
 from lora_core.settings.config import preset
-from lora_core.sweep import run_sweep
+from lora_core.sweep import members, request, run_request, run_sweep, sweep_estimate
 from lora_core.training.loop import warm_up
 
 
@@ -52,6 +56,36 @@ def split(result) -> str:
     return ", ".join(f"{path} fine-tunes {t:.2f} s" for path, t in by_path.items()) + f", analyses {analysis:.2f} s"
 
 
+def compare_grid(repeats: int) -> None:
+    """D: Compare's default grid cold, then with its base kept, against the sweep's raw estimate."""
+    config = preset("default", device="cpu", shift="low_rank", shift_rank=4, seed=7)  # a base nothing made yet
+    req = request(config, (1, 2, 4, 8), ("lora", "rslora", "full"), (1.0, 4.0, 16.0))
+    cold_estimate = sweep_estimate(req, cached=base_cached).seconds
+    cold, _ = best_of(1, lambda: run_request(req))
+    kept_estimate = sweep_estimate(req, cached=base_cached).seconds
+    kept, result = best_of(repeats, lambda: run_request(req))
+    print(f"D. Compare's default grid, {len(result.members)} members: cold {cold:.2f} s (raw estimate "
+          f"{cold_estimate:.2f} s, took {cold / cold_estimate:.2f} of it); base kept {kept:.2f} s (raw estimate "
+          f"{kept_estimate:.2f} s, took {kept / kept_estimate:.2f} of it; {split(result)})")
+
+
+def small_grids(repeats: int) -> None:
+    """E: small grids against their members one by one, and a one-member sweep against its single run."""
+    config = preset("default", device="cpu", shift="low_rank", shift_rank=4)
+    run_experiment(config)  # the base, cached
+    grids = {"LoRA r 1, 8 × α 1, 16": ((1, 8), ("lora",), (1.0, 16.0)),
+             "LoRA r 1, 2, 4, 8": ((1, 2, 4, 8), ("lora",), (1.0,)),
+             "LoRA, DoRA r 4": ((4,), ("lora", "dora"), (1.0,)),
+             "one member, LoRA r 4": ((4,), ("lora",), (1.0,))}
+    for name, (ranks, methods, alphas) in grids.items():
+        req = request(config, ranks, methods, alphas)
+        swept, result = best_of(repeats, lambda req=req: run_request(req))
+        configs = [c for _, c in members(req)]
+        alone, _ = best_of(repeats, lambda configs=configs: [run_experiment(c) for c in configs])
+        print(f"E. {name}: {len(configs)} member(s) as a sweep {swept:.3f} s, one by one {alone:.3f} s: "
+              f"{swept / alone:.2f}x ({', '.join(sorted({run.path for run in result.members}))})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--article", action="store_true", help="also run B at the article's shapes")
@@ -61,6 +95,9 @@ def main() -> None:
     args = parser.parse_args()
     os.environ[cache.CACHE_ENV] = args.cache or tempfile.mkdtemp(prefix="lora-sweep-")
     warm_up()
+
+    compare_grid(args.repeats)
+    small_grids(args.repeats)
 
     config = preset("default", device="cpu")
     run_experiment(config)  # the base, cached

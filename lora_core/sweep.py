@@ -160,16 +160,23 @@ def answers(result: SweepResult, req: SweepRequest) -> bool:
 
 def sweep_estimate(req: SweepRequest, cached: Callable[[ExperimentConfig], bool] = lambda c: False) -> Estimate:
     """The members' work added up, each seed's pretraining once (none where `cached(config)` says its base is
-    kept already); memory: the largest member's (they run one after another) plus the buffers of one seed's
-    batches (BATCH_TRAINERS' batch_bytes; they train before that seed's members run)."""
+    kept already) and each batch's fine-tune as the batch takes it (BATCH_TRAINERS' batch_seconds); memory: the
+    largest member's (they run one after another) plus the buffers of one seed's batches (BATCH_TRAINERS'
+    batch_bytes; they train before that seed's members run)."""
     todo = members(req)
     parts = [estimate(config) for _, config in todo]
     configs = [config for _, config in todo]
-    extra = max(sum(trainer.batch_bytes([configs[i] for i in group]) for trainer, group in _batches(configs, seed))
+    batches = {seed: _batches(configs, seed) for seed in req.seeds}
+    extra = max(sum(trainer.batch_bytes([configs[i] for i in group]) for trainer, group in batches[seed])
                 for seed in req.seeds)
     firsts = {c.seed: (c, p) for c, p in reversed(list(zip(configs, parts, strict=True)))}  # each seed's first
     pretraining = sum(p.pretrain_seconds for c, p in firsts.values() if not cached(c))
-    seconds = sum(p.seconds - p.pretrain_seconds for p in parts) + pretraining
+    # a member trained in a batch costs its run without its own fine-tune; the batch costs its own time
+    together = [(trainer, group) for groups in batches.values() for trainer, group in groups]
+    in_batch = {i for _, group in together for i in group}
+    seconds = (sum(p.seconds - p.pretrain_seconds - (p.finetune_seconds if i in in_batch else 0.0)
+                   for i, p in enumerate(parts))
+               + sum(trainer.batch_seconds([configs[i] for i in group]) for trainer, group in together) + pretraining)
     return Estimate(max(p.bytes for p in parts) + extra, sum(p.macs for p in parts), seconds,
                     sum(p.steps for p in parts), pretraining)
 

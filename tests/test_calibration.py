@@ -15,6 +15,7 @@ from lora_core.serving.work import work_kind
 from lora_core.settings.budget import Estimate, estimate
 from lora_core.settings.config import preset
 from lora_core.sweep import members, request, sweep_estimate
+from lora_core.training import batched, fast_batched
 from tests.test_scheduler import GUARD_S, TINY
 
 
@@ -83,11 +84,49 @@ def test_a_sweep_counts_each_seeds_pretraining_once():
     req = request(preset("default", **TINY), [1, 2, 4], ["lora", "full"], [1.0, 4.0], [0, 1])
     parts = [estimate(c) for _, c in members(req)]
     per_seed = {c.seed: estimate(c).pretrain_seconds for _, c in reversed(members(req))}
-    expected = sum(p.seconds - p.pretrain_seconds for p in parts) + sum(per_seed.values())
+    configs = [c for _, c in members(req)]
+    lora = [[c for c in configs if c.seed == seed and c.method == "lora"] for seed in (0, 1)]
+    assert all(fast_batched.applies(group) for group in lora)  # six LoRA members of a seed train together
+    expected = (sum(p.seconds - p.pretrain_seconds - p.finetune_seconds * (c.method == "lora")
+                    for c, p in zip(configs, parts, strict=True))
+                + sum(fast_batched.batch_seconds(group) for group in lora) + sum(per_seed.values()))
     assert sweep_estimate(req).seconds == pytest.approx(expected)
     assert sweep_estimate(req).seconds < sum(p.seconds for p in parts)  # 14 members, two bases
     kept = sweep_estimate(req, cached=lambda c: c.seed == 0)
     assert kept.seconds == pytest.approx(expected - per_seed[0])
+
+
+def test_a_batch_costs_its_own_time_not_its_members_single_fine_tunes():
+    """Compare's default grid: its 24 LoRA members train as one batch (two groups), which the estimate counts as
+    the batch (every step once, each member's dynamics), not as 24 fine-tunes of their own: the raw estimate
+    of 4.5 s was 4.3x what the sweep took (1.05 s); the batch's model is its steps' and recorded epochs' work."""
+    config = preset("default", shift="low_rank", shift_rank=4)
+    req = request(config, [1, 2, 4, 8], ["lora", "rslora", "full"], [1.0, 4.0, 16.0])
+    configs = [c for _, c in members(req)]
+    batch = [c for c in configs if c.method == "lora"]
+    assert len(batch) == 24 and fast_batched.applies(batch)
+    singles = sum(estimate(c).finetune_seconds for c in batch)
+    together = fast_batched.batch_seconds(batch)
+    assert together < singles / 2
+    full = estimate(config.replace(method="full"), base_cached=True)
+    fixed = sum(estimate(c, base_cached=True).seconds - estimate(c).finetune_seconds for c in batch)
+    assert sweep_estimate(req, cached=lambda c: True).seconds == pytest.approx(full.seconds + fixed + together)
+    # the batch's model grows with what the batch does: more members, wider rows, more epochs
+    assert fast_batched.batch_seconds(batch[:12]) < together
+    assert fast_batched.batch_seconds([c.replace(epochs=60) for c in batch]) == pytest.approx(2 * together)
+    wide = [c.replace(d_in=256, hidden=256, d_out=256) for c in batch]
+    assert fast_batched.batch_seconds(wide) > 2 * together
+
+
+def test_a_dora_batch_is_counted_at_half_its_members_fine_tunes():
+    req = request(preset("default", **TINY), [1, 2, 4], ["dora"], [1.0])
+    configs = [c for _, c in members(req)]
+    assert batched.applies(configs) and batched.wanted(configs[0])
+    singles = sum(estimate(c).finetune_seconds for c in configs)
+    assert batched.batch_seconds(configs) == pytest.approx(batched.SHARE_OF_SINGLES * singles)
+    parts = [estimate(c, base_cached=True) for c in configs]
+    assert sweep_estimate(req, cached=lambda c: True).seconds == pytest.approx(
+        sum(p.seconds - p.finetune_seconds for p in parts) + batched.batch_seconds(configs))
 
 
 def test_a_run_or_a_sweep_with_its_bases_kept_is_a_kind_of_its_own():

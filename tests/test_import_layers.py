@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lora_core"
 # Lowest first. What each layer holds: README's module table.
 LAYERS: tuple[tuple[str, set[str]], ...] = (
     ("choices and records, no torch", {"settings", "settings.choices", "settings.knobs", "settings.results"}),
-    ("the rules a config is checked by, no torch", {"settings.task_specs", "settings.variants",
+    ("the rules a config is checked by, no torch", {"settings.task_specs", "settings.variants", "settings.speeds",
+                                                    "settings.dynamics_cost",
                                                     "settings.path_rule", "settings.budget"}),
     ("settings, no torch", {"settings.config", "cli.args"}),
     ("tasks: data and models", {"tasks", "tasks.data", "tasks.linear", "tasks.linear_model", "tasks.mlp",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..settings.budget import DYNAMICS_EXACT_MAX
+from ..settings.dynamics_cost import DYNAMICS_EXACT_MAX
 from .analysis import factored_singular_values
 
 TOP_K = 8  # singular values kept per layer and for the residual, and the shift's directions followed

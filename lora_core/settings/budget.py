@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING
 
 from . import variants
 from .choices import BYTES_PER_ITEM, RANKED_SHIFTS, ConfigError
+from .dynamics_cost import dynamics_bytes
 from .path_rule import choose_path
+from .speeds import (
+    MACS_PER_SECOND,
+    SECONDS_PER_EPOCH,
+    SECONDS_PER_RUN,
+    SECONDS_PER_STEP,
+    SECONDS_PER_WEIGHT_STEP,
+    seconds_of,
+    svd_macs,
+)
 from .task_specs import spec
 
 if TYPE_CHECKING:
@@ -33,21 +43,6 @@ APP_RUN_MACS = float(os.environ.get(RUN_MACS_ENV, 2.5e13))  # about 4x the artic
 # held for hours.
 RUN_SECONDS_ENV = "LORA_EXPLORER_RUN_SECONDS"
 APP_RUN_SECONDS = float(os.environ.get(RUN_SECONDS_ENV, 300))
-# How long a run takes on a quiet CPU like this project's 2-core VM (the scheduler tells a waiting page its wait
-# from it; benchmarks/bench_budget.py prints measured / estimated, see the README): products run at
-# MACS_PER_SECOND (the article's pretraining reaches 4.3e10 a second), SVDs about SVD_SLOWDOWN times slower per
-# multiply-add; Adam and the other elementwise work touch every trained weight a dozen times per step
-# (SECONDS_PER_WEIGHT_STEP, memory-bound); every optimizer step costs a fixed amount of Python and dispatch
-# per layer (batch 1, measured: 0.82-0.90 ms an autograd step of the two-layer model, 1.6 ms of the digits'
-# three layers, 0.11-0.15 ms a fast-path step), as does every epoch's held-out evaluation and bookkeeping.
-MACS_PER_SECOND = 4e10
-SVD_SLOWDOWN = 3
-SECONDS_PER_WEIGHT_STEP = 5e-9
-SECONDS_PER_STEP = {"autograd": 5.5e-4, "fast": 2.0e-4}  # autograd: per layer of the model; fast: per step
-SECONDS_PER_EPOCH = 2e-3
-SVD_MACS = 4  # svdvals of an m x n matrix costs about SVD_MACS * m * n * min(m, n) multiply-adds
-
-
 @dataclass(frozen=True)
 class Estimate:
     bytes: int  # peak memory the run allocates
@@ -57,17 +52,8 @@ class Estimate:
     # The part of `seconds` spent making the data and pretraining the base: what a cached base saves, and what a
     # sweep pays once per seed rather than once per member
     pretrain_seconds: float = 0.0
-
-
-def _svd_macs(m: int, n: int) -> float:
-    return SVD_MACS * m * n * min(m, n)
-
-
-def _seconds(macs: float, svd_macs: float, weight_steps: float, epochs: int) -> float:
-    """The time of `macs` multiply-adds (`svd_macs` of them in SVDs), elementwise work over `weight_steps`
-    (trained weights times steps) and per-epoch bookkeeping; the caller adds the per-step overhead."""
-    return ((macs + (SVD_SLOWDOWN - 1) * svd_macs) / MACS_PER_SECOND + weight_steps * SECONDS_PER_WEIGHT_STEP
-            + epochs * SECONDS_PER_EPOCH)
+    # The part of `seconds` spent fine-tuning: what a sweep's batch of members replaces by its own time
+    finetune_seconds: float = 0.0
 
 
 # Peak RSS is the live tensors plus what the allocator keeps. glibc serves a block from a heap when it is below
@@ -86,7 +72,7 @@ def estimate(config: ExperimentConfig, base_cached: bool = False) -> Estimate:
     """The run's peak memory (an upper bound: live tensors times ALLOCATOR_MARGIN), multiply-adds and time (less
     the pretraining's with `base_cached`; the memory stays the bound of a run that pretrains)."""
     live = ESTIMATES[config.task](config)
-    seconds = live.seconds - live.pretrain_seconds if base_cached else live.seconds
+    seconds = SECONDS_PER_RUN + (live.seconds - live.pretrain_seconds if base_cached else live.seconds)
     return dataclasses.replace(live, bytes=int(live.bytes * ALLOCATOR_MARGIN), seconds=seconds,
                                pretrain_seconds=0.0 if base_cached else live.pretrain_seconds)
 
@@ -140,29 +126,33 @@ def _linear_estimate(config: ExperimentConfig) -> Estimate:
     if lora and c.use_dora:  # per step and layer: B A, the row norms of W + s·B·A, twice (forward, backward)
         finetune_macs += 2 * c.epochs * steps_per_epoch * (c.rank + 2) * weights
     if from_weights:  # a full SVD costs a few times svdvals; QR about 2 m n k
-        finetune_macs += 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
-    svd_macs = 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
+        finetune_macs += 3 * (svd_macs(c.hidden, c.d_in) + svd_macs(c.d_out, c.hidden))
+    svd_work = 3 * (svd_macs(c.hidden, c.d_in) + svd_macs(c.d_out, c.hidden))
     if from_weights:
-        svd_macs *= 2
+        svd_work *= 2
     if has_floor(c):  # the floor's svdvals
-        svd_macs += _svd_macs(c.d_out, c.d_in)
+        svd_work += svd_macs(c.d_out, c.d_in)
     if c.shift == "full_rank":
-        svd_macs += _svd_macs(c.d_in, c.d_out)
-    analysis_macs = 5 * c.n_eval * weights + 3 * (_svd_macs(c.hidden, c.d_in) + _svd_macs(c.d_out, c.hidden))
+        svd_work += svd_macs(c.d_in, c.d_out)
+    analysis_macs = 5 * c.n_eval * weights + 3 * (svd_macs(c.hidden, c.d_in) + svd_macs(c.d_out, c.hidden))
     if has_floor(c):  # the floor's W2·W1 and svdvals
-        analysis_macs += c.d_out * c.hidden * c.d_in + _svd_macs(c.d_out, c.d_in)
+        analysis_macs += c.d_out * c.hidden * c.d_in + svd_macs(c.d_out, c.d_in)
     if c.shift == "full_rank":
-        analysis_macs += _svd_macs(c.d_in, c.d_out)
+        analysis_macs += svd_macs(c.d_in, c.d_out)
     macs = data_macs + pretrain_macs + finetune_macs + analysis_macs
     steps = steps_per_epoch * (c.pretrain_epochs + c.epochs)
     weight_steps = steps_per_epoch * (c.pretrain_epochs + (c.epochs if c.method == "full" else 0)) * weights
     per_step = (steps_per_epoch * c.pretrain_epochs * 2 * SECONDS_PER_STEP["autograd"]
                 + steps_per_epoch * c.epochs * (SECONDS_PER_STEP["fast"] if fast else 2 * SECONDS_PER_STEP["autograd"]))
-    seconds = _seconds(macs, svd_macs, weight_steps, c.pretrain_epochs + c.epochs) + per_step
+    seconds = seconds_of(macs, svd_work, weight_steps, c.pretrain_epochs + c.epochs) + per_step
     pretrain_steps = steps_per_epoch * c.pretrain_epochs
     pretrain_seconds = ((data_macs + pretrain_macs) / MACS_PER_SECOND + c.pretrain_epochs * SECONDS_PER_EPOCH
                         + pretrain_steps * (2 * SECONDS_PER_STEP["autograd"] + weights * SECONDS_PER_WEIGHT_STEP))
-    return Estimate(int(peak_items * item), float(macs), seconds, steps, min(pretrain_seconds, seconds))
+    finetune_steps = steps_per_epoch * c.epochs
+    finetune_seconds = (seconds_of(finetune_macs, 0, finetune_steps * weights * (c.method == "full"), c.epochs)
+                        + finetune_steps * (SECONDS_PER_STEP["fast"] if fast else 2 * SECONDS_PER_STEP["autograd"]))
+    return Estimate(int(peak_items * item), float(macs), seconds, steps, min(pretrain_seconds, seconds),
+                    min(finetune_seconds, seconds))
 
 
 # Reading the digits (their CSV parsed into Python floats, gzip's and the parser's code run for the first time)
@@ -192,12 +182,12 @@ def _digits_estimate(config: ExperimentConfig) -> Estimate:
     analysis_items = 6 * largest * 8 // item + (4 if c.method == "full" else 3) * weights
     peak = DIGITS_LOAD_BYTES + item * (data + max(training, analysis_items))
     per_epoch = 3 * train_rows * weights + 2 * eval_rows * weights  # forward and backward; loss and accuracy
-    svds = sum(3 * _svd_macs(d_out, d_in) for d_in, d_out in shapes.values())
+    svds = sum(3 * svd_macs(d_out, d_in) for d_in, d_out in shapes.values())
     macs = (c.pretrain_epochs + c.epochs) * per_epoch + 12 * eval_rows * weights + svds
     steps = math.ceil(train_rows / c.batch_size) * (c.pretrain_epochs + c.epochs)
-    seconds = (_seconds(macs, svds, steps * weights, c.pretrain_epochs + c.epochs)
+    seconds = (seconds_of(macs, svds, steps * weights, c.pretrain_epochs + c.epochs)
                + steps * len(shapes) * SECONDS_PER_STEP["autograd"])
-    return Estimate(int(peak), float(macs), seconds, steps, _epoch_share(c, seconds))
+    return Estimate(int(peak), float(macs), seconds, steps, *_epoch_shares(c, seconds))
 
 
 # Reading the two texts (Python strings of up to 4 bytes a character, their UTF-32 copies and int64 ids, about a
@@ -228,7 +218,7 @@ def _text_estimate(config: ExperimentConfig) -> Estimate:
     peak = TEXT_LOAD_BYTES + item * (data + max(training, evaluation, analysis_items))
     per_token_macs = c.blocks * (12 * d * d + 2 * t * d) + d * vocab  # forward, a token
     tokens = (c.pretrain_epochs + c.epochs) * (3 * c.n_samples + 2 * c.n_eval) * t
-    svds = sum(3 * _svd_macs(d_out, d_in) for d_in, d_out in shapes.values())
+    svds = sum(3 * svd_macs(d_out, d_in) for d_in, d_out in shapes.values())
     # The pages' samples (text_samples.py): each model continues each prompt one character at a time, every
     # character a forward pass over the window so far.
     prompt = min(SAMPLE_PROMPT_CHARS, t)
@@ -236,14 +226,16 @@ def _text_estimate(config: ExperimentConfig) -> Estimate:
     macs = tokens * per_token_macs + svds + window_tokens * per_token_macs
     steps = math.ceil(c.n_samples / c.batch_size) * (c.pretrain_epochs + c.epochs)
     forwards = 2 * SAMPLE_PROMPTS * SAMPLE_CHARS  # each a step's worth of Python without the backward pass
-    seconds = (_seconds(macs, svds, steps * weights, c.pretrain_epochs + c.epochs)
+    seconds = (seconds_of(macs, svds, steps * weights, c.pretrain_epochs + c.epochs)
                + (steps + forwards / 3) * TEXT_STEP_MODULES * c.blocks * SECONDS_PER_STEP["autograd"])
-    return Estimate(int(peak), float(macs), seconds, steps, _epoch_share(c, seconds))
+    return Estimate(int(peak), float(macs), seconds, steps, *_epoch_shares(c, seconds))
 
 
-def _epoch_share(c: ExperimentConfig, seconds: float) -> float:
-    """Pretraining's part of `seconds` where both phases take the same path: its share of the epochs."""
-    return seconds * c.pretrain_epochs / (c.pretrain_epochs + c.epochs)
+def _epoch_shares(c: ExperimentConfig, seconds: float) -> tuple[float, float]:
+    """Pretraining's and fine-tuning's parts of `seconds` where both phases take the same path: their shares of
+    the epochs."""
+    epochs = c.pretrain_epochs + c.epochs
+    return seconds * c.pretrain_epochs / epochs, seconds * c.epochs / epochs
 
 
 # What a text run's samples generate (text_samples.py reads these): prompts, their length, characters written
@@ -253,21 +245,6 @@ SAMPLE_PROMPTS, SAMPLE_PROMPT_CHARS, SAMPLE_CHARS = 2, 40, 100
 TEXT_STEP_MODULES = 4
 
 ESTIMATES = {"linear": _linear_estimate, "digits": _digits_estimate, "text": _text_estimate}  # by config.task
-
-# Fine-tuning's dynamics (measure/dynamics.py) measure a dense matrix exactly up to this many elements, else with
-# a subspace iteration; what they hold is `dynamics_bytes`.
-DYNAMICS_EXACT_MAX = 128 * 128
-
-
-def dynamics_bytes(c: ExperimentConfig) -> int:
-    """Memory the dynamics' recorder holds for a linear-task run (one per sweep batch): θ'ᵀ and what the base
-    lacks of it, d_out x d_in each, and each epoch a dense residual in float64 with svdvals' workspace (about
-    three copies, of at most DYNAMICS_EXACT_MAX elements: wider maps go through thin products)."""
-    if not spec(c).linear_model:
-        return 0
-    theta = c.d_in * c.d_out
-    return 2 * theta * BYTES_PER_ITEM[c.dtype] + 3 * 8 * min(theta, DYNAMICS_EXACT_MAX)
-
 
 FLOOR_MAX_ELEMENTS = 4096 * 4096  # the floor needs a dense d_out x d_in SVD: not for wider maps than this
 

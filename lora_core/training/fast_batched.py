@@ -19,18 +19,19 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn as nn
 
-from ..settings.budget import dynamics_bytes
 from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
+from ..settings.dynamics_cost import dynamics_bytes, dynamics_seconds
 from ..settings.results import EpochDynamics, Progress
 from ..tasks.data import Task
 from .batched import Trained
 from .devices import cpu_threads
 from .fast import EVAL_ROWS, base_activations
-from .fast_stacked import Stacked, padded_rows, rows_of
+from .fast_stacked import GROUP_SECONDS, Stacked, padded_rows, rows_of
 from .loop import BatchRecorder, CancelCheck, members_loop
 from .trainers import choose_path
 
-__all__ = ["PATH", "Stacked", "applies", "batch_bytes", "padded_rows", "rows_of", "train_members", "wanted"]
+__all__ = ["PATH", "Stacked", "applies", "batch_bytes", "batch_seconds", "padded_rows", "rows_of", "train_members",
+           "wanted"]
 
 PATH = "fast-batched"  # what a member's result says ran
 # Both layers' weights from which members always train together (at the article's shapes 10 members took 1.00 s
@@ -64,6 +65,32 @@ def threads(configs: list[ExperimentConfig]) -> int | None:
     other core is busy every op waits for it (the article's 10 members: 10.2 s on two threads against 0.15 s
     on one for the same 8 steps, measured with the machine shared)."""
     return 1
+
+
+# What a step of the batch costs (measured 7 December, one thread, quiet: 200 us a step for 4 members in one group
+# at 64 wide, 507 us for 24 in two, 1.0 ms for 8 members of ranks 1-64 in three, 4.5 ms for 40 in eight, 0.97 ms
+# for 10 members at 256 wide; this model reads 183 us, 470 us, 0.80 ms, 3.9 ms and 1.14 ms): the shared ops,
+# GROUP_SECONDS per group, and per padded member row its products at BATCH_MACS_PER_SECOND (thin products run well
+# below a large one's rate) and Adam over its weights at SHARED_ROW_WEIGHT_SECONDS each. The same day single runs
+# took 0.5-0.63 of budget.py's estimate, so the batch's time is scaled by SLACK: one calibration ratio
+# (serving/calibration.py) then fits runs and sweeps alike, and a server's first sweep is told an honest time.
+STEP_SECONDS = 60e-6
+BATCH_MACS_PER_SECOND = 30e9
+ROW_WEIGHT_SECONDS = 5e-9
+SLACK = 1.7
+
+
+def batch_seconds(configs: list[ExperimentConfig]) -> float:
+    """About how long fine-tuning these members together takes, in budget.py's units (its SECONDS_PER_STEP and
+    kin): every step of the batch, and each recorded epoch's dynamics and evaluation per member."""
+    c = configs[0]
+    rows = padded_rows(configs)
+    b = c.batch_size
+    row_macs = 2 * c.hidden * c.d_out + 2 * b * (c.d_in + c.hidden) + 6 * b * c.d_out  # fast_stacked.row_seconds'
+    row = row_macs / BATCH_MACS_PER_SECOND + (c.d_in + 2 * c.hidden + c.d_out) * ROW_WEIGHT_SECONDS
+    step = STEP_SECONDS + GROUP_SECONDS * len(set(rows)) + row * sum(rows)
+    steps = -(-c.n_samples // b) * c.epochs
+    return SLACK * (steps * step + c.epochs * sum(dynamics_seconds(m) for m in configs))
 
 
 def batch_bytes(configs: list[ExperimentConfig]) -> int:
