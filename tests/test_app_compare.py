@@ -12,6 +12,7 @@ from lora_core.settings.budget import duration
 from lora_core.sweep import request
 from ui import live
 from ui.grid import DEFAULT_GRID, grid_params, parse_grid
+from ui.plan_figures import TITLE as PLAN
 from ui.settings import to_config
 
 APP = "../app.py"
@@ -107,6 +108,23 @@ def test_a_default_grid_draws_every_figure_and_offers_the_downloads():
     sched, req = live.scheduler(), sched_request(at)
     assert sched.calibration.ratio("sweep:linear") != 1.0
     assert any(f"about {duration(sched.expected(req))} here" in c.value for c in at.caption)
+
+
+def test_before_run_the_page_shows_what_each_member_trains():
+    """The plan: per rank, each adapter method's trainable parameters ((d_in + d_out)·r per adapted layer, DoRA's
+    magnitudes beside), methods that train the same numbers on one line, full fine-tuning's d_in·d_out as a level;
+    gone once a sweep answers the grid, back when the grid changes."""
+    at = compare(**SMALL, shift="low_rank", **{"shift-rank": "4"}, methods="lora,rslora,dora,full", ranks="1,2,8")
+    plan = charts(at)[PLAN]
+    widths = 16 + 16  # SMALL: 16 -> 16 -> 16, adapters on both layers
+    assert trace(plan, "LoRA, rsLoRA")["x"] == [1, 2, 8]
+    assert trace(plan, "LoRA, rsLoRA")["y"] == [2 * widths * r for r in (1, 2, 8)]
+    assert trace(plan, "DoRA")["y"] == [2 * widths * r + 2 * 16 for r in (1, 2, 8)]  # + d_out per layer
+    assert trace(plan, f"full fine-tuning: {2 * 16 * 16:,}")["y"] == [2 * 16 * 16] * 2
+    run(at)
+    assert PLAN not in charts(at)  # the results answer the grid
+    multiselect(at, "Ranks r").set_value([1, 4]).run()
+    assert trace(charts(at)[PLAN], "LoRA, rsLoRA")["x"] == [1, 4]
 
 
 def sched_request(at: AppTest):

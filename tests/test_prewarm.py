@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from lora_core.experiment import run_experiment
 from lora_core.serving import prewarm
 from lora_core.serving.prewarm import Pretraining, pretraining_estimate, run_pretraining, server_bases
@@ -12,6 +14,7 @@ from lora_core.serving.scheduler import Scheduler
 from lora_core.settings.budget import Estimate, estimate
 from lora_core.settings.config import BASE_FIELDS, preset
 from lora_core.settings.results import Progress
+from lora_core.settings.speeds import SECONDS_PER_RUN
 from tests.test_scheduler import GUARD_S, TINY, _result, wait_for
 
 
@@ -47,6 +50,18 @@ def test_a_base_over_the_budget_is_skipped_and_said_so():
         assert warm.done == 0 and "over this server's memory budget" in warm.skipped[0]
     finally:
         sched.shutdown()
+
+
+def test_a_pretraining_is_estimated_at_what_it_does_and_held_to_the_whole_runs_memory():
+    """Its time is the data's and the pretraining's (so the calibration's ratio for it is comparable with a run's),
+    its memory the whole run's upper bound."""
+    for config in (preset("default"), preset("digits"), preset("text")):
+        whole, work = estimate(config), pretraining_estimate(Pretraining(config))
+        assert work.seconds == SECONDS_PER_RUN + whole.pretrain_seconds < whole.seconds
+        assert work.bytes == whole.bytes and work.finetune_seconds == 0.0
+    fine_tune_heavy = preset("default", epochs=300)
+    assert pretraining_estimate(Pretraining(fine_tune_heavy)).seconds == pytest.approx(
+        pretraining_estimate(Pretraining(preset("default"))).seconds)  # fine-tuning epochs are not its work
 
 
 class Recorder:

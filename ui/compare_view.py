@@ -20,6 +20,7 @@ from lora_core.tasks.registry import TASK_KINDS
 from . import compare_figures as cf
 from . import figures, live, session
 from . import grid as g
+from .plan_figures import planned_parameters
 from .sidebar import prefer, sidebar
 from .text import plain
 
@@ -97,6 +98,8 @@ def show() -> None:
                 state.sweep = result
 
     result = state.sweep
+    if req is not None and (result is None or not answers(result, req)):  # what this grid would train
+        st.plotly_chart(planned_parameters(req), key="plan")
     if result is None:
         st.info("No sweep yet: choose the grid and press **Run**.")
         st.stop()
