@@ -187,7 +187,8 @@ def test_a_rerun_after_a_sweep_rebuilds_only_what_its_widgets_change(monkeypatch
             return _original(*args, **kwargs)
 
         monkeypatch.setattr(compare_figures, name, counted)
-    at = run(compare(**SMALL, methods="lora,full", ranks="1,2", alphas="1", seeds="0"))
+    at = run(compare(**SMALL, shift="low_rank", **{"shift-rank": "4"}))  # the default grid: 25 members
+    assert len(at.session_state["lora_explorer"].sweep.members) == 25
     assert built == {"loss_by_rank": 1, "member_curves": 1, "members_table": 1, "forgetting_figure": 1}
     overlay = multiselect(at, "Members to overlay")
     start = time.perf_counter()
@@ -200,4 +201,5 @@ def test_a_rerun_after_a_sweep_rebuilds_only_what_its_widgets_change(monkeypatch
     assert json_button.proto.deferred_file_id and not json_button.proto.url  # deferred: no bytes with the page
     ARTIFACTS.mkdir(exist_ok=True)
     with (ARTIFACTS / "timings.txt").open("a") as f:
-        f.write(f"Compare: a rerun moving 'Members to overlay' took {seconds:.3f} s in AppTest (script and all)\n")
+        f.write(f"Compare: a rerun moving 'Members to overlay' after the default grid (25 members) took "
+                f"{seconds:.3f} s in AppTest (script and all)\n")

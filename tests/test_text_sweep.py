@@ -14,6 +14,7 @@ from lora_core.sweep import members, request, run_request
 from lora_core.sweep_table import rows
 from tests.test_app_compare import charts, compare, multiselect, run
 from tests.test_text import TINY
+from ui.plan_figures import TITLE as PLAN
 
 PLACEMENTS = ["q,v", "attention", "mlp", "all"]
 BUDGET = 1500
@@ -73,6 +74,14 @@ def test_the_compare_page_draws_the_placements_at_one_budget():
     at = compare(preset="text", **params, methods="lora", alphas="8", placements=";".join(PLACEMENTS),
                  budget=str(BUDGET))
     assert multiselect(at, "Placements (target modules)").value == PLACEMENTS
+    # before Run, the plan: each placement at the rank the budget buys it, under the budget's level
+    plan = charts(at)[PLAN]
+    planned = {c.targets: (c.rank, _trainable(c)) for _, c in members(request(
+        preset("text", **TINY), [1], ["lora"], alphas=[8.0], targets=PLACEMENTS, budget=BUDGET))}
+    for placement, (rank, count) in planned.items():
+        line = next(t for t in plan["data"] if t["name"] == f"LoRA on {placement}")
+        assert (line["x"], line["y"]) == ([rank], [count]) and count <= BUDGET
+    assert next(t for t in plan["data"] if t["name"] == f"budget: {BUDGET:,}")["y"] == [BUDGET] * 2
     run(at)
     chart = charts(at)[f"At most {BUDGET:,} trainable parameters: where to put them"]
     shifted = chart["data"][0]

@@ -53,6 +53,9 @@ def planned_parameters(req: SweepRequest) -> go.Figure:
     fig.add_trace(go.Scatter(x=[min(ranks), max(ranks)], y=[full, full], mode="lines", name=f"{FULL}: {full:,}",
                              line={"dash": "dash", "color": "black"}, hovertemplate=f"{full:,} parameters<extra>"
                                                                                     f"</extra>"))
+    if req.budget:  # placements compared at equal cost: each at the largest rank whose adapters fit it
+        fig.add_trace(go.Scatter(x=[min(ranks), max(ranks)], y=[req.budget] * 2, mode="lines",
+                                 name=f"budget: {req.budget:,}", line={"dash": "dot", "color": "gray"}))
     _layout(fig, TITLE, "rank r (log scale)", "trainable parameters (log scale)", log_y=True, log_x=True)
     fig.update_xaxes(tickvals=ranks, ticktext=[str(r) for r in ranks])
     return fig.update_layout(height=340, hovermode="closest")
