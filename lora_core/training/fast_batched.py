@@ -26,7 +26,7 @@ from ..tasks.data import Task
 from .batched import Trained
 from .devices import cpu_threads
 from .fast import EVAL_ROWS, base_activations
-from .fast_stacked import GROUP_SECONDS, Stacked, padded_rows, rows_of
+from .fast_stacked import GROUP_SECONDS, Stacked, padded_rows, row_macs, rows_of
 from .loop import BatchRecorder, CancelCheck, members_loop
 from .trainers import choose_path
 
@@ -86,11 +86,9 @@ def batch_seconds(configs: list[ExperimentConfig]) -> float:
     kin): every step of the batch, and each recorded epoch's dynamics and evaluation per member."""
     c = configs[0]
     rows = padded_rows(configs)
-    b = c.batch_size
-    row_macs = 2 * c.hidden * c.d_out + 2 * b * (c.d_in + c.hidden) + 6 * b * c.d_out  # fast_stacked.row_seconds'
-    row = row_macs / BATCH_MACS_PER_SECOND + (c.d_in + 2 * c.hidden + c.d_out) * ROW_WEIGHT_SECONDS
+    row = row_macs(c) / BATCH_MACS_PER_SECOND + (c.d_in + 2 * c.hidden + c.d_out) * ROW_WEIGHT_SECONDS
     step = STEP_SECONDS + GROUP_SECONDS * len(set(rows)) + row * sum(rows)
-    steps = -(-c.n_samples // b) * c.epochs
+    steps = -(-c.n_samples // c.batch_size) * c.epochs
     return SLACK * (steps * step + c.epochs * sum(dynamics_seconds(m) for m in configs))
 
 

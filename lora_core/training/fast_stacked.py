@@ -49,12 +49,16 @@ GROUP_SECONDS = 30e-6
 MULTIPLY_ADDS_PER_SECOND = 45e9
 
 
-def row_seconds(config: ExperimentConfig) -> float:
-    """The arithmetic of one member row per step: Pᵀ and dB1ᵀ (hidden · d_out each), u, v, dA1, dA2 (b · d_in or
-    b · hidden each) and the residual's three products (b · d_out each, twice)."""
+def row_macs(config: ExperimentConfig) -> int:
+    """The multiply-adds of one member row per step: Pᵀ and dB1ᵀ (hidden · d_out each), u, v, dA1, dA2 (b · d_in
+    or b · hidden each) and the residual's three products (b · d_out each, twice)."""
     b = config.batch_size
-    macs = 2 * config.hidden * config.d_out + 2 * b * (config.d_in + config.hidden) + 6 * b * config.d_out
-    return macs / MULTIPLY_ADDS_PER_SECOND
+    return 2 * config.hidden * config.d_out + 2 * b * (config.d_in + config.hidden) + 6 * b * config.d_out
+
+
+def row_seconds(config: ExperimentConfig) -> float:
+    """The arithmetic of one member row per step, for the grouping."""
+    return row_macs(config) / MULTIPLY_ADDS_PER_SECOND
 
 
 def padded_rows(configs: list[ExperimentConfig]) -> list[int]:
