@@ -75,7 +75,9 @@ def main() -> None:
         for name in tasks:  # the server's start: each task's base pretrained once, its ratio learned
             job = sched.submit(Pretraining(preset(name, seed=PREWARM_SEED)), "prewarm")
             assert job.done.wait(GUARD_S) and job.result is not None, job.error
-            print(f"{'prewarm: ' + name + ' base':44} {job.kind:22} {job.estimate.seconds:7.2f}s")
+            took = sched.calibration.ratio(job.kind) * job.estimate.seconds  # its first: the ratio is its own
+            print(f"{'prewarm: ' + name + ' base':44} {job.kind:22} {job.estimate.seconds:7.2f}s {'':9} "
+                  f"{took:7.2f}s  took/raw {took / job.estimate.seconds:.2f}")
         for name, work in sequence(args.quick):
             job = sched.submit(work, "bench")
             assert job.done.wait(GUARD_S) and job.result is not None, job.error

@@ -49,9 +49,10 @@ def run_pretraining(work: Pretraining, on_progress=None, cancel=None) -> Pretrai
 
 
 def pretraining_estimate(work: Pretraining) -> Estimate:
-    """The time of what this job does, the data and the pretraining (the server's calibration learns from it a
-    ratio comparable with runs' and sweeps': with the whole run's time it read 0.3 where runs read 0.6-1.0, and a
-    server's first run or sweep of a task was told half its time); the memory of the whole run, an upper bound."""
+    """The time of what this job does, the data and the pretraining, so that the server's calibration learns from
+    it a ratio a run or a sweep of the task shares (7 December, the default base: measured / estimated 0.28 with
+    the whole run's time, 0.45-0.5 with this, as cold runs read; the server's first Compare grid was told 0.6 of
+    its time); the memory of the whole run, an upper bound."""
     whole = estimate(work.config)
     return dataclasses.replace(whole, seconds=SECONDS_PER_RUN + whole.pretrain_seconds, finetune_seconds=0.0)
 
