@@ -27,6 +27,7 @@ import json, os, sys, time
 os.environ["LORA_EXPLORER_CACHE"] = "off"
 from lora_core.settings.config import preset
 from lora_core.experiment import run_experiment
+from lora_core.measure.dynamics import Dynamics
 from lora_core.sweep import run_sweep
 from lora_core.training.loop import warm_up
 
@@ -42,8 +43,15 @@ def experiment(config):
 def sweep(config):
     run_sweep(config, ranks=(100, 150, 200), methods=("lora", "rslora", "pissa", "olora"))
 
-RUNS = {"experiment": (lambda config: None, experiment),
-        "sweep": (lambda config: run_experiment(config.replace(rank=1)), sweep)}  # the sweep's base, in memory
+def unrecorded_sweep(config):  # the same sweep with its batches' dynamics recording nothing
+    Dynamics.record_batch = lambda self, changes: [None] * len(changes)
+    sweep(config)
+
+def base_of(config):  # the sweep's base, in memory
+    run_experiment(config.replace(rank=1))
+
+RUNS = {"experiment": (lambda config: None, experiment), "sweep": (base_of, sweep),
+        "unrecorded sweep": (base_of, unrecorded_sweep)}
 
 start_threads = threads()
 warm_up()  # too small for torch's thread pool, which must not exist before a fork (it would hang the child)
@@ -72,7 +80,8 @@ for name, (kind, settings) in json.loads(sys.argv[1]).items():
 
 def peak_bytes(runs: dict[str, tuple[str, dict]], timeout: float = 900) -> dict[str, tuple[int, float]]:
     """{name: (kind, settings)} -> {name: (peak bytes above the RSS before the run, seconds)}; kind is
-    "experiment" (run_experiment) or "sweep" (a sweep of ranks 100-200 over four methods, its base in memory)."""
+    "experiment" (run_experiment), "sweep" (a sweep of ranks 100-200 over four methods, its base in memory) or
+    "unrecorded sweep" (the same, its batches' dynamics recording nothing)."""
     out = subprocess.run([sys.executable, "-c", HELPER, json.dumps(runs)], capture_output=True, text=True,
                          cwd=ROOT, timeout=timeout)  # a hang guard
     assert out.returncode == 0, out.stderr[-2000:]

@@ -10,6 +10,7 @@ import torch
 
 from lora_core.experiment import finetune, prepared, run_experiment
 from lora_core.settings.config import preset
+from lora_core.settings.dynamics_cost import batch_dynamics_bytes, dynamics_bytes
 from lora_core.sweep import members, request, run_sweep, sweep_estimate
 from lora_core.training import fast_batched, fast_stacked
 from lora_core.training.fast import base_activations
@@ -121,15 +122,22 @@ def test_progress_comes_once_per_member_and_epoch():
 
 
 def test_the_sweep_estimate_covers_the_batched_fast_path():
-    """Twelve wide members (PiSSA's and OLoRA's at twice their rank) train at once: their buffers are counted."""
+    """Twelve wide members (PiSSA's and OLoRA's at twice their rank) train at once: their buffers are counted, and
+    what recording their dynamics holds at an epoch's record (measured as the sweep's peak with the recording
+    against the same sweep's without it)."""
     settings = dict(d_in=400, hidden=400, d_out=400, n_samples=2000, n_eval=500, pretrain_epochs=1, epochs=1)
-    measured, _ = peak_bytes({"sweep": ("sweep", settings)})["sweep"]
+    peaks = peak_bytes({"sweep": ("sweep", settings), "unrecorded": ("unrecorded sweep", settings)})
+    measured, unrecorded = peaks["sweep"][0], peaks["unrecorded"][0]
     req = request(preset("default", **settings), ranks=(100, 150, 200), methods=("lora", "rslora", "pissa", "olora"))
     configs = [c for _, c in members(req)]
     expected = sweep_estimate(req).bytes
     assert fast_batched.batch_bytes(configs) > 0.3 * expected  # the batch is most of it here
-    print(f"sweep: measured {measured / 2**20:.0f} MiB, estimated {expected / 2**20:.0f} MiB")
+    widths = [fast_batched.rows_of(c) for c in configs]
+    recording = dynamics_bytes(configs[0]) + batch_dynamics_bytes(configs[0], widths)
+    print(f"sweep: measured {measured / 2**20:.0f} MiB ({(measured - unrecorded) / 2**20:.0f} MiB of it recording "
+          f"the dynamics), estimated {expected / 2**20:.0f} MiB ({recording / 2**20:.0f} MiB)")
     assert measured <= expected <= 2 * measured  # an upper bound, as the scheduler admits by it, not a wild one
+    assert measured - unrecorded <= recording <= 2 * (measured - unrecorded)
 
 
 def test_members_are_grouped_where_the_model_says_it_costs_least():

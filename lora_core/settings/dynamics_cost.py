@@ -28,6 +28,21 @@ def dynamics_bytes(c: ExperimentConfig) -> int:
     return 2 * theta * BYTES_PER_ITEM[c.dtype] + 3 * 8 * min(theta, DYNAMICS_EXACT_MAX)
 
 
+def batch_dynamics_bytes(c: ExperimentConfig, widths: list[int]) -> int:
+    """What one recorded epoch of a sweep's batch holds at once (measure/dynamics.py's record_batch), members of
+    `widths` factor columns each: each member's s·B (A's are views), every member's factors padded to the widest,
+    and ΔM's two thin factors with the products they are made of. It was missing from the batches' estimates:
+    12 members of ranks 100-200 at 400 wide measured 236 MiB at peak with it, 164 MiB without, where the whole
+    estimate was 246 MiB (this counts 96 MiB for it)."""
+    if not spec(c).linear_model:
+        return 0
+    k, members = max(widths), len(widths)
+    own = sum(widths) * (c.hidden + c.d_out)
+    padded = members * k * (c.d_in + 2 * c.hidden + c.d_out)
+    thin = members * k * (4 * c.d_out + 3 * c.d_in + k)
+    return BYTES_PER_ITEM[c.dtype] * (own + padded + thin)
+
+
 # A recorded epoch of one member of a sweep's batch (measure/dynamics.py's record_batch, beside its held-out
 # evaluation and report): about 0.3 ms of small ops (7 December: 0.36-0.49 ms in all at 64 wide, where the
 # residual's SVD is a third of it) and the residual's top values: a dense SVD, or a subspace iteration of

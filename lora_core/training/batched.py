@@ -29,7 +29,7 @@ from ..adapters.attach import adapted
 from ..adapters.dora import DoRALinear
 from ..settings.budget import estimate
 from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
-from ..settings.dynamics_cost import dynamics_bytes
+from ..settings.dynamics_cost import batch_dynamics_bytes, dynamics_bytes
 from ..settings.results import PhaseHistory, Progress
 from ..settings.variants import layer_kind
 from ..tasks.data import Task
@@ -92,11 +92,12 @@ def batch_seconds(configs: list[ExperimentConfig]) -> float:
 
 
 def batch_bytes(configs: list[ExperimentConfig]) -> int:
-    """Memory of the batch: the members' stacked weights and moments and a batch of activations each, and the
-    dynamics' recorder."""
+    """Memory of the batch: the members' stacked weights and moments and a batch of activations each, and what
+    the dynamics' recorder holds, at an epoch's record too."""
     c = configs[0]
-    return len(configs) * BYTES_PER_ITEM[c.dtype] * (8 * (c.d_in * c.hidden + c.hidden * c.d_out)
-                                                    + 4 * c.batch_size * (c.hidden + c.d_out)) + dynamics_bytes(c)
+    return (len(configs) * BYTES_PER_ITEM[c.dtype] * (8 * (c.d_in * c.hidden + c.hidden * c.d_out)
+                                                     + 4 * c.batch_size * (c.hidden + c.d_out))
+            + dynamics_bytes(c) + batch_dynamics_bytes(c, [m.rank for m in configs]))
 
 
 class _Stack:

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
-from ..settings.dynamics_cost import dynamics_bytes, dynamics_seconds
+from ..settings.dynamics_cost import batch_dynamics_bytes, dynamics_bytes, dynamics_seconds
 from ..settings.results import EpochDynamics, Progress
 from ..tasks.data import Task
 from .batched import Trained
@@ -96,13 +96,14 @@ def batch_bytes(configs: list[ExperimentConfig]) -> int:
     """Memory of the stacked buffers (fast_stacked.py): parameters, gradients, Adam's three buffers and a rate
     per member row with Pᵀ and Z; six work rows of each batch size (a full and a short last batch, a full and a
     short evaluation chunk); per member its residuals and two R × R products (the shared activations are the
-    single run's)."""
+    single run's); and what the dynamics' recorder holds, at an epoch's record too."""
     c = configs[0]
     rows = padded_rows(configs)
     per_row = 8 * (c.d_in + 2 * c.hidden + 2 * c.d_out) + 12 * (c.batch_size + EVAL_ROWS)
     per_member = 2 * (c.batch_size + EVAL_ROWS) * c.d_out
     members = sum(r * per_row + per_member + 2 * r * r for r in rows)
-    return BYTES_PER_ITEM[c.dtype] * members + dynamics_bytes(c)
+    record = batch_dynamics_bytes(c, [rows_of(m) for m in configs])
+    return BYTES_PER_ITEM[c.dtype] * members + dynamics_bytes(c) + record
 
 
 def train_members(configs: list[ExperimentConfig], base: nn.Module, task: Task,
