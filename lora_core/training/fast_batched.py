@@ -22,6 +22,7 @@ import torch.nn as nn
 from ..settings.config import BYTES_PER_ITEM, ExperimentConfig
 from ..settings.dynamics_cost import batch_dynamics_bytes, dynamics_bytes, dynamics_seconds
 from ..settings.results import EpochDynamics, Progress
+from ..settings.speeds import SECONDS_PER_WEIGHT_STEP
 from ..tasks.data import Task
 from .batched import Trained
 from .devices import cpu_threads
@@ -71,13 +72,12 @@ def threads(configs: list[ExperimentConfig]) -> int | None:
 # at 64 wide, 507 us for 24 in two, 1.0 ms for 8 members of ranks 1-64 in three, 4.5 ms for 40 in eight, 0.97 ms
 # for 10 members at 256 wide; this model reads 183 us, 470 us, 0.80 ms, 3.9 ms and 1.14 ms): the shared ops,
 # GROUP_SECONDS per group, and per padded member row its products at BATCH_MACS_PER_SECOND (thin products run well
-# below a large one's rate) and Adam over its weights at ROW_WEIGHT_SECONDS each. The same day single runs took
+# below a large one's rate) and Adam over its weights at SECONDS_PER_WEIGHT_STEP each. The same day single runs took
 # 1/3.3-1/2.1 of budget.py's estimate (benchmarks/bench_budget.py --quick; 1/2.2-1/1.6 for the fast path's), so
 # the batch's time is scaled by SLACK: one calibration ratio (serving/calibration.py) then fits runs and sweeps
 # alike, and a server's first sweep is told an honest time.
 STEP_SECONDS = 60e-6
 BATCH_MACS_PER_SECOND = 30e9
-ROW_WEIGHT_SECONDS = 5e-9
 SLACK = 2.2
 
 
@@ -86,7 +86,7 @@ def batch_seconds(configs: list[ExperimentConfig]) -> float:
     kin): every step of the batch, and each recorded epoch's dynamics and evaluation per member."""
     c = configs[0]
     rows = padded_rows(configs)
-    row = row_macs(c) / BATCH_MACS_PER_SECOND + (c.d_in + 2 * c.hidden + c.d_out) * ROW_WEIGHT_SECONDS
+    row = row_macs(c) / BATCH_MACS_PER_SECOND + (c.d_in + 2 * c.hidden + c.d_out) * SECONDS_PER_WEIGHT_STEP
     step = STEP_SECONDS + GROUP_SECONDS * len(set(rows)) + row * sum(rows)
     steps = -(-c.n_samples // c.batch_size) * c.epochs
     return SLACK * (steps * step + c.epochs * sum(dynamics_seconds(m) for m in configs))
